@@ -1,0 +1,34 @@
+# Two set-up commands work on a fresh machine: `make demo` and `make test`.
+# Each creates the virtual environment if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PSPSIM := $(PY) -m pspsim
+DEMO_IN := experiments/psp-roundtrip
+DEMO_OUT := results/psp-roundtrip
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PSPSIM) psp encrypt --cfg $(DEMO_IN)/encrypt.cfg $(DEMO_IN)/cleartext.pcap $(DEMO_OUT)/encrypted.pcap
+	$(PSPSIM) psp decrypt --cfg $(DEMO_IN)/decrypt.cfg $(DEMO_OUT)/encrypted.pcap $(DEMO_OUT)/decrypted.pcap
+	$(PY) -c "from pspsim.wire import read_pcap as r; \
+	  assert r('$(DEMO_IN)/cleartext.pcap')[1] == r('$(DEMO_OUT)/decrypted.pcap')[1]; \
+	  print('round trip: all packets came back byte for byte')"
+	$(PSPSIM) psp overhead -o $(DEMO_OUT)/overhead.csv --plot $(DEMO_OUT)/overhead.png > /dev/null
+	@echo "wrote $(DEMO_OUT)/encrypted.pcap, decrypted.pcap, overhead.csv, overhead.png"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/*.so

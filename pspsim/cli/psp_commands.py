@@ -1,0 +1,218 @@
+"""``pspsim psp``: encrypt, decrypt and derive keys as the reference implementation does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from pspsim.cli.common import UserError, hex_bytes, hex_u32, non_negative_int
+from pspsim.wire.errors import EncapsulationError, NotPspPacket, PspRejected
+from pspsim.wire.pcap import LINKTYPE_ETHERNET, PcapHeader, PcapReader, PcapRecord, PcapWriter
+from pspsim.wire.psp_cfg import load_encrypt_config, load_master_keys
+from pspsim.wire.psp_kdf import VERSION_NAMES, derive_sa_key, derive_sa_key_from_pair
+from pspsim.wire.psp_packet import MAX_IV, PspSender, decapsulate
+from pspsim.wire.psp_sa import DeviceKeys
+
+#: Largest frame the reference writes (Ethernet jumbo); also its output snaplen.
+JUMBO_FRAME = 9014
+
+ENCRYPT_HELP = """\
+Encrypt every packet of IN.pcap with the SA that the configuration file
+describes and write OUT.pcap, byte for byte as the reference implementation
+(google/psp psp_encrypt) does: same headers, IV counter, timestamps and file
+header.  The configuration file uses the reference's cfg format: master keys
+0 and 1, SPI, transport|tunnel, aes-gcm-128|aes-gcm-256 (pspsim also takes
+aes-gmac-128|aes-gmac-256), three crypt offsets, vc|no-vc.  Packets that
+cannot be encrypted (not IP, crypt offset larger than the packet, ...) are
+listed on standard error and left out, as the reference does; --strict
+makes that an error."""
+
+DECRYPT_HELP = """\
+Verify and decrypt every PSP packet of IN.pcap with the master keys in the
+configuration file (a decrypt cfg, or an encrypt cfg whose keys are used) and
+write the packets that verify to OUT.pcap.  Every packet that does not verify
+is reported with its reason and the counter it moves (rx-auth-fail, rx-error,
+rx-bad, as Linux reports them); the exit status is then 1."""
+
+DERIVE_HELP = """\
+Print the SA key that a PSP device derives for an SPI (NIST SP800-108 counter
+mode, AES-CMAC).  Give --master-key twice (keys 0 and 1; SPI bit 31 picks
+one), once (that key is used whatever bit 31 says), or --cfg with a cfg file."""
+
+
+OVERHEAD_HELP = """\
+Encapsulate real frames in every PSP mode (transport/tunnel, IPv4/IPv6,
+with and without the virtualization cookie) and report the bytes added,
+measured from the packets themselves.  Prints the table; -o writes it as
+CSV and --plot draws it."""
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    psp = groups.add_parser("psp", help="PSP packets: encrypt, decrypt, derive keys", description="PSP packets, as the reference implementation google/psp builds them.")
+    commands = psp.add_subparsers(dest="psp_command", metavar="SUBCOMMAND", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    enc = commands.add_parser("encrypt", help="encrypt a pcap file", description=ENCRYPT_HELP, formatter_class=fmt)
+    enc.add_argument("--cfg", required=True, type=Path, metavar="FILE", help="reference-format encrypt cfg")
+    enc.add_argument("--first-iv", type=non_negative_int, default=1, metavar="N",
+                     help="IV of the first packet; +1 per packet (default: 1, as the reference)")
+    enc.add_argument("--strict", action="store_true", help="exit 1 if any packet could not be encrypted")
+    enc.add_argument("input", type=Path, metavar="IN.pcap")
+    enc.add_argument("output", type=Path, metavar="OUT.pcap")
+    enc.set_defaults(handler=encrypt_command)
+
+    dec = commands.add_parser("decrypt", help="decrypt and verify a pcap file", description=DECRYPT_HELP, formatter_class=fmt)
+    dec.add_argument("--cfg", required=True, type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
+    dec.add_argument("input", type=Path, metavar="IN.pcap")
+    dec.add_argument("output", type=Path, metavar="OUT.pcap")
+    dec.set_defaults(handler=decrypt_command)
+
+    der = commands.add_parser("derive-key", help="derive an SA key from master key(s) and SPI",
+                              description=DERIVE_HELP, formatter_class=fmt)
+    source = der.add_mutually_exclusive_group(required=True)
+    source.add_argument("--master-key", action="append", type=hex_bytes(32, "master key"), metavar="HEX",
+                        help="256-bit master key in hex; give twice for keys 0 and 1")
+    source.add_argument("--cfg", type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
+    der.add_argument("--spi", required=True, type=hex_u32, metavar="HEX", help="SPI in hex, e.g. 9A345678")
+    der.add_argument("--version", type=int, choices=sorted(VERSION_NAMES), default=0,
+                     help="PSP version: 0 aes-gcm-128 (default), 1 aes-gcm-256, 2 aes-gmac-128, 3 aes-gmac-256")
+    der.set_defaults(handler=derive_key_command)
+
+    ovh = commands.add_parser("overhead", help="bytes PSP adds per packet, measured from real packets",
+                              description=OVERHEAD_HELP, formatter_class=fmt)
+    ovh.add_argument("--payload", type=non_negative_int, action="append", metavar="BYTES",
+                     help="UDP payload size to measure (repeatable; default 0, 64, 1000, 1392)")
+    ovh.add_argument("-o", "--output", type=Path, metavar="CSV", help="write the table as CSV")
+    ovh.add_argument("--plot", type=Path, metavar="PNG", help="write a bar chart of the overhead")
+    ovh.set_defaults(handler=overhead_command)
+
+
+def _open_ethernet_capture(path: Path) -> PcapReader:
+    reader = PcapReader(path)
+    if reader.header.linktype != LINKTYPE_ETHERNET:
+        reader.close()
+        raise UserError(f"{path}: link type {reader.header.linktype} is not Ethernet (1)")
+    return reader
+
+
+def _check_distinct(input_path: Path, output_path: Path) -> None:
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise UserError(f"{output_path}: output would overwrite the input")
+    _prepare_output(output_path)
+
+
+def _prepare_output(path: Path) -> None:
+    """Create the output's folder; refuse a path that is a folder."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path.parent}: cannot create folder: {exc.strerror}") from None
+
+
+def encrypt_command(args: argparse.Namespace) -> int:
+    cfg = load_encrypt_config(args.cfg)
+    if args.first_iv > MAX_IV:
+        raise UserError(f"--first-iv {args.first_iv} does not fit in 64 bits")
+    _check_distinct(args.input, args.output)
+    sender = PspSender(cfg.sa(), cfg.encap, first_iv=args.first_iv)
+    skipped = 0
+    with _open_ethernet_capture(args.input) as reader:
+        out_header = PcapHeader(LINKTYPE_ETHERNET, JUMBO_FRAME, reader.header.nanosecond)
+        with PcapWriter(args.output, out_header) as writer:
+            for index, record in enumerate(reader):
+                reason = None
+                if record.truncated:
+                    reason = "truncated capture (caplen < wire length)"
+                else:
+                    try:
+                        frame = sender.seal(record.data)
+                    except EncapsulationError as exc:
+                        reason = str(exc)
+                    else:
+                        if len(frame) > JUMBO_FRAME:
+                            sender.next_iv -= 1  # the frame is not sent: its IV stays unused
+                            reason = f"encrypted frame of {len(frame)} bytes exceeds {JUMBO_FRAME} (jumbo)"
+                if reason is not None:
+                    skipped += 1
+                    print(f"packet {index}: skipped: {reason}", file=sys.stderr)
+                    continue
+                writer.write(PcapRecord(record.ts_sec, record.ts_frac, frame, len(frame)))
+    last_iv = sender.next_iv - 1
+    ivs = f"IV {args.first_iv}..{last_iv}" if writer.count else "no IV used"
+    print(
+        f"encrypted {writer.count} packets into {args.output} "
+        f"(SPI {cfg.spi:08x}, {VERSION_NAMES[cfg.version]}, {cfg.encap.mode}, {ivs}); skipped {skipped}"
+    )
+    return 1 if (skipped and args.strict) else 0
+
+
+def decrypt_command(args: argparse.Namespace) -> int:
+    keys = DeviceKeys(*load_master_keys(args.cfg))
+    _check_distinct(args.input, args.output)
+    counters: Counter[str] = Counter()
+    rx_bytes = 0
+    with _open_ethernet_capture(args.input) as reader:
+        snaplen = max(JUMBO_FRAME, reader.header.snaplen)
+        with PcapWriter(args.output, PcapHeader(LINKTYPE_ETHERNET, snaplen, reader.header.nanosecond)) as writer:
+            for index, record in enumerate(reader):
+                if record.truncated:
+                    counters["truncated"] += 1
+                    print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
+                    continue
+                try:
+                    opened = decapsulate(record.data, keys)
+                except NotPspPacket as exc:
+                    counters["not PSP"] += 1
+                    print(f"packet {index}: skipped: not PSP: {exc}", file=sys.stderr)
+                    continue
+                except PspRejected as exc:
+                    counters[exc.counter] += 1
+                    print(f"packet {index}: dropped ({exc.counter}): {exc}", file=sys.stderr)
+                    continue
+                rx_bytes += opened.protected_len
+                writer.write(PcapRecord(record.ts_sec, record.ts_frac, opened.frame, len(opened.frame)))
+    failed = sum(counters[name] for name in ("rx-auth-fail", "rx-error", "rx-bad"))
+    print(
+        f"decrypted {writer.count} packets into {args.output} (rx-packets {writer.count}, rx-bytes {rx_bytes}); "
+        f"rx-auth-fail {counters['rx-auth-fail']}, rx-error {counters['rx-error']}, rx-bad {counters['rx-bad']}; "
+        f"skipped {counters['not PSP']} not PSP, {counters['truncated']} truncated"
+    )
+    return 1 if failed else 0
+
+
+def overhead_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pspsim.wire.overhead import psp_overhead_rows
+
+    payloads = tuple(args.payload) if args.payload else (0, 64, 1000, 1392)
+    if max(payloads) > 9000:
+        raise UserError("--payload must be at most 9000 bytes")
+    table = pd.DataFrame(psp_overhead_rows(payloads))
+    print(table.to_string(index=False))
+    if args.output:
+        _prepare_output(args.output)
+        table.to_csv(args.output, index=False)
+    if args.plot:
+        from pspsim.figures import overhead_figure
+
+        _prepare_output(args.plot)
+        overhead_figure(table, args.plot)
+    return 0
+
+
+def derive_key_command(args: argparse.Namespace) -> int:
+    if args.cfg is not None:
+        key = derive_sa_key_from_pair(load_master_keys(args.cfg), args.spi, args.version)
+    elif len(args.master_key) == 2:
+        key = derive_sa_key_from_pair(args.master_key, args.spi, args.version)
+    elif len(args.master_key) == 1:
+        key = derive_sa_key(args.master_key[0], args.spi, args.version)
+    else:
+        raise UserError("give --master-key once or twice (keys 0 and 1)")
+    print(key.hex())
+    return 0

@@ -1,0 +1,228 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled fast path of :mod:`pspsim.wire.psp_packet` for the common case.
+
+It handles untagged Ethernet frames carrying IPv4 or IPv6, AES-GCM
+versions (0, 1), no cookie and no header extension, in transport and
+tunnel mode, and produces exactly the bytes of the general Python
+implementation (held equal by ``tests/test_psp_fastpath.py``).  For any
+other frame, and for every packet that the receiver must reject, it
+returns ``None`` and the general implementation runs, so that errors are
+raised in one place only.  Crypto is the same ``AESGCM`` object in both.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
+from cryptography.exceptions import InvalidTag
+
+from pspsim.wire.errors import PspAuthFailure
+
+
+cdef inline unsigned int rd16(const unsigned char* p) noexcept:
+    return (p[0] << 8) | p[1]
+
+
+cdef inline void wr16(unsigned char* p, unsigned int v) noexcept:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+
+cdef inline void wr32(unsigned char* p, unsigned long v) noexcept:
+    wr16(p, (v >> 16) & 0xFFFF)
+    wr16(p + 2, v & 0xFFFF)
+
+
+cdef inline unsigned int ipv4_checksum(const unsigned char* h, Py_ssize_t hlen) noexcept:
+    cdef unsigned long s = 0
+    cdef Py_ssize_t i
+    for i in range(0, hlen, 2):
+        s += rd16(h + i)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+cdef int locate_ip(const unsigned char* f, Py_ssize_t n, Py_ssize_t* hlen, int* proto, Py_ssize_t* end) noexcept:
+    """IP version (4 or 6) of an untagged frame that passes every check of
+    ``parse_ip``, filling header length, protocol and end; 0 otherwise."""
+    cdef unsigned int et
+    if n < 34:
+        return 0
+    et = rd16(f + 12)
+    if et == 0x0800:
+        if f[14] >> 4 != 4 or (f[14] & 0x0F) < 5:
+            return 0
+        hlen[0] = (f[14] & 0x0F) * 4
+        end[0] = 14 + rd16(f + 16)
+        if end[0] < 14 + hlen[0] or end[0] > n:
+            return 0
+        proto[0] = f[23]
+        return 4
+    if et == 0x86DD:
+        if n < 54 or f[14] >> 4 != 6:
+            return 0
+        hlen[0] = 40
+        end[0] = 54 + rd16(f + 18)
+        if end[0] > n:
+            return 0
+        proto[0] = f[20]
+        return 6
+    return 0
+
+
+cdef class Sealer:
+    """The fixed parameters of one transmit SA, so a packet passes only frame and IV."""
+
+    cdef object aead
+    cdef unsigned long spi
+    cdef int version, transport_co, v4_tunnel_co, v6_tunnel_co
+    cdef bint tunnel
+
+    def __init__(self, aead, unsigned long spi, int version, bint tunnel,
+                 int transport_co, int v4_tunnel_co, int v6_tunnel_co):
+        self.aead = aead
+        self.spi = spi
+        self.version = version
+        self.tunnel = tunnel
+        self.transport_co = transport_co
+        self.v4_tunnel_co = v4_tunnel_co
+        self.v6_tunnel_co = v6_tunnel_co
+
+    def seal(self, frame, unsigned long long iv):
+        """The encapsulated frame, or ``None`` when the general path must run."""
+        if type(frame) is not bytes:
+            return None
+        return encapsulate(frame, self.aead, self.spi, self.version, iv, self.tunnel,
+                           self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
+
+
+cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsigned long long iv,
+                  bint tunnel, int transport_co, int v4_tunnel_co, int v6_tunnel_co):
+    """The encapsulated frame, or ``None`` when the general path must run."""
+    cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
+    cdef Py_ssize_t n = len(frame), hlen, end, start, clear_len, outer_hlen, udp_len, pos
+    cdef int proto, next_header, co, ipv
+    cdef unsigned int sport
+    cdef unsigned char hdr[16]
+    cdef unsigned char* o
+    ipv = locate_ip(f, n, &hlen, &proto, &end)
+    if ipv == 0 or version > 1:
+        return None
+    if not tunnel:
+        if ipv == 6 and proto != 6 and proto != 17:
+            return None
+        start, next_header, co, outer_hlen = 14 + hlen, proto, transport_co, hlen
+    elif ipv == 4:
+        if hlen != 20:
+            return None
+        start, next_header, co, outer_hlen = 14, 4, v4_tunnel_co, 20
+    else:
+        start, next_header, co, outer_hlen = 14, 41, v6_tunnel_co, 40
+    clear_len = co * 4
+    if clear_len > end - start:
+        return None
+    hdr[0] = next_header
+    hdr[1] = 1
+    hdr[2] = co
+    hdr[3] = (version << 2) | 1
+    wr32(hdr + 4, spi)
+    wr32(hdr + 8, (iv >> 32) & 0xFFFFFFFF)
+    wr32(hdr + 12, iv & 0xFFFFFFFF)
+    nonce = PyBytes_FromStringAndSize(<char*>hdr + 4, 12)
+    aad = PyBytes_FromStringAndSize(NULL, 16 + clear_len)
+    memcpy(PyBytes_AS_STRING(aad), hdr, 16)
+    memcpy(PyBytes_AS_STRING(aad) + 16, f + start, clear_len)
+    sealed = aead.encrypt(nonce, frame[start + clear_len:end], aad)
+    udp_len = 8 + 16 + clear_len + len(sealed)
+    if udp_len + (outer_hlen if ipv == 4 else 0) > 0xFFFF:
+        return None
+    if (proto == 6 or proto == 17) and end - (14 + hlen) >= 4:
+        sport = rd16(f + 14 + hlen) ^ rd16(f + 16 + hlen)
+    else:
+        sport = 1000
+    out = PyBytes_FromStringAndSize(NULL, 14 + outer_hlen + udp_len)
+    o = <unsigned char*>PyBytes_AS_STRING(out)
+    memcpy(o, f, 14 + outer_hlen)
+    if ipv == 4:
+        if tunnel:
+            o[14] = 0x45
+        wr16(o + 16, outer_hlen + udp_len)
+        o[23] = 17
+        o[24] = 0
+        o[25] = 0
+        wr16(o + 24, ipv4_checksum(o + 14, outer_hlen))
+    else:
+        wr16(o + 18, udp_len)
+        o[20] = 17
+    pos = 14 + outer_hlen
+    wr16(o + pos, sport)
+    wr16(o + pos + 2, 1000)
+    wr16(o + pos + 4, udp_len)
+    wr16(o + pos + 6, 0)
+    memcpy(o + pos + 8, hdr, 16)
+    memcpy(o + pos + 24, f + start, clear_len)
+    memcpy(o + pos + 24 + clear_len, PyBytes_AS_STRING(sealed), len(sealed))
+    return out
+
+
+def decapsulate(bytes frame, object keys, object versions, type opened_type):
+    """An ``opened_type`` tuple (frame, spi, version, iv, protected_len), or ``None``.
+
+    ``versions`` is ``None`` when every version is accepted."""
+    cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
+    cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
+    cdef int proto, ipv, version, next_header
+    cdef unsigned long spi
+    cdef unsigned long long iv
+    cdef unsigned char* o
+    ipv = locate_ip(f, n, &hlen, &proto, &end)
+    if ipv == 0 or proto != 17:
+        return None
+    u = 14 + hlen
+    p = u + 8
+    if end - p < 32 or rd16(f + u + 2) != 1000 or rd16(f + u + 4) != end - u:
+        return None
+    if f[p + 1] != 1 or (f[p + 3] & 0x03) != 1:  # header extension or cookie, or always-1 clear
+        return None
+    version = (f[p + 3] >> 2) & 0x0F
+    if version > 1 or (versions is not None and version not in versions):
+        return None
+    protected_len = end - p - 32
+    clear_len = (f[p + 2] & 0x3F) * 4
+    if clear_len > protected_len:
+        return None
+    spi = (<unsigned long>rd16(f + p + 4) << 16) | rd16(f + p + 6)
+    iv = (<unsigned long long>rd16(f + p + 8) << 48) | (<unsigned long long>rd16(f + p + 10) << 32) \
+        | (<unsigned long long>rd16(f + p + 12) << 16) | rd16(f + p + 14)
+    sa = keys.sa_for(spi, version)
+    aad = frame[p:p + 16 + clear_len]
+    try:
+        plain = sa._aead.decrypt(frame[p + 4:p + 16], frame[p + 16 + clear_len:end], aad)
+    except InvalidTag:
+        raise PspAuthFailure(f"ICV mismatch for SPI {spi:08x}") from None
+    next_header = f[p]
+    inner_len = clear_len + len(plain)
+    if next_header == 4 or next_header == 41:
+        out = PyBytes_FromStringAndSize(NULL, 14 + inner_len)
+        o = <unsigned char*>PyBytes_AS_STRING(out)
+        memcpy(o, f, 12)
+        wr16(o + 12, 0x0800 if next_header == 4 else 0x86DD)
+        memcpy(o + 14, f + p + 16, clear_len)
+        memcpy(o + 14 + clear_len, PyBytes_AS_STRING(plain), len(plain))
+        return tuple.__new__(opened_type, (out, spi, version, iv, protected_len))
+    outer_len = 14 + hlen
+    out = PyBytes_FromStringAndSize(NULL, outer_len + inner_len)
+    o = <unsigned char*>PyBytes_AS_STRING(out)
+    memcpy(o, f, outer_len)
+    if ipv == 4:
+        wr16(o + 16, hlen + inner_len)
+        o[23] = next_header
+        o[24] = 0
+        o[25] = 0
+        wr16(o + 24, ipv4_checksum(o + 14, hlen))
+    else:
+        wr16(o + 18, inner_len)
+        o[20] = next_header
+    memcpy(o + outer_len, f + p + 16, clear_len)
+    memcpy(o + outer_len + clear_len, PyBytes_AS_STRING(plain), len(plain))
+    return tuple.__new__(opened_type, (out, spi, version, iv, protected_len))
