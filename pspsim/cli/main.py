@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from pspsim import __version__
-from pspsim.cli import psp_commands
+from pspsim.cli import esp_commands, psp_commands
 from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pspsim {__version__}")
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     psp_commands.register(groups)
+    esp_commands.register(groups)
     return parser
 
 

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections import Counter
 from pathlib import Path
 
+from pspsim.cli.capture import JUMBO_FRAME, dropped, prepare_output, rewrite_capture, skipped
 from pspsim.cli.common import UserError, hex_bytes, hex_u32, non_negative_int
-from pspsim.wire.errors import EncapsulationError, NotPspPacket, PspRejected
-from pspsim.wire.pcap import LINKTYPE_ETHERNET, PcapHeader, PcapReader, PcapRecord, PcapWriter
+from pspsim.wire.errors import EncapsulationError, NotPspPacket, WireError
 from pspsim.wire.psp_cfg import load_encrypt_config, load_master_keys
 from pspsim.wire.psp_kdf import VERSION_NAMES, derive_sa_key, derive_sa_key_from_pair
 from pspsim.wire.psp_packet import MAX_IV, PspSender, decapsulate
 from pspsim.wire.psp_sa import DeviceKeys
-
-#: Largest frame the reference writes (Ethernet jumbo); also its output snaplen.
-JUMBO_FRAME = 9014
 
 ENCRYPT_HELP = """\
 Encrypt every packet of IN.pcap with the SA that the configuration file
@@ -89,99 +84,49 @@ def register(groups: argparse._SubParsersAction) -> None:
     ovh.set_defaults(handler=overhead_command)
 
 
-def _open_ethernet_capture(path: Path) -> PcapReader:
-    reader = PcapReader(path)
-    if reader.header.linktype != LINKTYPE_ETHERNET:
-        reader.close()
-        raise UserError(f"{path}: link type {reader.header.linktype} is not Ethernet (1)")
-    return reader
-
-
-def _check_distinct(input_path: Path, output_path: Path) -> None:
-    if output_path.exists() and output_path.resolve() == input_path.resolve():
-        raise UserError(f"{output_path}: output would overwrite the input")
-    _prepare_output(output_path)
-
-
-def _prepare_output(path: Path) -> None:
-    """Create the output's folder; refuse a path that is a folder."""
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path.parent}: cannot create folder: {exc.strerror}") from None
-
-
 def encrypt_command(args: argparse.Namespace) -> int:
     cfg = load_encrypt_config(args.cfg)
     if args.first_iv > MAX_IV:
         raise UserError(f"--first-iv {args.first_iv} does not fit in 64 bits")
-    _check_distinct(args.input, args.output)
     sender = PspSender(cfg.sa(), cfg.encap, first_iv=args.first_iv)
-    skipped = 0
-    with _open_ethernet_capture(args.input) as reader:
-        out_header = PcapHeader(LINKTYPE_ETHERNET, JUMBO_FRAME, reader.header.nanosecond)
-        with PcapWriter(args.output, out_header) as writer:
-            for index, record in enumerate(reader):
-                reason = None
-                if record.truncated:
-                    reason = "truncated capture (caplen < wire length)"
-                else:
-                    try:
-                        frame = sender.seal(record.data)
-                    except EncapsulationError as exc:
-                        reason = str(exc)
-                    else:
-                        if len(frame) > JUMBO_FRAME:
-                            sender.next_iv -= 1  # the frame is not sent: its IV stays unused
-                            reason = f"encrypted frame of {len(frame)} bytes exceeds {JUMBO_FRAME} (jumbo)"
-                if reason is not None:
-                    skipped += 1
-                    print(f"packet {index}: skipped: {reason}", file=sys.stderr)
-                    continue
-                writer.write(PcapRecord(record.ts_sec, record.ts_frac, frame, len(frame)))
-    last_iv = sender.next_iv - 1
-    ivs = f"IV {args.first_iv}..{last_iv}" if writer.count else "no IV used"
+
+    def seal(frame: bytes) -> bytes:
+        sealed = sender.seal(frame)
+        if len(sealed) > JUMBO_FRAME:  # not sent, as in the reference: its IV stays unused
+            sender.next_iv -= 1
+            raise EncapsulationError(f"encrypted frame of {len(sealed)} bytes exceeds {JUMBO_FRAME} (jumbo)")
+        return sealed
+
+    written, tally = rewrite_capture(args.input, args.output, seal, skipped)
+    ivs = f"IV {args.first_iv}..{sender.next_iv - 1}" if written else "no IV used"
     print(
-        f"encrypted {writer.count} packets into {args.output} "
-        f"(SPI {cfg.spi:08x}, {VERSION_NAMES[cfg.version]}, {cfg.encap.mode}, {ivs}); skipped {skipped}"
+        f"encrypted {written} packets into {args.output} "
+        f"(SPI {cfg.spi:08x}, {VERSION_NAMES[cfg.version]}, {cfg.encap.mode}, {ivs}); "
+        f"skipped {tally['skipped'] + tally['truncated']}"
     )
-    return 1 if (skipped and args.strict) else 0
+    return 1 if (tally and args.strict) else 0
 
 
 def decrypt_command(args: argparse.Namespace) -> int:
     keys = DeviceKeys(*load_master_keys(args.cfg))
-    _check_distinct(args.input, args.output)
-    counters: Counter[str] = Counter()
     rx_bytes = 0
-    with _open_ethernet_capture(args.input) as reader:
-        snaplen = max(JUMBO_FRAME, reader.header.snaplen)
-        with PcapWriter(args.output, PcapHeader(LINKTYPE_ETHERNET, snaplen, reader.header.nanosecond)) as writer:
-            for index, record in enumerate(reader):
-                if record.truncated:
-                    counters["truncated"] += 1
-                    print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
-                    continue
-                try:
-                    opened = decapsulate(record.data, keys)
-                except NotPspPacket as exc:
-                    counters["not PSP"] += 1
-                    print(f"packet {index}: skipped: not PSP: {exc}", file=sys.stderr)
-                    continue
-                except PspRejected as exc:
-                    counters[exc.counter] += 1
-                    print(f"packet {index}: dropped ({exc.counter}): {exc}", file=sys.stderr)
-                    continue
-                rx_bytes += opened.protected_len
-                writer.write(PcapRecord(record.ts_sec, record.ts_frac, opened.frame, len(opened.frame)))
-    failed = sum(counters[name] for name in ("rx-auth-fail", "rx-error", "rx-bad"))
+
+    def open_(frame: bytes) -> bytes:
+        nonlocal rx_bytes
+        opened = decapsulate(frame, keys)
+        rx_bytes += opened.protected_len
+        return opened.frame
+
+    def describe(exc: WireError) -> tuple[str, str]:
+        return ("not PSP", f"skipped: not PSP: {exc}") if isinstance(exc, NotPspPacket) else dropped(exc)
+
+    written, tally = rewrite_capture(args.input, args.output, open_, describe)
     print(
-        f"decrypted {writer.count} packets into {args.output} (rx-packets {writer.count}, rx-bytes {rx_bytes}); "
-        f"rx-auth-fail {counters['rx-auth-fail']}, rx-error {counters['rx-error']}, rx-bad {counters['rx-bad']}; "
-        f"skipped {counters['not PSP']} not PSP, {counters['truncated']} truncated"
+        f"decrypted {written} packets into {args.output} (rx-packets {written}, rx-bytes {rx_bytes}); "
+        f"rx-auth-fail {tally['rx-auth-fail']}, rx-error {tally['rx-error']}, rx-bad {tally['rx-bad']}; "
+        f"skipped {tally['not PSP']} not PSP, {tally['truncated']} truncated"
     )
-    return 1 if failed else 0
+    return 1 if tally["rx-auth-fail"] + tally["rx-error"] + tally["rx-bad"] else 0
 
 
 def overhead_command(args: argparse.Namespace) -> int:
@@ -195,12 +140,12 @@ def overhead_command(args: argparse.Namespace) -> int:
     table = pd.DataFrame(psp_overhead_rows(payloads))
     print(table.to_string(index=False))
     if args.output:
-        _prepare_output(args.output)
+        prepare_output(args.output)
         table.to_csv(args.output, index=False)
     if args.plot:
         from pspsim.figures import overhead_figure
 
-        _prepare_output(args.plot)
+        prepare_output(args.plot)
         overhead_figure(table, args.plot)
     return 0
 

@@ -1,0 +1,77 @@
+"""Rewrite a pcap file packet by packet: the loop behind every encrypt/decrypt command.
+
+Each packet goes through a transform; a packet the transform rejects with a
+:class:`~pspsim.wire.errors.WireError` is reported on standard error (with
+its index and reason) and left out.  The output appears only if the whole
+file was processed; timestamps are kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from pspsim.cli.common import UserError
+from pspsim.wire.errors import WireError
+from pspsim.wire.pcap import LINKTYPE_ETHERNET, PcapHeader, PcapReader, PcapRecord, PcapWriter
+
+#: Largest frame the PSP reference writes (Ethernet jumbo); also its output snaplen.
+JUMBO_FRAME = 9014
+
+Transform = Callable[[bytes], bytes]
+#: Maps a rejection to (tally label, message), e.g. ("rx-auth-fail", "dropped (rx-auth-fail): ...").
+Describe = Callable[[WireError], tuple[str, str]]
+
+
+def prepare_output(path: Path, input_path: Path | None = None) -> None:
+    """Create the output's folder; refuse a folder or the input itself as output."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file name")
+    if input_path is not None and path.exists() and path.resolve() == input_path.resolve():
+        raise UserError(f"{path}: output would overwrite the input")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path.parent}: cannot create folder: {exc.strerror}") from None
+
+
+def rewrite_capture(
+    input_path: Path, output_path: Path, transform: Transform, describe: Describe, *, snaplen: int = JUMBO_FRAME
+) -> tuple[int, Counter[str]]:
+    """Apply ``transform`` to every packet; returns (packets written, tally of the rest)."""
+    prepare_output(output_path, input_path)
+    tally: Counter[str] = Counter()
+    with PcapReader(input_path) as reader:
+        if reader.header.linktype != LINKTYPE_ETHERNET:
+            raise UserError(f"{input_path}: link type {reader.header.linktype} is not Ethernet (1)")
+        with PcapWriter(output_path, PcapHeader(LINKTYPE_ETHERNET, snaplen, reader.header.nanosecond)) as writer:
+            for index, record in enumerate(reader):
+                if record.truncated:
+                    tally["truncated"] += 1
+                    print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
+                    continue
+                try:
+                    frame = transform(record.data)
+                except WireError as exc:
+                    label, message = describe(exc)
+                    tally[label] += 1
+                    print(f"packet {index}: {message}", file=sys.stderr)
+                    continue
+                if len(frame) > snaplen:
+                    tally["skipped"] += 1
+                    print(f"packet {index}: skipped: {len(frame)}-byte result exceeds snaplen {snaplen}", file=sys.stderr)
+                    continue
+                writer.write(PcapRecord(record.ts_sec, record.ts_frac, frame, len(frame)))
+    return writer.count, tally
+
+
+def skipped(exc: WireError) -> tuple[str, str]:
+    return "skipped", f"skipped: {exc}"
+
+
+def dropped(exc: WireError) -> tuple[str, str]:
+    """A receiver drop, labelled with the counter it moves."""
+    counter = getattr(exc, "counter", "error")
+    return counter, f"dropped ({counter}): {exc}"
