@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -c "from pspsim.wire import read_pcap as r; \
 	  assert r('$(DEMO_IN)/cleartext.pcap')[1] == r('$(DEMO_OUT)/decrypted.pcap')[1]; \
 	  print('round trip: all packets came back byte for byte')"
-	$(PSPSIM) psp overhead -o $(DEMO_OUT)/overhead.csv --plot $(DEMO_OUT)/overhead.png > /dev/null
+	$(PSPSIM) overhead -o $(DEMO_OUT)/overhead.csv --plot $(DEMO_OUT)/overhead.png > /dev/null
 	@echo "wrote $(DEMO_OUT)/encrypted.pcap, decrypted.pcap, overhead.csv, overhead.png"
 
 test: $(STAMP)

@@ -30,18 +30,31 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def write_csv(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a table as CSV atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv", dir=path.parent)
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def overhead_figure(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Bar chart: bytes added per packet by each mode, as measured."""
-    per_mode = (
-        table.assign(case=lambda t: t["mode"] + " IPv" + t["ip_version"].astype(str)
-                     + t["vc"].map({True: " +VC", False: ""}))
-        .groupby("case", sort=False)["overhead_bytes"].max()
-    )
+    """Bar chart: bytes added per IPv4 packet (PSP, ESP) or per record (TLS), as measured."""
+    ipv4 = table[(table["ip_version"] == 4) | table["ip_version"].isna()]
+    rows = (ipv4.assign(case=lambda t: t["protocol"].str.upper() + " " + t["mode"])
+            .groupby("case", sort=False)["overhead_bytes"].agg(["min", "max"]))
+    colors = {"PSP": "#3a6ea5", "ESP": "#c0504d", "TLS1.3": "#4f9a5b", "TLS1.2": "#8aa65a"}
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(6, 3))
-        bars = ax.barh(per_mode.index, per_mode.values, color="#3a6ea5")
-        ax.bar_label(bars, padding=2)
-        ax.set_xlabel("bytes added per packet (measured)")
-        ax.set_title("PSP encapsulation overhead")
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        bars = ax.barh(rows.index, rows["max"], color=[colors[c.split()[0]] for c in rows.index])
+        labels = [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in zip(rows["min"], rows["max"])]
+        ax.bar_label(bars, labels=labels, padding=2)
+        ax.set_xlabel("bytes added per IPv4 packet (PSP, ESP) or per record (TLS), measured")
+        ax.set_title("Protocol overhead on the wire")
         ax.invert_yaxis()
         save_figure(fig, path)

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from pspsim import __version__
-from pspsim.cli import esp_commands, psp_commands
+from pspsim.cli import esp_commands, overhead_command, psp_commands
 from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     psp_commands.register(groups)
     esp_commands.register(groups)
+    overhead_command.register(groups)
     return parser
 
 

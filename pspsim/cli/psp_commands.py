@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pspsim.cli.capture import JUMBO_FRAME, dropped, prepare_output, rewrite_capture, skipped
+from pspsim.cli.capture import JUMBO_FRAME, dropped, rewrite_capture, skipped
 from pspsim.cli.common import UserError, hex_bytes, hex_u32, non_negative_int
 from pspsim.wire.errors import EncapsulationError, NotPspPacket, WireError
 from pspsim.wire.psp_cfg import load_encrypt_config, load_master_keys
@@ -35,13 +35,6 @@ DERIVE_HELP = """\
 Print the SA key that a PSP device derives for an SPI (NIST SP800-108 counter
 mode, AES-CMAC).  Give --master-key twice (keys 0 and 1; SPI bit 31 picks
 one), once (that key is used whatever bit 31 says), or --cfg with a cfg file."""
-
-
-OVERHEAD_HELP = """\
-Encapsulate real frames in every PSP mode (transport/tunnel, IPv4/IPv6,
-with and without the virtualization cookie) and report the bytes added,
-measured from the packets themselves.  Prints the table; -o writes it as
-CSV and --plot draws it."""
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -75,13 +68,6 @@ def register(groups: argparse._SubParsersAction) -> None:
                      help="PSP version: 0 aes-gcm-128 (default), 1 aes-gcm-256, 2 aes-gmac-128, 3 aes-gmac-256")
     der.set_defaults(handler=derive_key_command)
 
-    ovh = commands.add_parser("overhead", help="bytes PSP adds per packet, measured from real packets",
-                              description=OVERHEAD_HELP, formatter_class=fmt)
-    ovh.add_argument("--payload", type=non_negative_int, action="append", metavar="BYTES",
-                     help="UDP payload size to measure (repeatable; default 0, 64, 1000, 1392)")
-    ovh.add_argument("-o", "--output", type=Path, metavar="CSV", help="write the table as CSV")
-    ovh.add_argument("--plot", type=Path, metavar="PNG", help="write a bar chart of the overhead")
-    ovh.set_defaults(handler=overhead_command)
 
 
 def encrypt_command(args: argparse.Namespace) -> int:
@@ -127,27 +113,6 @@ def decrypt_command(args: argparse.Namespace) -> int:
         f"skipped {tally['not PSP']} not PSP, {tally['truncated']} truncated"
     )
     return 1 if tally["rx-auth-fail"] + tally["rx-error"] + tally["rx-bad"] else 0
-
-
-def overhead_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from pspsim.wire.overhead import psp_overhead_rows
-
-    payloads = tuple(args.payload) if args.payload else (0, 64, 1000, 1392)
-    if max(payloads) > 9000:
-        raise UserError("--payload must be at most 9000 bytes")
-    table = pd.DataFrame(psp_overhead_rows(payloads))
-    print(table.to_string(index=False))
-    if args.output:
-        prepare_output(args.output)
-        table.to_csv(args.output, index=False)
-    if args.plot:
-        from pspsim.figures import overhead_figure
-
-        prepare_output(args.plot)
-        overhead_figure(table, args.plot)
-    return 0
 
 
 def derive_key_command(args: argparse.Namespace) -> int:

@@ -52,7 +52,7 @@ IV_LEN = 8
 ICV_LEN = 16
 SALT_LEN = 4
 _HEADER = struct.Struct("!II")
-_HEADER_IV = struct.Struct("!IIQ")
+_HEADER_IV_NONCE = struct.Struct("!IIQ4sQ")
 _ESN_AAD = struct.Struct("!III")
 #: ESP trailers by pad length and next header: padding 1, 2, 3.., pad length, next header.
 _TRAILER = [[bytes(range(1, n + 1)) + bytes((n, nh)) for nh in range(256)] for n in range(4)]
@@ -156,16 +156,15 @@ class EspSA:
             self.next_seq = seq + 1
         elif not 0 < seq <= self.max_seq:
             raise ConfigError(f"sequence number must be in 1..{self.max_seq}")
-        if iv is None:
-            header = _HEADER_IV.pack(self.spi, seq & 0xFFFF_FFFF, seq)
-            iv = header[ESP_HEADER_LEN:]
+        if iv is None:  # IV = sequence number; header and nonce from one pack
+            both = _HEADER_IV_NONCE.pack(self.spi, seq & 0xFFFF_FFFF, seq, self._salt, seq)
+            header, nonce = both[: ESP_HEADER_LEN + IV_LEN], both[ESP_HEADER_LEN + IV_LEN :]
         elif len(iv) != IV_LEN:
             raise ConfigError("ESP explicit IV must be 8 bytes")
         else:
-            header = _HEADER.pack(self.spi, seq & 0xFFFF_FFFF) + iv
-        pad_len = -(len(data) + 2) % 4
+            header, nonce = _HEADER.pack(self.spi, seq & 0xFFFF_FFFF) + iv, self._salt + iv
         aad = _ESN_AAD.pack(self.spi, seq >> 32, seq & 0xFFFF_FFFF) if self.esn else header[:ESP_HEADER_LEN]
-        return header + self._aead.encrypt(self._salt + iv, data + _TRAILER[pad_len][next_header], aad)
+        return header + self._aead.encrypt(nonce, data + _TRAILER[-(len(data) + 2) % 4][next_header], aad)
 
     def open(self, packet: bytes) -> tuple[bytes, int, int]:
         """Check, verify and decrypt an ESP packet: (data, next header, sequence number).
