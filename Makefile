@@ -8,7 +8,7 @@ PSPSIM := $(PY) -m pspsim
 DEMO_IN := experiments/psp-roundtrip
 DEMO_OUT := results/psp-roundtrip
 
-.PHONY: demo test bench clean
+.PHONY: demo psp-roundtrip test bench clean
 
 $(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PSPSIM) run experiments/quickstart.toml -o results/quickstart
+
+psp-roundtrip: $(STAMP)
 	$(PSPSIM) psp encrypt --cfg $(DEMO_IN)/encrypt.cfg $(DEMO_IN)/cleartext.pcap $(DEMO_OUT)/encrypted.pcap
 	$(PSPSIM) psp decrypt --cfg $(DEMO_IN)/decrypt.cfg $(DEMO_OUT)/encrypted.pcap $(DEMO_OUT)/decrypted.pcap
 	$(PY) -c "from pspsim.wire import read_pcap as r; \

@@ -21,8 +21,9 @@ def main() -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         result = module.run()
-        status = "ok" if result["ratio"] >= result["target"] else "BELOW TARGET"
-        details = ", ".join(f"{k} {v:,.2f}" for k, v in result.items() if k not in ("ratio", "target"))
+        ok = result["ratio"] >= result["target"] and result.get("checks_ok", 1.0) == 1.0
+        status = "ok" if ok else "BELOW TARGET"
+        details = ", ".join(f"{k} {v:,.2f}" for k, v in result.items() if k not in ("ratio", "target", "checks_ok"))
         print(f"{path.stem}: ratio {result['ratio']:.2f} (target >= {result['target']}) {status}; {details}")
         if status != "ok":
             failed.append(path.stem)

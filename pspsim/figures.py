@@ -58,3 +58,41 @@ def overhead_figure(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         ax.set_title("Protocol overhead on the wire")
         ax.invert_yaxis()
         save_figure(fig, path)
+
+
+VARIANT_COLORS = {
+    "psp": "#1f5fa8", "ipsec-sw": "#b2182b", "ipsec-crypto-offload": "#e0603f", "ipsec-packet-offload": "#f4a582",
+    "tls-user": "#1b7837", "ktls-sw": "#5aae61", "ktls-offload": "#a6dba0", "plaintext": "#888888",
+}
+
+
+def comparison_figure(timeseries: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Three panels side by side over time, one line per variant: NIC key/SA
+    entries on the busiest host, cores spent by the fleet, and rekey events
+    (with PSP device-key rotations marked)."""
+    ts = timeseries[timeseries["replication"] == timeseries["replication"].min()]
+    hours = ts["time_s"] / 3600
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        panels = [("nic_entries_host_max", "NIC key/SA entries, busiest host"),
+                  ("cores_total", "cores spent, whole fleet"),
+                  ("rekeys", "rekeys per window, whole fleet")]
+        for ax, (column, title) in zip(axes, panels):
+            for variant, group in ts.groupby("variant", sort=False):
+                ax.plot(hours[group.index], group[column], label=variant, lw=1.4,
+                        color=VARIANT_COLORS.get(variant))
+            ax.set_title(title)
+            ax.set_xlabel("simulated time (h)")
+        for ax in (axes[0], axes[2]):
+            ax.set_yscale("symlog", linthresh=1)
+            ax.set_ylim(bottom=0)
+        psp = ts[(ts["variant"] == "psp") & (ts["rotations"] > 0)]
+        if len(psp):
+            marks = axes[2].scatter(psp["time_s"] / 3600, psp["rotations"], marker="|", s=40, color="black",
+                                    label="PSP device-key rotations", zorder=3)
+            axes[2].legend(handles=[marks], fontsize=7, loc="lower right", frameon=False)
+        axes[1].set_ylim(bottom=0)
+        axes[1].legend(fontsize=7, ncol=2, loc="upper left", frameon=False, bbox_to_anchor=(0, 0.93))
+        fig.suptitle(f"{ts['scenario'].iloc[0]}: state, CPU and rekey events by protocol variant", y=1.02)
+        fig.tight_layout()
+        save_figure(fig, path)

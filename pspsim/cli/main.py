@@ -11,13 +11,15 @@ import argparse
 import sys
 
 from pspsim import __version__
-from pspsim.cli import esp_commands, overhead_command, psp_commands
+from pspsim.cli import esp_commands, overhead_command, params_command, psp_commands, run_command
 from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
-pspsim compares Google's PSP Security Protocol with IPsec ESP and TLS.
-Packets are really encrypted: 'pspsim psp' encrypts and decrypts pcap files
-exactly as the public PSP reference implementation (google/psp) does."""
+pspsim compares Google's PSP Security Protocol with IPsec ESP and TLS on a
+simulated datacenter fleet ('pspsim run'), from cost parameters with sources
+('pspsim params show').  Packets are really encrypted: 'pspsim psp' encrypts
+and decrypts pcap files exactly as the public PSP reference implementation
+(google/psp) does, 'pspsim esp' does ESP as Linux and Wireshark read it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pspsim {__version__}")
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_command.register(groups)
     psp_commands.register(groups)
     esp_commands.register(groups)
     overhead_command.register(groups)
+    params_command.register(groups)
     return parser
 
 

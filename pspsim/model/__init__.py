@@ -1,0 +1,1 @@
+"""The simulated datacenter: workload, protocol variants, control and data plane."""

@@ -1,0 +1,97 @@
+"""The workload: every connection of a run as columns (no object per connection).
+
+Each host is a client of a number of connections (drawn per host from
+``connections_per_host``) spread over a fixed set of ``peers_per_host``
+server peers chosen at random.  The fleet starts in steady state: the
+initial connections start at time 0 with exponential residual lifetimes
+(memoryless, so they look like connections already running), and new ones
+arrive as a Poisson process at the rate that keeps each host's mean count
+(count / mean lifetime).  Each connection carries messages of one size at
+one rate, both drawn from the scenario's distributions: ``rpc`` traffic is
+a request of that size and a response ``response_ratio`` times as large;
+``bulk`` traffic flows client to server only.
+
+Everything is drawn from the ``numpy.random.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pspsim.study.scenario import Distribution, Scenario
+
+
+def draw(dist: Distribution, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` positive samples with mean ``dist.mean``."""
+    if dist.kind == "fixed":
+        return np.full(n, dist.mean)
+    if dist.kind == "exponential":
+        return rng.exponential(dist.mean, n)
+    if dist.kind == "lognormal":  # parametrised by its mean
+        return rng.lognormal(np.log(dist.mean) - dist.sigma**2 / 2, dist.sigma, n)
+    scale = dist.mean * (dist.alpha - 1) / dist.alpha  # pareto with this mean
+    return scale * (1 + rng.pareto(dist.alpha, n))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Connection table; row i is connection i, sorted by start time."""
+
+    hosts: int
+    client: np.ndarray  # int32
+    server: np.ndarray  # int32
+    start: np.ndarray  # float64 seconds
+    end: np.ndarray  # float64 seconds
+    msg_bytes: np.ndarray  # float32, request size
+    msgs_per_s: np.ndarray  # float32
+    response_ratio: float
+    running: int = 0  # connections 0..running-1 were already open at time 0 (no set-up cost)
+
+    def __len__(self) -> int:
+        return len(self.client)
+
+    @property
+    def request_bytes_per_s(self) -> np.ndarray:
+        return self.msg_bytes * self.msgs_per_s
+
+    @property
+    def response_bytes_per_s(self) -> np.ndarray:
+        return self.request_bytes_per_s * self.response_ratio
+
+
+def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
+    fleet, w = scenario.fleet, scenario.workload
+    hosts, duration, life = fleet.hosts, scenario.run.duration, w.connection_lifetime
+    peers = np.empty((hosts, w.peers_per_host), dtype=np.int32)
+    for h in range(hosts):  # distinct peers, never the host itself
+        choice = rng.choice(hosts - 1, size=w.peers_per_host, replace=False)
+        peers[h] = choice + (choice >= h)
+    counts = np.maximum(0, np.rint(draw(w.connections_per_host, rng, hosts))).astype(np.int64)
+
+    initial_client = np.repeat(np.arange(hosts, dtype=np.int32), counts)
+    initial_start = np.zeros(len(initial_client))
+    if life > 0:
+        arrivals = rng.poisson(counts * duration / life)
+        arrival_client = np.repeat(np.arange(hosts, dtype=np.int32), arrivals)
+        arrival_start = rng.uniform(0, duration, len(arrival_client))
+    else:
+        arrival_client, arrival_start = np.empty(0, np.int32), np.empty(0)
+    client = np.concatenate([initial_client, arrival_client])
+    start = np.concatenate([initial_start, arrival_start])
+    n = len(client)
+    lifetime = rng.exponential(life, n) if life > 0 else np.full(n, np.inf)
+    server = peers[client, rng.integers(0, w.peers_per_host, n)]
+    order = np.argsort(start, kind="stable")  # the running ones (start 0) stay first
+    return Workload(
+        hosts=hosts,
+        client=client[order],
+        server=server[order].astype(np.int32),
+        start=start[order],
+        end=(start + lifetime)[order],
+        msg_bytes=draw(w.message_bytes, rng, n).astype(np.float32)[order],
+        msgs_per_s=draw(w.messages_per_second, rng, n).astype(np.float32)[order],
+        response_ratio=0.0 if w.traffic == "bulk" else w.response_ratio,
+        running=len(initial_client),
+    )

@@ -1,0 +1,1 @@
+"""What users touch: scenarios, the runner, results."""

@@ -1,0 +1,140 @@
+"""Run a scenario for every variant and replication; results as DataFrames and files.
+
+Seeds: one ``numpy.random.SeedSequence`` from the scenario's seed spawns one
+child per replication; each replication's workload and each variant's run
+get their own grandchildren, so every variant sees the same workload and
+adding a variant changes no other variant's numbers.
+
+Files (``write_results``): ``timeseries.parquet`` (one row per window,
+variant and replication), ``summary.parquet`` (one row per variant and
+replication), ``manifest.json`` (the resolved scenario, the resolved cost
+parameters, seed, package versions, wall time) and ``comparison.png``.
+They are written to a temporary folder beside the target and moved into
+place at the end, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from pspsim import __version__
+from pspsim.costs.params import ParameterSet, load_parameter_set
+from pspsim.model.simulation import FleetSimulation, VariantRun
+from pspsim.model.variants import make_variant
+from pspsim.model.workload import generate_workload
+from pspsim.study.scenario import Scenario
+
+
+@dataclass
+class Results:
+    timeseries: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict
+
+
+def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
+    ts = pd.DataFrame(run.rows)
+    hosts = scenario.fleet.hosts
+    duration = scenario.run.duration
+    t = run.totals
+    achieved = ts["achieved_gbps"].mean()
+    return {
+        "nic_entries_per_host_peak": float(run.host_peak_nic_entries.max()),
+        "nic_entries_per_host_mean": float(ts["nic_entries_total"].mean() / hosts),
+        "nic_bytes_per_host_peak": float(ts["nic_bytes_host_max"].max()),
+        "host_state_bytes_per_host_mean": float(ts["host_state_bytes_total"].mean() / hosts),
+        "hosts_over_nic_capacity_peak": float(ts["hosts_over_nic_capacity"].max()),
+        "cores_mean": float(ts["cores_total"].mean()),
+        "cores_crypto_mean": float(ts["cores_crypto"].mean()),
+        "cores_per_100gbps": float(ts["cores_total"].mean() / max(achieved / 100, 1e-12)),
+        "handshakes_per_s": t["handshakes"] / duration,
+        "rekeys_per_s": t["rekeys"] / duration,
+        "key_rotations": t["rotations"],
+        "nic_commands_per_s": t["commands"] / duration,
+        "command_delay_p50_us": float(ts["command_delay_p50_us"].median()),
+        "command_delay_p99_us": float(ts["command_delay_p99_us"].max()),
+        "connections_lost": t["connections_lost"],
+        "bytes_lost": t["bytes_lost"],
+        "offered_gbps_mean": float(ts["offered_gbps"].mean()),
+        "achieved_gbps_mean": float(achieved),
+        "achieved_fraction": float(t["achieved_bits"] / max(t["offered_bits"], 1e-12)),
+        "overhead_gbps_mean": float(ts["overhead_gbps"].mean()),
+        "cache_miss_ratio_max": float(ts["cache_miss_ratio_max"].max()),
+        "added_latency_us_mean": float(ts["added_latency_us_mean"].mean()),
+    }
+
+
+def run_scenario(
+    scenario: Scenario,
+    params: ParameterSet | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Results:
+    """Run every replication and variant of ``scenario``; returns tidy tables."""
+    started = time.time()
+    params = params or load_parameter_set(scenario.costs.parameter_set).with_overrides(scenario.costs.overrides)
+    costs = params.costs()
+    rows, summary = [], []
+    for replication, seq in enumerate(np.random.SeedSequence(scenario.run.seed).spawn(scenario.run.replications)):
+        workload_seq, *variant_seqs = seq.spawn(1 + len(scenario.run.variants))
+        workload = generate_workload(scenario, np.random.default_rng(workload_seq))
+        for name, variant_seq in zip(scenario.run.variants, variant_seqs):
+            t0 = time.time()
+            variant = make_variant(name, costs, scenario.keys)
+            run = FleetSimulation(scenario, variant, workload, costs, np.random.default_rng(variant_seq)).run()
+            key = {"scenario": scenario.run.name, "variant": name, "replication": replication,
+                   "seed": scenario.run.seed}
+            rows += [key | row for row in run.rows]
+            summary.append(key | _summary_row(run, scenario))
+            if progress:
+                progress(f"{name} (replication {replication}): {len(workload):,} connections, "
+                         f"{time.time() - t0:.1f} s")
+    manifest = {
+        "scenario": scenario.model_dump(mode="json"),
+        "parameters": {"set": params.name, "values": {n: p.value for n, p in params.parameters.items()},
+                       "overridden": sorted(n for n, p in params.parameters.items() if p.kind == "override")},
+        "seed": scenario.run.seed,
+        "versions": {"pspsim": __version__, "python": platform.python_version(),
+                     **{pkg: metadata.version(pkg) for pkg in ("numpy", "pandas", "simpy", "pyarrow", "cryptography")}},
+        "wall_time_s": round(time.time() - started, 3),
+    }
+    return Results(pd.DataFrame(rows), pd.DataFrame(summary), manifest)
+
+
+def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True) -> Path:
+    """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        results.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
+        results.summary.to_parquet(tmp / "summary.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
+        if figure:
+            from pspsim.figures import comparison_figure
+
+            comparison_figure(results.timeseries, tmp / "comparison.png")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,164 @@
+"""Scenario files: TOML, validated in one place, with one-line errors.
+
+A scenario describes the fleet, the workload, key management and which
+variants to run; every field has a default, so a file states only what it
+changes.  Durations are numbers of seconds or strings such as ``"90s"``,
+``"30min"``, ``"24h"``, ``"2d"``.  Unknown keys, wrong types and impossible
+values are refused with the field's dotted path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from pspsim.wire.errors import ConfigError
+
+VARIANTS = ("psp", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "tls-user", "ktls-sw",
+            "ktls-offload", "plaintext")
+_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "ms": 1e-3, "us": 1e-6}
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*")
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '30min'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match and match.group(2) in _UNITS:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+        if match and match.group(2) == "":
+            return float(match.group(1))
+    raise ValueError(f"{value!r} is not a duration (examples: 90, '90s', '30min', '24h', '2d')")
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """A positive random quantity: fixed, exponential, lognormal or pareto."""
+
+    kind: Literal["fixed", "exponential", "lognormal", "pareto"] = "fixed"
+    mean: float = Field(gt=0, default=1.0)
+    sigma: float = Field(ge=0, default=1.0)  # lognormal shape
+    alpha: float = Field(gt=1, default=2.5)  # pareto shape (finite mean)
+
+
+class FleetConfig(_Strict):
+    racks: int = Field(gt=0, default=4)
+    hosts_per_rack: int = Field(gt=0, default=8)
+    host_link_gbps: float = Field(gt=0, default=100.0)
+    spine_oversubscription: float = Field(ge=1, default=2.0)
+    hop_latency_us: float = Field(ge=0, default=1.0)
+    cores_per_host: int = Field(gt=0, default=64)
+
+    @property
+    def hosts(self) -> int:
+        return self.racks * self.hosts_per_rack
+
+
+class WorkloadConfig(_Strict):
+    connections_per_host: Distribution = Distribution(kind="fixed", mean=1000)
+    peers_per_host: int = Field(gt=0, default=16)
+    connection_lifetime: Duration = 1800.0
+    traffic: Literal["rpc", "bulk"] = "rpc"
+    message_bytes: Distribution = Distribution(kind="lognormal", mean=8192, sigma=1.0)
+    messages_per_second: Distribution = Distribution(kind="exponential", mean=20)
+    response_ratio: float = Field(ge=0, default=1.0)  # response bytes per request byte
+
+
+class KeysConfig(_Strict):
+    psp_rotation_period: Duration = 86400.0
+    psp_rekey_delay: Duration = 30.0
+    psp_rekey_spread: Duration = 300.0
+    psp_tx_key_placement: Literal["descriptor", "nic-table"] = "nic-table"
+    psp_version: Literal[0, 1] = 0
+    ipsec_sa_granularity: Literal["host-pair", "connection"] = "host-pair"
+    ipsec_child_rekey: Duration = 3600.0
+    ipsec_rekey_jitter: float = Field(ge=0, lt=1, default=0.1)
+    ipsec_rekey_overlap: Duration = 30.0
+    ipsec_ike_rekey: Duration = 14400.0
+    ipsec_pfs: bool = True
+    tls_rekey: Literal["key-update", "reconnect"] = "key-update"
+    tls_rekey_bytes: float = Field(gt=0, default=float(1 << 34))
+    tls_rekey_interval: Duration = 3600.0
+
+
+class CostsConfig(_Strict):
+    parameter_set: str = "cx7-x86-2026"
+    overrides: dict[str, float] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    name: str = "scenario"
+    seed: int = Field(ge=0, default=1)
+    duration: Duration = 3600.0
+    window: Duration = 60.0
+    variants: list[Literal[VARIANTS]] = Field(default_factory=lambda: list(VARIANTS))  # type: ignore[valid-type]
+    replications: int = Field(gt=0, default=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.window <= 0:
+            raise ValueError("window must be positive")
+        if self.duration < self.window:
+            raise ValueError("duration must be at least one window")
+        if not self.variants:
+            raise ValueError("variants must name at least one variant")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants lists a variant twice")
+        return self
+
+
+class Scenario(_Strict):
+    run: RunConfig = RunConfig()
+    fleet: FleetConfig = FleetConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+    keys: KeysConfig = KeysConfig()
+    costs: CostsConfig = CostsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        if self.workload.peers_per_host >= self.fleet.hosts:
+            raise ValueError(f"workload.peers_per_host must be below the {self.fleet.hosts} hosts of the fleet")
+        return self
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in err and err["type"] not in ("missing", "value_error") and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    return f"{path}: {message}" if path else message
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such scenario file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return scenario_from_dict(data, str(path))

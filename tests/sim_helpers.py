@@ -1,0 +1,31 @@
+"""Tiny scenarios for the simulator tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pspsim.costs import load_parameter_set
+from pspsim.model.simulation import FleetSimulation
+from pspsim.model.variants import make_variant
+from pspsim.model.workload import generate_workload
+from pspsim.study.scenario import Scenario, scenario_from_dict
+
+
+def scenario(**sections) -> Scenario:
+    base = {
+        "run": {"name": "t", "seed": 3, "duration": "30min", "window": "60s"},
+        "fleet": {"racks": 2, "hosts_per_rack": 4},
+        "workload": {"connections_per_host": {"kind": "fixed", "mean": 50}, "peers_per_host": 3,
+                     "connection_lifetime": "10min"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return scenario_from_dict(base)
+
+
+def simulate(sc: Scenario, variant: str, overrides: dict | None = None, seed: int = 5):
+    params = load_parameter_set().with_overrides(overrides or {})
+    costs = params.costs()
+    workload = generate_workload(sc, np.random.default_rng(seed))
+    sim = FleetSimulation(sc, make_variant(variant, costs, sc.keys), workload, costs, np.random.default_rng(seed + 1))
+    return sim, sim.run(), workload

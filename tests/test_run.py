@@ -1,0 +1,125 @@
+"""`pspsim run`, the runner API, scenario validation and determinism."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pspsim.cli.main import main
+from pspsim.study.runner import run_scenario, write_results
+from pspsim.study.scenario import load_scenario, scenario_from_dict
+from pspsim.wire.errors import ConfigError
+
+SMALL = """
+[run]
+name = "small"
+seed = {seed}
+duration = "20min"
+window = "2min"
+variants = ["psp", "ipsec-sw", "ktls-offload", "plaintext"]
+[fleet]
+racks = 2
+hosts_per_rack = 3
+[workload]
+connections_per_host = {{ kind = "exponential", mean = 40 }}
+peers_per_host = 2
+connection_lifetime = "5min"
+[keys]
+psp_rotation_period = "5min"
+"""
+
+
+def _write(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_run_writes_tables_manifest_and_figure(tmp_path, capsys):
+    path = _write(tmp_path, SMALL.format(seed=1))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "summary.parquet",
+                                                     "timeseries.parquet"]
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert list(summary["variant"]) == ["psp", "ipsec-sw", "ktls-offload", "plaintext"]
+    ts = pd.read_parquet(out / "timeseries.parquet")
+    assert len(ts) == 4 * 10 and {"scenario", "variant", "replication", "seed"} <= set(ts.columns)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 1 and manifest["scenario"]["run"]["name"] == "small"
+    assert manifest["parameters"]["values"]["nic.command_rate"] == 100000
+    assert "wall_time_s" in manifest and "numpy" in manifest["versions"]
+    assert "cores_per_100gbps" in capsys.readouterr().out
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    outs = []
+    for i, seed in enumerate((4, 4, 5)):
+        path = _write(tmp_path, SMALL.format(seed=seed), f"s{i}.toml")
+        out = tmp_path / f"o{i}"
+        assert main(["run", "-q", "--no-figure", str(path), "-o", str(out)]) == 0
+        outs.append(out)
+    for name in ("timeseries.parquet", "summary.parquet"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+        assert (outs[0] / name).read_bytes() != (outs[2] / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("racks = 2", "racks = 0"), "fleet.racks: Input should be greater than 0"),
+        (("racks = 2", "rakcs = 2"), "fleet.rakcs: unknown key"),
+        (('duration = "20min"', 'duration = "soon"'), "run.duration: 'soon' is not a duration"),
+        (('"plaintext"]', '"plaintext", "quic"]'), "run.variants.4"),
+        (("peers_per_host = 2", "peers_per_host = 9"), "peers_per_host must be below the 6 hosts"),
+        (("seed = 1", "seed = 1\nseed = 2"), "not valid TOML"),
+    ],
+)
+def test_bad_scenarios_give_one_line_exit_2_and_no_output(tmp_path, capsys, change, message):
+    path = _write(tmp_path, SMALL.format(seed=1).replace(*change))
+    out = tmp_path / "never"
+    assert main(["run", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pspsim: error: {path}") and message in err and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_unknown_cost_parameter_override_is_refused(tmp_path, capsys):
+    path = _write(tmp_path, SMALL.format(seed=1) + '[costs.overrides]\n"nic.warp_drive" = 1\n')
+    assert main(["run", str(path), "-o", str(tmp_path / "o")]) == 2
+    assert "unknown cost parameter 'nic.warp_drive'" in capsys.readouterr().err
+
+
+def test_python_api_returns_dataframes_and_rewrites_atomically(tmp_path):
+    sc = scenario_from_dict({"run": {"duration": "10min", "variants": ["psp", "plaintext"], "replications": 2},
+                             "fleet": {"racks": 1, "hosts_per_rack": 4},
+                             "workload": {"peers_per_host": 2}})
+    results = run_scenario(sc)
+    assert set(results.summary["replication"]) == {0, 1}
+    assert results.timeseries.groupby(["variant", "replication"]).size().tolist() == [10, 10, 10, 10]
+    out = write_results(results, tmp_path / "r", figure=False)
+    write_results(results, out, figure=False)  # replacing an existing folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_shipped_experiments_are_valid():
+    from pathlib import Path
+
+    for path in sorted(Path("experiments").glob("*.toml")):
+        load_scenario(path)
+
+
+def test_missing_scenario_file():
+    with pytest.raises(ConfigError, match="no such scenario file"):
+        load_scenario("/nonexistent.toml")
+
+
+def test_params_show(capsys):
+    assert main(["params", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "cx7-x86-2026" in out and "nic.context_cache_entries" in out and "fastSwan" in out
+    assert main(["params", "show", "--kind", "assumed", "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "name,value,unit,kind,source" and all(",assumed," in line for line in lines[1:])
+    assert main(["params", "show", "no-such-set"]) == 2
+    assert "no parameter set 'no-such-set'" in capsys.readouterr().err

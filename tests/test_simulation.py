@@ -1,0 +1,110 @@
+"""The model's logic, pinned with numbers that could fail."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.sim_helpers import scenario, simulate
+
+
+def _rows(run):
+    return pd.DataFrame(run.rows)
+
+
+def test_psp_rx_state_is_constant_while_ipsec_grows_with_peers():
+    psp_rx, ipsec = [], []
+    for peers in (2, 4, 8):
+        sc = scenario(fleet={"racks": 4, "hosts_per_rack": 16},
+                      workload={"peers_per_host": peers, "connections_per_host": {"kind": "fixed", "mean": 20 * peers}},
+                      keys={"psp_tx_key_placement": "descriptor"})
+        sim, run, _ = simulate(sc, "psp")
+        psp_rx.append(_rows(run)["nic_bytes_host_max"].max())
+        _, run, _ = simulate(sc, "ipsec-packet-offload")
+        ipsec.append(_rows(run)["nic_entries_host_max"].median())
+    assert psp_rx == [64.0, 64.0, 64.0]  # two 256-bit device keys, whatever the connections
+    assert ipsec[0] < ipsec[1] < ipsec[2]  # one SA pair per peer
+
+
+def test_sa_count_doubles_during_make_before_break():
+    sc = scenario(fleet={"racks": 1, "hosts_per_rack": 2}, run={"duration": "3h"},
+                  workload={"peers_per_host": 1, "connections_per_host": {"kind": "fixed", "mean": 1},
+                            "connection_lifetime": "1000d"},
+                  keys={"ipsec_child_rekey": "1h", "ipsec_rekey_jitter": 0.0, "ipsec_rekey_overlap": "5min"})
+    _, run, workload = simulate(sc, "ipsec-crypto-offload")
+    entries = _rows(run)["nic_entries_host_max"]
+    # Host 0 holds the SA pair with host 1 (2 SAs), or both pairs if each is the other's peer.
+    assert set(entries.unique()) == {entries.min(), 2 * entries.min()}
+    doubled = int((entries == 2 * entries.min()).sum())
+    assert doubled in (14, 15)  # 3 rekeys x 5 one-minute windows inside each 5-minute overlap
+
+
+def test_rotation_faster_than_rekey_loses_exactly_the_predicted_connections():
+    period, delay = 600.0, 900.0
+    sc = scenario(run={"duration": "1h"},
+                  keys={"psp_rotation_period": period, "psp_rekey_delay": delay, "psp_rekey_spread": 0})
+    sim, run, w = simulate(sc, "psp")
+    expected = 0
+    for rx_side in (w.client, w.server):
+        offset = sim.rotation_offset[rx_side]
+        for k in range(-1, 8):
+            r = offset + k * period
+            rekeyed = (r > w.start) & (r < np.minimum(w.end, 3600)) & (r + delay < 3600)
+            expected += int((rekeyed & (w.end > r + period)).sum())
+    assert expected > 0
+    assert run.totals["connections_lost"] == expected
+    assert run.totals["bytes_lost"] > 0
+
+
+def test_rekeys_within_the_rotation_period_lose_nothing():
+    sc = scenario(run={"duration": "1h"}, keys={"psp_rotation_period": "10min", "psp_rekey_delay": "20s"})
+    _, run, _ = simulate(sc, "psp")
+    assert run.totals["rotations"] == 8 * 6  # every NIC, every 10 minutes
+    assert run.totals["rekeys"] > 0 and run.totals["connections_lost"] == 0
+
+
+def test_cores_scale_with_bytes_for_software_variants_only():
+    """Twice the bytes in the same packets: the extra crypto cycles per extra
+    byte are the software variants' cycles per byte, and zero when offloaded."""
+    from pspsim.costs import load_parameter_set
+
+    c = load_parameter_set().costs()
+    expected = {"ipsec-sw": c.host_aes_gcm_cycles_per_byte,
+                "tls-user": c.host_aes_gcm_cycles_per_byte + c.host_tls_user_copy_cycles_per_byte,
+                "ktls-sw": c.host_aes_gcm_cycles_per_byte + c.host_ktls_sw_copy_cycles_per_byte,
+                "psp": 0.0, "ipsec-packet-offload": 0.0, "ipsec-crypto-offload": 0.0, "ktls-offload": 0.0}
+    for variant, cycles_per_byte in expected.items():
+        measured = []
+        for size in (200, 400):  # both below one MSS and one record
+            _, run, _ = simulate(scenario(workload={"message_bytes": {"kind": "fixed", "mean": size}}), variant)
+            rows = _rows(run)
+            # each byte is handled at both ends: sender and receiver
+            measured.append((rows["cores_crypto"].mean() * c.host_clock_hz, 2 * rows["offered_gbps"].mean() * 1e9 / 8))
+        (cycles_a, bytes_a), (cycles_b, bytes_b) = measured
+        assert (cycles_b - cycles_a) / (bytes_b - bytes_a) == pytest.approx(cycles_per_byte, abs=1e-6), variant
+
+
+def test_cache_miss_penalty_appears_past_the_cache_size():
+    sc = scenario(keys={"ipsec_sa_granularity": "connection"},
+                  workload={"connections_per_host": {"kind": "fixed", "mean": 300}})
+    low_engine = {"nic.crypto_pps": 1e5}
+    _, small, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.context_cache_entries": 100})
+    _, large, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.context_cache_entries": 1e6})
+    small, large = _rows(small), _rows(large)
+    assert small["cache_miss_ratio_max"].min() > 0.5 and large["cache_miss_ratio_max"].max() == 0
+    assert small["achieved_gbps"].mean() < 0.8 * large["achieved_gbps"].mean()
+    assert small["nic_engine_util_max"].mean() > large["nic_engine_util_max"].mean()
+
+
+def test_psp_receive_never_misses_the_cache():
+    sc = scenario(keys={"psp_tx_key_placement": "descriptor"})
+    _, run, _ = simulate(sc, "psp", {"nic.context_cache_entries": 1})
+    assert _rows(run)["cache_miss_ratio_max"].max() == 0
+
+
+def test_command_queue_shows_rekey_storms():
+    calm = scenario(keys={"psp_rotation_period": "10min", "psp_rekey_spread": "5min"})
+    storm = scenario(keys={"psp_rotation_period": "10min", "psp_rekey_spread": 0})
+    slow = {"nic.command_rate": 200}
+    _, a, _ = simulate(calm, "psp", slow)
+    _, b, _ = simulate(storm, "psp", slow)
+    assert _rows(b)["command_delay_p99_us"].max() > 5 * _rows(a)["command_delay_p99_us"].max()
