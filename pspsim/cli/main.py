@@ -11,7 +11,14 @@ import argparse
 import sys
 
 from pspsim import __version__
-from pspsim.cli import esp_commands, overhead_command, params_command, psp_commands, run_command
+from pspsim.cli import (
+    crosscheck_command,
+    esp_commands,
+    overhead_command,
+    params_command,
+    psp_commands,
+    run_command,
+)
 from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
@@ -31,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pspsim {__version__}")
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_command.register(groups)
+    crosscheck_command.register(groups)
     psp_commands.register(groups)
     esp_commands.register(groups)
     overhead_command.register(groups)

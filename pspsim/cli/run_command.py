@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from pspsim.study.runner import run_scenario, write_results
@@ -27,6 +28,11 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
     parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="results folder (replaced if it exists)")
     parser.add_argument("--no-figure", action="store_true", help="skip comparison.png")
+    parser.add_argument("--pcap", type=int, metavar="HOST",
+                        help="also run the packet tier (real encrypted packets) for the connections of HOST, or "
+                             "of [packets] hosts, over [packets] duration, and write what HOST sends and receives "
+                             "to DIR/pcap/<variant>-hostHOST.pcap (PSP: with HOST's device keys per rotation period, "
+                             "for 'pspsim psp decrypt'; open in Wireshark with wireshark/psp.lua)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the output folder")
     parser.set_defaults(handler=run_command)
 
@@ -35,8 +41,13 @@ def run_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     out = args.output or Path("results") / scenario.run.name
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    results = run_scenario(scenario, progress=progress)
-    write_results(results, out, figure=not args.no_figure)
+    if args.pcap is None:
+        results = run_scenario(scenario, progress=progress)
+        write_results(results, out, figure=not args.no_figure)
+    else:
+        with tempfile.TemporaryDirectory() as captures:
+            results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures)
+            write_results(results, out, figure=not args.no_figure, captures=captures)
     if not args.quiet:
         import pandas as pd
 

@@ -167,9 +167,9 @@ class FleetSimulation:
             return np.maximum(0.0, np.ceil(np.maximum(x, 0) / interval) - 1)
 
         n_rekeys = rekeys_before(t1 - s) - rekeys_before(t0 - s)
-        elapsed = t1 - s
-        overlapping = (elapsed >= interval) & (np.mod(elapsed, interval) < self.sc.keys.ipsec_rekey_overlap)
-        pairs = 1.0 + overlapping
+        # Make-before-break: every SA generation replaced less than `overlap` ago is still installed.
+        overlap = self.sc.keys.ipsec_rekey_overlap
+        pairs = 1.0 + rekeys_before(t1 - s + 1e-9) - rekeys_before(t1 - s - overlap + 1e-9)
         a, b = self.sa_a[active], self.sa_b[active]
         sa_pairs = np.bincount(a, pairs, minlength=self.hosts) + np.bincount(b, pairs, minlength=self.hosts)
         rekeying = active[n_rekeys > 0]
@@ -198,7 +198,11 @@ class FleetSimulation:
         order = np.argsort(ready, kind="stable")
         self.rk_conn, self.rk_rx, self.rk_tx = conn[order], rx[order], tx[order]
         self.rk_rotation, self.rk_ready = when[order], ready[order]
+        self.rk_done = np.full(len(order), np.nan)  # completion, once served
         self.rk_pos = 0
+        # When each connection direction got its current SPI (0: client to server,
+        # receive side on the server; 1: the reverse); its generation decides when it dies.
+        self.spi_allocated = np.repeat(np.maximum(w.start, 0.0)[:, None], 2, axis=1)
 
     def _rotations(self, env: simpy.Environment, nic: int):
         period = self.sc.keys.psp_rotation_period
@@ -218,17 +222,48 @@ class FleetSimulation:
         nics = np.concatenate([self.rk_rx[sl]] + [self.rk_tx[sl]] * (per_rekey - 1))
         return sl, nics, np.tile(self.rk_ready[sl], per_rekey), per_rekey
 
+    def _spi_death(self, nic: np.ndarray, allocated: np.ndarray) -> np.ndarray:
+        """When an SPI allocated at ``allocated`` on ``nic`` dies: at the second
+        rotation after its generation became active (two generations live)."""
+        period = self.sc.keys.psp_rotation_period
+        offset = self.rotation_offset[nic]
+        generation = np.floor((allocated - offset) / period)
+        return offset + (generation + 2) * period
+
     def _psp_rekey_outcomes(self, sl: slice, done: np.ndarray, per_rekey: int):
-        """Per-host rekeys, connections lost and bytes dropped, given command completions."""
-        conn, rx, tx, rotation = self.rk_conn[sl], self.rk_rx[sl], self.rk_tx[sl], self.rk_rotation[sl]
+        """Per-host rekeys, connections lost and bytes dropped, given command completions.
+
+        A completed rekey replaces the direction's SPI; if the old SPI died before
+        that (its generation rotated out), the connection was lost from the
+        death until the completion, and the traffic towards it was dropped."""
+        conn, rx, tx = self.rk_conn[sl], self.rk_rx[sl], self.rk_tx[sl]
         finished = done.reshape(per_rekey, -1).max(axis=0) if len(conn) else np.empty(0)
-        dies = rotation + self.sc.keys.psp_rotation_period  # the next rotation removes the old key
+        self.rk_done[sl] = finished
+        direction = (rx != self.w.server[conn]).astype(np.int64)
+        lost = np.zeros(len(conn), dtype=bool)
+        dies = np.zeros(len(conn))
+        for i in np.argsort(finished, kind="stable"):  # in completion order: each replaces the SPI before it
+            c, d = conn[i], direction[i]
+            dies[i] = self._spi_death(rx[i:i + 1], self.spi_allocated[c, d:d + 1])[0]
+            lost[i] = finished[i] > dies[i] and self.w.end[c] > dies[i]
+            self.spi_allocated[c, d] = finished[i]
         end = self.w.end[conn]
-        lost = (finished > dies) & (end > dies)
-        towards_rx = np.where(rx == self.w.server[conn], self.req_bps[conn], self.resp_bps[conn])
+        towards_rx = np.where(direction == 0, self.req_bps[conn], self.resp_bps[conn])
         outage = np.clip(np.minimum(end, finished) - dies, 0, None)
         per_host = np.bincount(rx, minlength=self.hosts) + np.bincount(tx, minlength=self.hosts)
         return per_host, int(lost.sum()), float((towards_rx * outage)[lost].sum())
+
+    def _psp_unrekeyed_losses(self) -> tuple[int, float]:
+        """Connection directions whose SPI died before the end with no rekey after it."""
+        w, horizon = self.w, np.minimum(self.w.end, self.duration)
+        live = (w.start < self.duration)
+        lost, dropped = 0, 0.0
+        for d, rx, rate in ((0, w.server, self.req_bps), (1, w.client, self.resp_bps)):
+            dies = self._spi_death(rx, self.spi_allocated[:, d])
+            gone = live & (dies < horizon)
+            lost += int(gone.sum())
+            dropped += float((rate * (horizon - dies))[gone].sum())
+        return lost, dropped
 
     # -- the run -------------------------------------------------------------------
     def run(self) -> VariantRun:
@@ -238,6 +273,10 @@ class FleetSimulation:
                 env.process(self._rotations(env, nic))
         env.process(self._windows(env))
         env.run(until=self.duration + self.window / 2)
+        if self.v.name == "psp":
+            lost, dropped = self._psp_unrekeyed_losses()
+            self.totals["connections_lost"] += lost
+            self.totals["bytes_lost"] += dropped
         return VariantRun(self.rows, self.totals, self.peak_entries, self.core_sum / max(len(self.rows), 1))
 
     def _windows(self, env: simpy.Environment):

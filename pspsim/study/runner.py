@@ -35,6 +35,7 @@ from pspsim.model.simulation import FleetSimulation, VariantRun
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import generate_workload
 from pspsim.study.scenario import Scenario
+from pspsim.wire.errors import ConfigError
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Results:
     timeseries: pd.DataFrame
     summary: pd.DataFrame
     manifest: dict
+    packets: pd.DataFrame | None = None  # packet-tier summary, when a capture was asked for
 
 
 def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
@@ -69,7 +71,8 @@ def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
         "bytes_lost": t["bytes_lost"],
         "offered_gbps_mean": float(ts["offered_gbps"].mean()),
         "achieved_gbps_mean": float(achieved),
-        "achieved_fraction": float(t["achieved_bits"] / max(t["offered_bits"], 1e-12)),
+        # delivered: what the network carried, less the traffic dropped on expired keys
+        "achieved_fraction": float((t["achieved_bits"] - 8 * t["bytes_lost"]) / max(t["offered_bits"], 1e-12)),
         "overhead_gbps_mean": float(ts["overhead_gbps"].mean()),
         "cache_miss_ratio_max": float(ts["cache_miss_ratio_max"].max()),
         "added_latency_us_mean": float(ts["added_latency_us_mean"].mean()),
@@ -80,12 +83,18 @@ def run_scenario(
     scenario: Scenario,
     params: ParameterSet | None = None,
     progress: Callable[[str], None] | None = None,
+    capture_host: int | None = None,
+    capture_dir: str | os.PathLike[str] | None = None,
 ) -> Results:
-    """Run every replication and variant of ``scenario``; returns tidy tables."""
+    """Run every replication and variant of ``scenario``; returns tidy tables.
+
+    With ``capture_host``, replication 0 also runs the packet tier for each
+    variant (sampling the scenario's ``[packets]`` hosts, or that host) and
+    writes its traffic as pcap files into ``capture_dir``."""
     started = time.time()
     params = params or load_parameter_set(scenario.costs.parameter_set).with_overrides(scenario.costs.overrides)
     costs = params.costs()
-    rows, summary = [], []
+    rows, summary, packet_rows = [], [], []
     for replication, seq in enumerate(np.random.SeedSequence(scenario.run.seed).spawn(scenario.run.replications)):
         workload_seq, *variant_seqs = seq.spawn(1 + len(scenario.run.variants))
         workload = generate_workload(scenario, np.random.default_rng(workload_seq))
@@ -97,6 +106,9 @@ def run_scenario(
                    "seed": scenario.run.seed}
             rows += [key | row for row in run.rows]
             summary.append(key | _summary_row(run, scenario))
+            if capture_host is not None and replication == 0:
+                packet_rows.append(key | _capture(scenario, name, costs, workload, variant_seq, capture_host,
+                                                  capture_dir))
             if progress:
                 progress(f"{name} (replication {replication}): {len(workload):,} connections, "
                          f"{time.time() - t0:.1f} s")
@@ -109,11 +121,26 @@ def run_scenario(
                      **{pkg: metadata.version(pkg) for pkg in ("numpy", "pandas", "simpy", "pyarrow", "cryptography")}},
         "wall_time_s": round(time.time() - started, 3),
     }
-    return Results(pd.DataFrame(rows), pd.DataFrame(summary), manifest)
+    return Results(pd.DataFrame(rows), pd.DataFrame(summary), manifest,
+                   pd.DataFrame(packet_rows) if packet_rows else None)
 
 
-def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True) -> Path:
-    """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically."""
+def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str, object]:
+    from pspsim.model.packets import PacketTier, result_row
+
+    if not 0 <= host < scenario.fleet.hosts:
+        raise ConfigError(f"--pcap host {host} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+    if scenario.packets.hosts is None:
+        scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
+    tier = PacketTier(scenario, name, costs, workload, np.random.default_rng(seq.spawn(1)[0]),
+                      capture_host=host, capture_dir=str(directory))
+    return result_row(tier.run())
+
+
+def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
+                  captures: str | os.PathLike[str] | None = None) -> Path:
+    """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
+    the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -121,6 +148,10 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
         results.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
         results.summary.to_parquet(tmp / "summary.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
+        if results.packets is not None:
+            results.packets.to_parquet(tmp / "packets.parquet", index=False)
+        if captures is not None:
+            shutil.copytree(captures, tmp / "pcap")
         if figure:
             from pspsim.figures import comparison_figure
 

@@ -94,6 +94,15 @@ class KeysConfig(_Strict):
     tls_rekey_interval: Duration = 3600.0
 
 
+class PacketsConfig(_Strict):
+    """The packet tier: real packets for a sample of connections."""
+
+    hosts: list[int] | None = None  # connections touching these hosts; None: the whole fleet
+    duration: Duration = 60.0  # simulated seconds of packets, from time 0
+    max_connections: int = Field(gt=0, default=2000)
+    link_buffer_bytes: int = Field(gt=0, default=4 << 20)  # per link, before drops
+
+
 class CostsConfig(_Strict):
     parameter_set: str = "cx7-x86-2026"
     overrides: dict[str, float] = Field(default_factory=dict)
@@ -126,11 +135,17 @@ class Scenario(_Strict):
     workload: WorkloadConfig = WorkloadConfig()
     keys: KeysConfig = KeysConfig()
     costs: CostsConfig = CostsConfig()
+    packets: PacketsConfig = PacketsConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
         if self.workload.peers_per_host >= self.fleet.hosts:
             raise ValueError(f"workload.peers_per_host must be below the {self.fleet.hosts} hosts of the fleet")
+        for host in self.packets.hosts or []:
+            if not 0 <= host < self.fleet.hosts:
+                raise ValueError(f"packets.hosts: host {host} is not in the fleet (0..{self.fleet.hosts - 1})")
+        if self.packets.duration > self.run.duration:
+            raise ValueError("packets.duration must not exceed run.duration")
         return self
 
 

@@ -165,10 +165,12 @@ cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsi
     return out
 
 
-def decapsulate(bytes frame, object keys, object versions, type opened_type):
+def decapsulate(bytes frame, object keys, object versions, type opened_type, bint build=True):
     """An ``opened_type`` tuple (frame, spi, version, iv, protected_len), or ``None``.
 
-    ``versions`` is ``None`` when every version is accepted."""
+    ``versions`` is ``None`` when every version is accepted.  With ``build``
+    false only verification happens, and ``True`` is returned instead (a
+    receiver model that counts outcomes needs no cleartext frame)."""
     cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
     cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
     cdef int proto, ipv, version, next_header
@@ -200,6 +202,8 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type):
         plain = sa._aead.decrypt(frame[p + 4:p + 16], frame[p + 16 + clear_len:end], aad)
     except InvalidTag:
         raise PspAuthFailure(f"ICV mismatch for SPI {spi:08x}") from None
+    if not build:
+        return True
     next_header = f[p]
     inner_len = clear_len + len(plain)
     if next_header == 4 or next_header == 41:
