@@ -124,3 +124,15 @@ def test_command_queue_shows_rekey_storms():
     _, a, _ = simulate(calm, "psp", slow)
     _, b, _ = simulate(storm, "psp", slow)
     assert _rows(b)["command_delay_p99_us"].max() > 5 * _rows(a)["command_delay_p99_us"].max()
+
+
+def test_fanout_is_a_distribution_drawn_per_host():
+    from pspsim.model.workload import generate_workload
+
+    sc = scenario(fleet={"racks": 4, "hosts_per_rack": 16},
+                  workload={"peers_per_host": {"kind": "exponential", "mean": 6},
+                            "connections_per_host": {"kind": "fixed", "mean": 200}})
+    w = generate_workload(sc, np.random.default_rng(9))
+    distinct = [len(set(w.server[w.client == h].tolist())) for h in range(64)]
+    assert min(distinct) >= 1 and max(distinct) > 2 * min(distinct)
+    assert all(0 <= s < 64 for s in set(w.server.tolist())) and not (w.client == w.server).any()

@@ -1,12 +1,14 @@
 """The workload: every connection of a run as columns (no object per connection).
 
 Each host is a client of a number of connections (drawn per host from
-``connections_per_host``) spread over a fixed set of ``peers_per_host``
-server peers chosen at random.  The fleet starts in steady state: the
-initial connections start at time 0 with exponential residual lifetimes
-(memoryless, so they look like connections already running), and new ones
-arrive as a Poisson process at the rate that keeps each host's mean count
-(count / mean lifetime).  Each connection carries messages of one size at
+``connections_per_host``) spread over a fixed set of server peers chosen at
+random; how many peers (the fan-out) is drawn per host from
+``peers_per_host``, rounded and kept between 1 and the other hosts.
+
+The fleet starts in steady state: the initial connections start at time 0
+with exponential residual lifetimes (memoryless, so they look like
+connections already running), and new ones arrive as a Poisson process at
+the rate that keeps each host's mean count (count / mean lifetime).  Each connection carries messages of one size at
 one rate, both drawn from the scenario's distributions: ``rpc`` traffic is
 a request of that size and a response ``response_ratio`` times as large;
 ``bulk`` traffic flows client to server only.
@@ -64,10 +66,12 @@ class Workload:
 def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     fleet, w = scenario.fleet, scenario.workload
     hosts, duration, life = fleet.hosts, scenario.run.duration, w.connection_lifetime
-    peers = np.empty((hosts, w.peers_per_host), dtype=np.int32)
+    fanout = np.clip(np.rint(draw(w.peers_per_host, rng, hosts)), 1, hosts - 1).astype(np.int64)
+    peer_start = np.cumsum(fanout) - fanout
+    peers = np.empty(int(fanout.sum()), dtype=np.int32)
     for h in range(hosts):  # distinct peers, never the host itself
-        choice = rng.choice(hosts - 1, size=w.peers_per_host, replace=False)
-        peers[h] = choice + (choice >= h)
+        choice = rng.choice(hosts - 1, size=fanout[h], replace=False)
+        peers[peer_start[h] : peer_start[h] + fanout[h]] = choice + (choice >= h)
     counts = np.maximum(0, np.rint(draw(w.connections_per_host, rng, hosts))).astype(np.int64)
 
     initial_client = np.repeat(np.arange(hosts, dtype=np.int32), counts)
@@ -82,7 +86,7 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     start = np.concatenate([initial_start, arrival_start])
     n = len(client)
     lifetime = rng.exponential(life, n) if life > 0 else np.full(n, np.inf)
-    server = peers[client, rng.integers(0, w.peers_per_host, n)]
+    server = peers[peer_start[client] + (rng.uniform(0, 1, n) * fanout[client]).astype(np.int64)]
     order = np.argsort(start, kind="stable")  # the running ones (start 0) stay first
     return Workload(
         hosts=hosts,

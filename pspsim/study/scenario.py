@@ -69,7 +69,9 @@ class FleetConfig(_Strict):
 
 class WorkloadConfig(_Strict):
     connections_per_host: Distribution = Distribution(kind="fixed", mean=1000)
-    peers_per_host: int = Field(gt=0, default=16)
+    peers_per_host: Annotated[Distribution, BeforeValidator(lambda v: {"kind": "fixed", "mean": v}
+                                                            if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            else v)] = Distribution(kind="fixed", mean=16)
     connection_lifetime: Duration = 1800.0
     traffic: Literal["rpc", "bulk"] = "rpc"
     message_bytes: Distribution = Distribution(kind="lognormal", mean=8192, sigma=1.0)
@@ -139,7 +141,7 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
-        if self.workload.peers_per_host >= self.fleet.hosts:
+        if self.workload.peers_per_host.mean >= self.fleet.hosts:
             raise ValueError(f"workload.peers_per_host must be below the {self.fleet.hosts} hosts of the fleet")
         for host in self.packets.hosts or []:
             if not 0 <= host < self.fleet.hosts:
