@@ -22,13 +22,9 @@ TCP stream), carried by the fabric, and opened by the receiving NIC:
   with an in-band KeyUpdate; kTLS offload (TLS 1.2) reconnects, modelled as
   an in-band marker after which both sides use fresh keys.
 
-Fabric: each packet crosses its source host's uplink, for cross-rack
-traffic the rack's spine uplink and the destination rack's downlink, and
-the destination host's downlink; each is a FIFO server (serialisation at
-the link rate) plus propagation per hop, computed in one vectorised pass per
-window (no event per hop).  A packet that finds more than the link buffer
-queued is dropped; its service time still counts on the links before (a
-conservative simplification).
+The fabric (:mod:`pspsim.model.fabric`) carries each window's packets
+through host links and the spine as FIFO servers in one vectorised pass (no
+event per hop), with drops on overflow.
 
 Not modelled: TCP payload bytes (zeros), sequence numbers and
 retransmission (frames are per-connection templates), handshake packets.
@@ -46,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from pspsim.costs.params import Costs
-from pspsim.model.commands import fifo_departures
+from pspsim.model.fabric import Fabric
 from pspsim.model.simulation import FleetSimulation, VariantRun
 from pspsim.model.variants import Variant, make_variant
 from pspsim.model.workload import Workload
@@ -137,7 +133,7 @@ class PacketTier:
         self.key_rng = np.random.default_rng(self.key_seed)
         self.outcomes: Counter = Counter()
         self._frames: dict = {}
-        self.fabric_busy = np.zeros(scenario.fleet.hosts * 2 + 2 * (scenario.fleet.racks + 1))
+        self.fabric = Fabric(scenario.fleet, scenario.packets.link_buffer_bytes)
 
     # -- keys and protection state ---------------------------------------------------
     def _secret(self, n: int) -> bytes:
@@ -342,7 +338,7 @@ class PacketTier:
             self._apply_control(self.rx_control, t1)
             return
         wire_len = np.fromiter(map(len, packets.wire), dtype=np.float64, count=len(packets.wire))
-        arrive, dropped = self._fabric(packets.send, packets.src, packets.dst, wire_len)
+        arrive, dropped = self.fabric.carry(packets.send, packets.src, packets.dst, wire_len)
         self.outcomes["fabric-drop"] += int(dropped.sum())
         self._receive(packets, arrive, dropped, t1)
 
@@ -484,33 +480,6 @@ class PacketTier:
             self.tx[conn, direction] = Tls12GcmRecordProtection(key, salt)
             self.rx[conn, direction][2].append((key, salt))
         return record
-
-    def _fabric(self, send, src, dst, size):
-        fleet = self.sc.fleet
-        hosts, racks = fleet.hosts, fleet.racks
-        link = fleet.host_link_gbps * 1e9 / 8
-        spine = fleet.hosts_per_rack * link / fleet.spine_oversubscription
-        hop = fleet.hop_latency_us * 1e-6
-        buffer = self.sc.packets.link_buffer_bytes
-        rack = np.arange(hosts) // fleet.hosts_per_rack
-        cross = rack[src] != rack[dst]
-        dropped = np.zeros(len(send), dtype=bool)
-        t = send
-        stages = [(src, link, None), (hosts + rack[src], spine, cross),
-                  (hosts + racks + rack[dst], spine, cross), (hosts + 2 * racks + dst, link, None)]
-        for servers, rate, only in stages:
-            use = ~dropped if only is None else (~dropped & only)
-            if not use.any():
-                continue
-            service = size[use] / rate
-            done = fifo_departures(t[use], servers[use], service, self.fabric_busy)
-            waited = done - service - t[use]
-            over = waited * rate > buffer
-            idx = np.flatnonzero(use)
-            dropped[idx[over]] = True
-            t = t.copy()
-            t[idx] = done + hop
-        return t, dropped
 
     def _receive(self, p: _Packets, arrive: np.ndarray, dropped: np.ndarray, t1: float) -> None:
         """Open every packet in arrival order; receiver-side control events (device-key
