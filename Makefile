@@ -10,7 +10,7 @@ DEMO_OUT := results/psp-roundtrip
 
 .PHONY: demo psp-roundtrip test bench clean
 
-$(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx
+$(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so

@@ -23,6 +23,7 @@ same convention the PSP reference uses; next header 4 or 41.
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
@@ -45,6 +46,14 @@ from pspsim.wire.frames import (
     parse_ip,
     rewritten_ip_header,
 )
+
+# The compiled seal (see _esp_fast.pyx) is optional; PSPSIM_PURE_PYTHON=1 turns it off.
+_esp_fast = None
+if os.environ.get("PSPSIM_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from pspsim.wire import _esp_fast
+    except ImportError:  # pragma: no cover - depends on the build
+        _esp_fast = None
 
 ESP_UDP_PORT = 4500
 ESP_HEADER_LEN = 8
@@ -156,7 +165,9 @@ class EspSA:
             self.next_seq = seq + 1
         elif not 0 < seq <= self.max_seq:
             raise ConfigError(f"sequence number must be in 1..{self.max_seq}")
-        if iv is None:  # IV = sequence number; header and nonce from one pack
+        if iv is None:  # IV = sequence number
+            if _esp_fast is not None and type(data) is bytes:
+                return _esp_fast.seal(self._aead, self._salt, self.spi, seq, data, next_header, self.esn)
             both = _HEADER_IV_NONCE.pack(self.spi, seq & 0xFFFF_FFFF, seq, self._salt, seq)
             header, nonce = both[: ESP_HEADER_LEN + IV_LEN], both[ESP_HEADER_LEN + IV_LEN :]
         elif len(iv) != IV_LEN:
