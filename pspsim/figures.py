@@ -18,29 +18,33 @@ STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.t
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> None:
     """Write ``fig`` atomically (temporary file, then rename) and close it."""
+    try:
+        _atomic(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _atomic(path: str | os.PathLike[str], write) -> None:
+    """Call ``write(temporary path)``, then move the file into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, bbox_inches="tight")
+        write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         Path(tmp).unlink(missing_ok=True)
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a table as CSV atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    _atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> None:
+    """Write a text file atomically."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def overhead_figure(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -94,5 +98,32 @@ def comparison_figure(timeseries: pd.DataFrame, path: str | os.PathLike[str]) ->
         axes[1].set_ylim(bottom=0)
         axes[1].legend(fontsize=7, ncol=2, loc="upper left", frameon=False, bbox_to_anchor=(0, 0.93))
         fig.suptitle(f"{ts['scenario'].iloc[0]}: state, CPU and rekey events by protocol variant", y=1.02)
+        fig.tight_layout()
+        save_figure(fig, path)
+
+
+def validation_figure(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Predicted against measured: CPU cores per run, and throughput against NIC entries."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        cpu = table[table["kind"] == "cpu"]
+        for variant, group in cpu.groupby("variant", sort=False):
+            axes[0].scatter(group["measured"], group["predicted"], label=variant, color=VARIANT_COLORS.get(variant))
+        if len(cpu):
+            top = max(cpu["measured"].max(), cpu["predicted"].max()) * 1.1
+            axes[0].plot([0, top], [0, top], color="grey", lw=0.8)
+        axes[0].set_xlabel("measured cores")
+        axes[0].set_ylabel("predicted cores")
+        axes[0].set_title("CPU per run")
+        axes[0].legend(fontsize=7, frameon=False)
+        state = table[table["kind"] == "state"]
+        if len(state):
+            entries = state["configuration"].str.split().str[0].astype(float)
+            axes[1].plot(entries, state["measured"], "o", label="measured")
+            axes[1].plot(entries, state["predicted"], "-", label="model")
+            axes[1].legend(fontsize=7, frameon=False)
+        axes[1].set_xlabel("live NIC entries (keys/SAs)")
+        axes[1].set_ylabel("Gb/s")
+        axes[1].set_title("throughput against NIC state")
         fig.tight_layout()
         save_figure(fig, path)

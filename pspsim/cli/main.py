@@ -12,6 +12,7 @@ import sys
 
 from pspsim import __version__
 from pspsim.cli import (
+    calibrate_commands,
     crosscheck_command,
     esp_commands,
     overhead_command,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     esp_commands.register(groups)
     overhead_command.register(groups)
     params_command.register(groups)
+    calibrate_commands.register(groups)
     return parser
 
 

@@ -151,7 +151,8 @@ class Scenario(_Strict):
         return self
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """The first validation error as one line: dotted field path and what is wrong."""
     err = exc.errors()[0]
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     message = err["msg"].removeprefix("Value error, ")
@@ -166,7 +167,7 @@ def scenario_from_dict(data: dict[str, Any], source: str = "scenario") -> Scenar
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+        raise ConfigError(f"{source}: {first_error(exc)}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:

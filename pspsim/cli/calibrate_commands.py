@@ -1,0 +1,86 @@
+"""``pspsim calibrate`` and ``pspsim validate``: fit the cost model to measurements, then check it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from pspsim.cli.capture import prepare_output
+
+CALIBRATE_HELP = """\
+Fit the cost model to a measurement folder (measurements.toml plus the raw
+outputs of openssl speed, iperf3 --json, mpstat -o JSON, perf stat -x, and
+ethtool -S; the format is in the README) and write a complete parameter set:
+fitted parameters become kind 'measured' with their uncertainty in the
+source, the rest keep the base set's values.  Prints each estimate with its
+standard error and relative residual, and the parameters left unconstrained."""
+
+VALIDATE_HELP = """\
+Re-run every measured configuration through the simulator's data plane with
+PARAMS.toml and report predicted against measured (CPU cores per run;
+throughput against NIC state) with the relative error, as a table, and with
+-o as validation.csv and validation.png."""
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    cal = groups.add_parser("calibrate", help="fit the cost model to measurements", description=CALIBRATE_HELP,
+                            formatter_class=fmt)
+    cal.add_argument("measurements", type=Path, metavar="MEASUREMENTS", help="folder with measurements.toml")
+    cal.add_argument("-o", "--output", type=Path, required=True, metavar="PARAMS.toml")
+    cal.add_argument("--base", default="cx7-x86-2026", metavar="SET", help="parameter set to start from")
+    cal.set_defaults(handler=calibrate_command)
+
+    val = groups.add_parser("validate", help="compare the model with measurements", description=VALIDATE_HELP,
+                            formatter_class=fmt)
+    val.add_argument("measurements", type=Path, metavar="MEASUREMENTS")
+    val.add_argument("--params", type=Path, required=True, metavar="PARAMS.toml",
+                     help="a parameter set file (from calibrate) or a shipped set name")
+    val.add_argument("-o", "--output", type=Path, metavar="DIR", help="write validation.csv and validation.png")
+    val.set_defaults(handler=validate_command)
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pspsim.costs.calibrate import calibrate, write_parameter_set
+    from pspsim.costs.measurements import load_measurements
+    from pspsim.costs.params import load_parameter_set
+
+    measurements = load_measurements(args.measurements)
+    base = load_parameter_set(args.base)
+    prepare_output(args.output)
+    result = calibrate(measurements, base)
+    table = result.table()
+    table["stderr"] = [("" if math.isnan(x) else f"{x:.3g}") for x in table["stderr"]]
+    with pd.option_context("display.width", 220, "display.max_colwidth", 70):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"\nunconstrained (kept from {base.name}): {', '.join(result.unconstrained)}")
+    write_parameter_set(result.parameters, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from pspsim.costs.calibrate import validate
+    from pspsim.costs.measurements import load_measurements
+    from pspsim.costs.params import load_parameter_set
+
+    measurements = load_measurements(args.measurements)
+    params = load_parameter_set(args.params)
+    table = validate(measurements, params)
+    with pd.option_context("display.width", 220, "display.max_colwidth", 60):
+        print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    errors = table["relative_error"].abs()
+    print(f"\nrelative error: mean {errors.mean():.1%}, max {errors.max():.1%} over {len(table)} comparisons")
+    if args.output:
+        from pspsim.figures import validation_figure, write_csv
+
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_csv(table, args.output / "validation.csv")
+        validation_figure(table, args.output / "validation.png")
+        print(f"wrote {args.output}/validation.csv, validation.png")
+    return 0

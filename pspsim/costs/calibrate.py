@@ -1,0 +1,296 @@
+"""Fit a parameter set to measurements, and check the fit by re-running them.
+
+Fitting uses the model's own cost functions, so that what is fitted is
+exactly what the simulator uses.  For a parameter that enters the cost
+linearly (cycles per packet, per byte, per handshake), each run is priced
+with the parameter at 0 and at 1: the difference is the run's "exposure" to
+it, and the estimate is the least-squares slope through the origin of
+(measured cycles - cycles at 0) on the exposure, with its standard error.
+Parameters are fitted in dependency order (AES-GCM costs, then the plain
+stack, then each variant's own parameter, then handshakes), each using the
+ones before.
+
+* AES-GCM cycles per call and per byte: least squares of cycles per
+  operation (clock / operations per second) on the block size, from
+  ``openssl speed`` at several sizes, weighted for relative noise.
+* Context cache: throughput against live entries follows
+  ``T0 / (1 + max(0, 1 - C/N) * k)``; C is found on a log grid over the
+  measured range, k by least squares given C, and both standard errors by
+  jackknife (leave one point out).  T0 is the throughput at the fewest
+  entries; the NIC engine's packet rate is set so that the model reaches T0.
+* Command latency: median of the samples (standard error of a median,
+  1.2533 sigma / sqrt(n)); command rate: the highest rate measured.
+
+Parameters the measurements do not constrain keep the base set's values
+and are listed as such.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from pspsim.costs.measurements import Measurements, TrafficRun
+from pspsim.costs.params import Costs, Parameter, ParameterSet
+from pspsim.model.variants import make_variant
+from pspsim.study.scenario import KeysConfig
+
+#: The parameter each variant's runs constrain (after the plain stack cost).
+VARIANT_PARAMETER = {
+    "plaintext": "host.stack_cycles_per_packet",
+    "ipsec-sw": "host.ipsec_sw_cycles_per_packet",
+    "ipsec-crypto-offload": "host.ipsec_crypto_offload_cycles_per_packet",
+    "ipsec-packet-offload": "host.ipsec_packet_offload_cycles_per_packet",
+    "psp": "host.offload_driver_cycles_per_packet",
+    "ktls-offload": "host.offload_driver_cycles_per_packet",
+    "tls-user": "host.tls_user_copy_cycles_per_byte",
+    "ktls-sw": "host.ktls_sw_copy_cycles_per_byte",
+}
+FIT_ORDER = ["plaintext", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "psp", "ktls-offload",
+             "tls-user", "ktls-sw"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    parameter: str
+    value: float
+    stderr: float
+    points: int
+    residual_rms: float  # relative, over the points used
+    basis: str
+
+
+def _field(name: str) -> str:
+    return name.replace(".", "_", 1)
+
+
+def _with(costs: Costs, **values: float) -> Costs:
+    return replace(costs, **{_field(k): v for k, v in values.items()})
+
+
+def run_cycles(run: TrafficRun, costs: Costs) -> float:
+    """Cycles per second the model spends on the measured host for this run."""
+    variant = make_variant(run.variant, costs, KeysConfig())
+    records = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
+    crypto = float(np.asarray(variant.crypto_cycles(np.float64(run.packets_per_s), np.float64(run.bytes_per_s),
+                                                    np.float64(records))))
+    return (run.packets_per_s * costs.host_stack_cycles_per_packet + crypto
+            + run.connections_per_s * variant.handshake_cycles())
+
+
+def _exposure(runs: list[TrafficRun], costs: Costs, parameter: str) -> np.ndarray:
+    """How the modelled cycles of each run grow per unit of ``parameter``."""
+    base, unit = _with(costs, **{parameter: 0.0}), _with(costs, **{parameter: 1.0})
+    return np.array([run_cycles(r, unit) - run_cycles(r, base) for r in runs])
+
+
+def _slope(runs: list[TrafficRun], costs: Costs, parameter: str, earlier: list[Estimate]) -> Estimate | None:
+    """Least-squares estimate of one linear parameter from the runs exposed to it.
+
+    Its standard error combines the regression's own with the errors of the
+    earlier estimates it takes as known (first-order propagation)."""
+    x = _exposure(runs, costs, parameter)
+    base = _with(costs, **{parameter: 0.0})
+    y = np.array([r.cycles_per_s - run_cycles(r, base) for r in runs])
+    keep = x > 0
+    if not keep.any():
+        return None
+    kept = [r for r, k in zip(runs, keep) if k]
+    x, y = x[keep], y[keep]
+    value = float((x * y).sum() / (x * x).sum())
+    residual = y - value * x
+    n = len(x)
+    variance = (residual**2).sum() / max(n - 1, 1) / (x * x).sum() if n > 1 else float("nan")
+    for e in earlier:
+        if not math.isnan(e.stderr) and e.parameter.startswith("host.") and e.parameter != "host.clock_hz":
+            sensitivity = (x * _exposure(kept, costs, e.parameter)).sum() / (x * x).sum()
+            variance += (sensitivity * e.stderr) ** 2
+    measured = np.array([r.cycles_per_s for r in kept])
+    rms = float(np.sqrt(np.mean((residual / measured) ** 2)))
+    return Estimate(parameter, max(value, 0.0), float(math.sqrt(variance)), n, rms, f"{n} runs")
+
+
+def _crypto(meas: Measurements) -> list[Estimate]:
+    speeds = meas.crypto.get("aes-128-gcm")
+    if not speeds or len(speeds) < 2:
+        return []
+    size = np.array(sorted(speeds), dtype=float)
+    cycles = np.array([meas.clock_hz / (speeds[int(s)] / s) for s in size])  # cycles per operation
+    # Measurement noise is relative (a percentage of each rate), so weight by 1/cycles^2.
+    design = np.column_stack([np.ones_like(size), size])
+    weight = 1 / cycles**2
+    normal = design.T @ (design * weight[:, None])
+    coef = np.linalg.solve(normal, design.T @ (cycles * weight))
+    residual = cycles - design @ coef
+    n = len(size)
+    sigma2 = (weight * residual**2).sum() / max(n - 2, 1)
+    cov = sigma2 * np.linalg.inv(normal)
+    rms = float(np.sqrt(np.mean((residual / cycles) ** 2)))
+    basis = f"openssl speed, {n} block sizes"
+    return [Estimate("host.aes_gcm_cycles_per_call", max(float(coef[0]), 0.0), float(np.sqrt(cov[0, 0])), n, rms,
+                     basis),
+            Estimate("host.aes_gcm_cycles_per_byte", float(coef[1]), float(np.sqrt(cov[1, 1])), n, rms, basis)]
+
+
+def cache_fit(entries: np.ndarray, gbps: np.ndarray) -> tuple[float, float, float]:
+    """(cache entries C, miss cost k, no-miss throughput T0) for gbps = T0 / (1 + max(0, 1 - C/N) k)."""
+    t0 = float(gbps[np.argmin(entries)])
+    best = (float("inf"), float(entries.min()), 0.0)
+    for cache in np.geomspace(entries.min() * 0.5, entries.max(), 400):
+        miss = np.clip(1 - cache / entries, 0, None)
+        if not (miss > 0).any():
+            continue
+        k = max(0.0, float((miss * (t0 / gbps - 1)).sum() / (miss * miss).sum()))
+        error = float(((t0 / (1 + miss * k) - gbps) ** 2).sum())
+        if error < best[0]:
+            best = (error, float(cache), k)
+    return best[1], best[2], t0
+
+
+def _cache(meas: Measurements) -> list[Estimate]:
+    points = meas.state_scaling
+    if len(points) < 3:
+        return []
+    entries = np.array([p.entries for p in points])
+    gbps = np.array([p.gbps for p in points])
+    cache, k, t0 = cache_fit(entries, gbps)
+    jack = [cache_fit(np.delete(entries, i), np.delete(gbps, i))[:2] for i in range(len(points))]
+    n = len(points)
+    spread = np.array(jack)
+    stderr = np.sqrt((n - 1) / n * ((spread - spread.mean(axis=0)) ** 2).sum(axis=0))
+    predicted = t0 / (1 + np.clip(1 - cache / entries, 0, None) * k)
+    rms = float(np.sqrt(np.mean(((predicted - gbps) / gbps) ** 2)))
+    basis = f"state-scaling sweep, {n} points"
+    return [Estimate("nic.context_cache_entries", cache, float(stderr[0]), n, rms, basis),
+            Estimate("nic.cache_miss_cost", k, float(stderr[1]), n, rms, basis)]
+
+
+def _control(meas: Measurements) -> list[Estimate]:
+    latencies = [s for _, samples, _ in meas.control_plane for s in samples]
+    rates = [r for _, _, r in meas.control_plane if r]
+    out = []
+    if latencies:
+        n = len(latencies)
+        out.append(Estimate("nic.command_latency_s", float(np.median(latencies)),
+                            1.2533 * float(np.std(latencies, ddof=1 if n > 1 else 0)) / math.sqrt(n), n, 0.0,
+                            f"{n} command latencies (median)"))
+    if rates:
+        out.append(Estimate("nic.command_rate", float(max(rates)), float("nan"), len(rates), 0.0,
+                            "highest measured command rate"))
+    return out
+
+
+@dataclass
+class Calibration:
+    parameters: ParameterSet
+    estimates: list[Estimate]
+    unconstrained: list[str]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([e.__dict__ for e in self.estimates])
+
+
+def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
+    costs = _with(base.costs(), **{"host.clock_hz": meas.clock_hz, "net.mtu_bytes": float(meas.mtu)})
+    estimates: list[Estimate] = []
+
+    def adopt(found: list[Estimate]) -> None:
+        nonlocal costs
+        for e in found:
+            estimates.append(e)
+            costs = _with(costs, **{e.parameter: e.value})
+
+    adopt(_crypto(meas))
+    traffic = [r for r in meas.runs if r.connections_per_s == 0]
+    fitted: set[str] = set()
+    for variant in FIT_ORDER:
+        parameter = VARIANT_PARAMETER[variant]
+        runs = [r for r in traffic if VARIANT_PARAMETER[r.variant] == parameter]
+        if parameter in fitted or not runs:
+            continue
+        found = _slope(runs, costs, parameter, estimates)
+        if found:
+            adopt([found])
+            fitted.add(parameter)
+    handshakes = [r for r in meas.runs if r.connections_per_s > 0]
+    if handshakes:
+        found = _slope(handshakes, costs, "host.tls_full_handshake_cycles", estimates)
+        if found:
+            adopt([found])
+    cache = _cache(meas)
+    adopt(cache)
+    if cache:  # the engine's packet rate that makes the model reach T0 with no misses
+        variant = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
+        t0 = cache_fit(np.array([p.entries for p in meas.state_scaling]),
+                       np.array([p.gbps for p in meas.state_scaling]))[2]
+        pps = t0 * 1e9 / 8 / variant.mss  # full-size packets carrying T0 of payload
+        adopt([Estimate("nic.crypto_pps", pps, float("nan"), len(meas.state_scaling), 0.0,
+                        f"throughput before the cache cliff ({t0:g} Gb/s) over {variant.name} packets")])
+    adopt(_control(meas))
+    adopt([Estimate("host.clock_hz", meas.clock_hz, 0.0, 1, 0.0, "platform.clock_ghz")])
+    if meas.mtu != base.parameters["net.mtu_bytes"].value:
+        adopt([Estimate("net.mtu_bytes", float(meas.mtu), 0.0, 1, 0.0, "platform.mtu")])
+    params = dict(base.parameters)
+    for e in estimates:
+        old = params[e.parameter]
+        uncertainty = "" if math.isnan(e.stderr) else f" ± {e.stderr:.4g}"
+        params[e.parameter] = Parameter(e.parameter, e.value, old.unit, "measured",
+                                        f"calibrated from {meas.folder.name}: {e.basis}{uncertainty}")
+    unconstrained = sorted(set(base.parameters) - {e.parameter for e in estimates})
+    return Calibration(ParameterSet(f"{base.name}+{meas.folder.name}",
+                                    f"{base.name} calibrated with {meas.folder.name}", params),
+                       estimates, unconstrained)
+
+
+def write_parameter_set(params: ParameterSet, path) -> None:
+    """Write a parameter set as TOML (the format of pspsim/costs/sets/)."""
+
+    def quote(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"name = {quote(params.name)}", f"description = {quote(params.description)}", ""]
+    for p in params.parameters.values():
+        lines += [f'[param."{p.name}"]', f"value = {p.value!r}", f"unit = {quote(p.unit)}",
+                  f"kind = {quote(p.kind)}", f"source = {quote(p.source)}", ""]
+    from pspsim.figures import write_text
+
+    write_text("\n".join(lines), path)
+
+
+def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
+    """Every measured configuration re-run through the simulator's data plane:
+    predicted against measured, with the relative error."""
+    from pspsim.model.dataplane import HostRates, window_costs
+
+    costs = params.costs()
+    rows = []
+    for run in meas.runs:
+        variant = make_variant(run.variant, costs, KeysConfig())
+        rates = HostRates.zeros(1)
+        rates.tx_bytes[:] = run.bytes_per_s
+        rates.tx_packets[:] = run.packets_per_s
+        rates.tx_records[:] = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
+        handshake = np.array([run.connections_per_s * variant.handshake_cycles()])
+        result = window_costs(variant, costs, rates, np.zeros(1), handshake, np.zeros(1), np.zeros(1, dtype=int),
+                              1e15, 1.0, 1)
+        predicted = float(result["cores_total"][0])
+        measured = run.cycles_per_s / costs.host_clock_hz
+        rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
+                     "measured": measured, "predicted": predicted, "relative_error": predicted / measured - 1,
+                     "source": run.source})
+    for point in meas.state_scaling:
+        variant = make_variant(point.variant, costs, KeysConfig())
+        rates = HostRates.zeros(1)
+        line = costs.nic_line_rate_bps / 8
+        rates.tx_bytes[:] = line
+        rates.tx_packets[:] = line / variant.mss
+        result = window_costs(variant, costs, rates, np.array([point.entries]), np.zeros(1), np.zeros(1),
+                              np.zeros(1, dtype=int), 1e15, 1.0, 1)
+        predicted = float(result["achieved_bps"][0]) / 1e9
+        rows.append({"kind": "state", "variant": point.variant, "configuration": f"{point.entries:g} entries",
+                     "metric": "gbps", "measured": point.gbps, "predicted": predicted,
+                     "relative_error": predicted / point.gbps - 1, "source": point.source})
+    return pd.DataFrame(rows)
