@@ -94,7 +94,8 @@ TRUTH = {"host.stack_cycles_per_packet": 1100.0, "host.ipsec_sw_cycles_per_packe
          "host.offload_driver_cycles_per_packet": 80.0, "host.tls_user_copy_cycles_per_byte": 0.25,
          "host.ktls_sw_copy_cycles_per_byte": 0.1, "host.aes_gcm_cycles_per_byte": 0.5,
          "host.aes_gcm_cycles_per_call": 300.0, "host.tls_full_handshake_cycles": 900000.0,
-         "nic.context_cache_entries": 3000.0, "nic.cache_miss_cost": 2.0, "nic.command_latency_s": 20e-6}
+         "host.psp_key_exchange_cycles": 30000.0, "host.ike_child_rekey_cycles_pfs": 250000.0,
+         "host.tls_key_update_cycles": 15000.0, "nic.context_cache_entries": 3000.0, "nic.cache_miss_cost": 2.0, "nic.command_latency_s": 20e-6}
 # Relative tolerances; the two small per-packet costs (60-80 cycles next to a
 # 1,100-cycle stack cost) are only known to within the 1 % noise on the total
 # per-packet cycles, so theirs is absolute: +-35 cycles (about 3 sigma of 8 noisy
@@ -125,6 +126,12 @@ def _synthetic(tmp_path, seed=0):
         cores = run_cycles(run, costs) / clock * (1 + rng.normal(0, 0.01))
         lines += ["[[handshakes]]", 'variant = "tls-user"', "gbps = 1.0", f"connections_per_s = {rate}",
                   f"cpu_cores = {cores}"]
+    for variant in ("psp", "ipsec-sw", "tls-user"):
+        for rate in (1000.0, 2000.0, 4000.0, 6000.0, 8000.0):
+            run = TrafficRun(variant, 1, 1.0, 1.25e8, 1.25e8 / 1400, 0.0, 0.0, "", "", rate)
+            cores = run_cycles(run, costs) / clock * (1 + rng.normal(0, 0.01))
+            lines += ["[[rekeys]]", f'variant = "{variant}"', "gbps = 1.0", f"rekeys_per_s = {rate}",
+                      f"cpu_cores = {cores}", "packets_per_s = " + str(1.25e8 / 1400)]
     for entries in (1000, 2000, 3000, 3500, 4000, 5000, 6000, 8000):
         miss = max(0.0, 1 - TRUTH["nic.context_cache_entries"] / entries)
         gbps = 180 / (1 + miss * TRUTH["nic.cache_miss_cost"]) * (1 + rng.normal(0, 0.01))

@@ -7,8 +7,8 @@ with the parameter at 0 and at 1: the difference is the run's "exposure" to
 it, and the estimate is the least-squares slope through the origin of
 (measured cycles - cycles at 0) on the exposure, with its standard error.
 Parameters are fitted in dependency order (AES-GCM costs, then the plain
-stack, then each variant's own parameter, then handshakes), each using the
-ones before.
+stack, then each variant's own parameter, then handshakes and rekeys), each
+using the ones before.
 
 * AES-GCM cycles per call and per byte: least squares of cycles per
   operation (clock / operations per second) on the block size, from
@@ -49,6 +49,15 @@ VARIANT_PARAMETER = {
     "tls-user": "host.tls_user_copy_cycles_per_byte",
     "ktls-sw": "host.ktls_sw_copy_cycles_per_byte",
 }
+#: The parameter each variant's rekey runs constrain.
+REKEY_PARAMETER = {
+    "psp": "host.psp_key_exchange_cycles",
+    "ipsec-sw": "host.ike_child_rekey_cycles_pfs",
+    "ipsec-crypto-offload": "host.ike_child_rekey_cycles_pfs",
+    "ipsec-packet-offload": "host.ike_child_rekey_cycles_pfs",
+    "tls-user": "host.tls_key_update_cycles",
+    "ktls-sw": "host.tls_key_update_cycles",
+}
 FIT_ORDER = ["plaintext", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "psp", "ktls-offload",
              "tls-user", "ktls-sw"]
 
@@ -78,7 +87,7 @@ def run_cycles(run: TrafficRun, costs: Costs) -> float:
     crypto = float(np.asarray(variant.crypto_cycles(np.float64(run.packets_per_s), np.float64(run.bytes_per_s),
                                                     np.float64(records))))
     return (run.packets_per_s * costs.host_stack_cycles_per_packet + crypto
-            + run.connections_per_s * variant.handshake_cycles())
+            + run.connections_per_s * variant.handshake_cycles() + run.rekeys_per_s * variant.rekey_cycles())
 
 
 def _exposure(runs: list[TrafficRun], costs: Costs, parameter: str) -> np.ndarray:
@@ -204,7 +213,7 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
             costs = _with(costs, **{e.parameter: e.value})
 
     adopt(_crypto(meas))
-    traffic = [r for r in meas.runs if r.connections_per_s == 0]
+    traffic = [r for r in meas.runs if r.connections_per_s == 0 and r.rekeys_per_s == 0]
     fitted: set[str] = set()
     for variant in FIT_ORDER:
         parameter = VARIANT_PARAMETER[variant]
@@ -215,9 +224,15 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
         if found:
             adopt([found])
             fitted.add(parameter)
-    handshakes = [r for r in meas.runs if r.connections_per_s > 0]
+    handshakes = [r for r in meas.runs if r.connections_per_s > 0 and r.rekeys_per_s == 0]
     if handshakes:
         found = _slope(handshakes, costs, "host.tls_full_handshake_cycles", estimates)
+        if found:
+            adopt([found])
+    rekey_runs = [r for r in meas.runs if r.rekeys_per_s > 0 and r.variant in REKEY_PARAMETER]
+    for parameter in dict.fromkeys(REKEY_PARAMETER.values()):
+        runs = [r for r in rekey_runs if REKEY_PARAMETER[r.variant] == parameter]
+        found = _slope(runs, costs, parameter, estimates) if runs else None
         if found:
             adopt([found])
     cache = _cache(meas)

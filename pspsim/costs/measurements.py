@@ -21,6 +21,9 @@ published figures) or point at the tools' own outputs, parsed by
     [[handshakes]]                  # connection-rate runs (neper tcp_crr with TLS or PSP)
     variant = "tls-user"; connections_per_s = 20000; cpu_cores = 8.0; gbps = 0.5
 
+    [[rekeys]]                      # rekey-rate runs (PSP rekey, IKE CHILD_SA with PFS, TLS KeyUpdate)
+    variant = "ipsec-sw"; rekeys_per_s = 500; cpu_cores = 2.0; gbps = 1.0
+
     [[state_scaling]]               # throughput against concurrent offloaded keys/SAs
     variant = "ipsec-packet-offload"; entries = 2000; gbps = 190.5
 
@@ -96,6 +99,11 @@ class HandshakeEntry(ThroughputEntry):
     gbps: float | None = Field(ge=0, default=0.0)
 
 
+class RekeyEntry(ThroughputEntry):
+    rekeys_per_s: float = Field(gt=0)
+    gbps: float | None = Field(ge=0, default=0.0)
+
+
 class StateEntry(_Entry):
     variant: Variant
     entries: float = Field(gt=0)
@@ -115,6 +123,7 @@ class MeasurementFile(BaseModel):
     crypto: list[CryptoEntry] = []
     throughput: list[ThroughputEntry] = []
     handshakes: list[HandshakeEntry] = []
+    rekeys: list[RekeyEntry] = []
     state_scaling: list[StateEntry] = []
     control_plane: list[ControlEntry] = []
 
@@ -132,6 +141,7 @@ class TrafficRun:
     connections_per_s: float
     source: str
     label: str
+    rekeys_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,8 @@ def load_measurements(folder: str | Path) -> Measurements:
             for i, e in enumerate(spec.throughput)]
     runs += [_traffic(e, f"handshakes[{i}]", read, clock, spec.platform.mtu, index, folder)
              for i, e in enumerate(spec.handshakes)]
+    runs += [_traffic(e, f"rekeys[{i}]", read, clock, spec.platform.mtu, index, folder)
+             for i, e in enumerate(spec.rekeys)]
     control = []
     for i, c in enumerate(spec.control_plane):
         if c.file:
@@ -238,5 +250,7 @@ def _traffic(e: ThroughputEntry, where: str, read, clock: float, mtu: int, index
         costs = load_parameter_set().with_overrides({"net.mtu_bytes": mtu}).costs()
         packets = bytes_per_s / make_variant(e.variant, costs, KeysConfig()).mss
     connections = getattr(e, "connections_per_s", 0.0)
-    label = f"{e.variant} {e.cores:g} cores" + (f", {connections:g} conn/s" if connections else "")
-    return TrafficRun(e.variant, e.cores, gbps, bytes_per_s, packets, cycles, connections, e.source, label)
+    rekeys = getattr(e, "rekeys_per_s", 0.0)
+    label = (f"{e.variant} {e.cores:g} cores" + (f", {connections:g} conn/s" if connections else "")
+             + (f", {rekeys:g} rekeys/s" if rekeys else ""))
+    return TrafficRun(e.variant, e.cores, gbps, bytes_per_s, packets, cycles, connections, e.source, label, rekeys)
