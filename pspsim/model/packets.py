@@ -1,7 +1,8 @@
 """The packet tier: real, really encrypted packets for a sample of connections.
 
 For the sampled connections (those touching ``[packets] hosts``, or the
-whole fleet), every message becomes real frames: Ethernet/IPv4/TCP, sealed
+whole fleet; at most ``max_connections``, the first in start order), every
+message becomes real frames: Ethernet/IPv4/TCP, sealed
 by the sending NIC with :mod:`pspsim.wire` (PSP, ESP, or TLS records in the
 TCP stream), carried by the fabric, and opened by the receiving NIC:
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -264,7 +265,7 @@ class PacketTier:
                     events.append((float(r), 1, "tls-rekey", int(conn)))
         events.sort(key=lambda e: (e[0], e[1]))
         rx_events.sort(key=lambda e: (e[0], e[1]))
-        self.tx_control, self.rx_control = events, rx_events
+        self.tx_control, self.rx_control = deque(events), deque(rx_events)
 
     # -- frames -------------------------------------------------------------------
     def _messages(self, t0: float, t1: float):
@@ -342,12 +343,12 @@ class PacketTier:
         self.outcomes["fabric-drop"] += int(dropped.sum())
         self._receive(packets, arrive, dropped, t1)
 
-    def _apply_control(self, events: list, until: float, inclusive: bool = False) -> None:
+    def _apply_control(self, events: deque, until: float, inclusive: bool = False) -> None:
         """Apply, in order, the events of one list that happen before ``until``.
         The sending pass applies sender-side events before each send, the
         receiving pass receiver-side events before each arrival."""
         while events and (events[0][0] < until or (inclusive and events[0][0] <= until)):
-            time, _, kind, data = events.pop(0)
+            time, _, kind, data = events.popleft()
             if kind == "open":
                 self._open_connection(data, time)
             elif kind == "rotate":
