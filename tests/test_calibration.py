@@ -141,6 +141,21 @@ def _synthetic(tmp_path, seed=0):
     return _folder(tmp_path, "\n".join(lines) + "\n")
 
 
+def test_request_response_runs_count_both_directions_and_loss_runs_are_kept(tmp_path):
+    toml = """[platform]\nclock_ghz = 2.0
+[[request_response]]\nvariant = "psp"\ntransactions_per_s = 100000\nrequest_bytes = 64\nresponse_bytes = 3000
+cpu_cores = 2\nlatency_p50_us = 30
+[[loss_injection]]\nvariant = "ktls-offload"\nloss_percent = 1\ngbps = 40\ncpu_cores = 3\n"""
+    meas = load_measurements(_folder(tmp_path, toml))
+    (run,) = meas.runs
+    assert run.packets_per_s == pytest.approx(100000 * (1 + 3))  # 64 B: 1 packet; 3000 B: 3 packets of 1420
+    assert run.bytes_per_s == pytest.approx(100000 * 3064)
+    assert meas.latencies[0][2] == pytest.approx(30e-6)
+    result = calibrate(meas, load_parameter_set())
+    assert any("loss-injection" in line for line in result.not_fitted)
+    assert any("request/response latencies" in line for line in result.not_fitted)
+
+
 def test_synthetic_truth_is_recovered(tmp_path):
     result = calibrate(load_measurements(_synthetic(tmp_path)), load_parameter_set())
     found = {e.parameter: e for e in result.estimates}

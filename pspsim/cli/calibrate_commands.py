@@ -57,6 +57,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 220, "display.max_colwidth", 70):
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"\nunconstrained (kept from {base.name}): {', '.join(result.unconstrained)}")
+    for line in result.not_fitted:
+        print(f"read but not fitted: {line}")
     write_parameter_set(result.parameters, args.output)
     print(f"wrote {args.output}")
     return 0

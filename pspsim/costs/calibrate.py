@@ -197,6 +197,7 @@ class Calibration:
     parameters: ParameterSet
     estimates: list[Estimate]
     unconstrained: list[str]
+    not_fitted: list[str]  # measurements read but outside the model, with the reason
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([e.__dict__ for e in self.estimates])
@@ -255,9 +256,16 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
         params[e.parameter] = Parameter(e.parameter, e.value, old.unit, "measured",
                                         f"calibrated from {meas.folder.name}: {e.basis}{uncertainty}")
     unconstrained = sorted(set(base.parameters) - {e.parameter for e in estimates})
+    not_fitted = []
+    if meas.loss_runs:
+        not_fitted.append(f"{len(meas.loss_runs)} loss-injection runs: the model has no loss or retransmission "
+                          "(kTLS offload record re-DMA included)")
+    if any(p50 or p99 for _, _, p50, p99 in meas.latencies):
+        not_fitted.append(f"{len(meas.latencies)} request/response latencies: the model adds crypto latency "
+                          "only (their CPU cost was fitted)")
     return Calibration(ParameterSet(f"{base.name}+{meas.folder.name}",
                                     f"{base.name} calibrated with {meas.folder.name}", params),
-                       estimates, unconstrained)
+                       estimates, unconstrained, not_fitted)
 
 
 def write_parameter_set(params: ParameterSet, path) -> None:

@@ -24,6 +24,13 @@ published figures) or point at the tools' own outputs, parsed by
     [[rekeys]]                      # rekey-rate runs (PSP rekey, IKE CHILD_SA with PFS, TLS KeyUpdate)
     variant = "ipsec-sw"; rekeys_per_s = 500; cpu_cores = 2.0; gbps = 1.0
 
+    [[request_response]]            # neper tcp_rr / netperf TCP_RR: small messages both ways
+    variant = "psp"; transactions_per_s = 400000; request_bytes = 64; response_bytes = 64
+    cpu_cores = 4.0; latency_p50_us = 28; latency_p99_us = 61   # latencies are reported, not fitted
+
+    [[loss_injection]]              # tc netem loss: read and kept; not fitted (no retransmission in the model)
+    variant = "ktls-offload"; loss_percent = 1.0; gbps = 60; cpu_cores = 6; retransmits_per_s = 50000
+
     [[state_scaling]]               # throughput against concurrent offloaded keys/SAs
     variant = "ipsec-packet-offload"; entries = 2000; gbps = 190.5
 
@@ -104,6 +111,19 @@ class RekeyEntry(ThroughputEntry):
     gbps: float | None = Field(ge=0, default=0.0)
 
 
+class RequestResponseEntry(ThroughputEntry):
+    transactions_per_s: float = Field(gt=0)
+    request_bytes: int = Field(gt=0, default=64)
+    response_bytes: int = Field(gt=0, default=64)
+    latency_p50_us: float | None = Field(gt=0, default=None)
+    latency_p99_us: float | None = Field(gt=0, default=None)
+
+
+class LossEntry(ThroughputEntry):
+    loss_percent: float = Field(ge=0, le=100)
+    retransmits_per_s: float | None = Field(ge=0, default=None)
+
+
 class StateEntry(_Entry):
     variant: Variant
     entries: float = Field(gt=0)
@@ -124,6 +144,8 @@ class MeasurementFile(BaseModel):
     throughput: list[ThroughputEntry] = []
     handshakes: list[HandshakeEntry] = []
     rekeys: list[RekeyEntry] = []
+    request_response: list[RequestResponseEntry] = []
+    loss_injection: list[LossEntry] = []
     state_scaling: list[StateEntry] = []
     control_plane: list[ControlEntry] = []
 
@@ -154,6 +176,8 @@ class Measurements:
     runs: list[TrafficRun]
     state_scaling: list[StateEntry]
     control_plane: list[tuple[str, list[float], float | None]]
+    latencies: list[tuple[str, float, float | None, float | None]]  # request/response: label, tps, p50, p99 (s)
+    loss_runs: list[tuple[TrafficRun, float]]  # read and kept; the model has no retransmission to fit
 
 
 def load_measurements(folder: str | Path) -> Measurements:
@@ -193,6 +217,21 @@ def load_measurements(folder: str | Path) -> Measurements:
              for i, e in enumerate(spec.handshakes)]
     runs += [_traffic(e, f"rekeys[{i}]", read, clock, spec.platform.mtu, index, folder)
              for i, e in enumerate(spec.rekeys)]
+    latencies = []
+    for i, e in enumerate(spec.request_response):
+        # Small messages both ways: the bytes and packets of the transactions.
+        costs = _costs(spec.platform.mtu)
+        mss = _mss(e.variant, costs)
+        packets = e.transactions_per_s * (-(-e.request_bytes // mss) - (-e.response_bytes // mss))
+        payload = e.transactions_per_s * (e.request_bytes + e.response_bytes)
+        entry = e.model_copy(update={"gbps": payload * 8 / 1e9, "iperf3": None,
+                                     "packets_per_s": e.packets_per_s or packets})
+        run = _traffic(entry, f"request_response[{i}]", read, clock, spec.platform.mtu, index, folder)
+        runs.append(run)
+        latencies.append((run.label, e.transactions_per_s, (e.latency_p50_us or 0) * 1e-6 or None,
+                          (e.latency_p99_us or 0) * 1e-6 or None))
+    loss_runs = [(_traffic(e, f"loss_injection[{i}]", read, clock, spec.platform.mtu, index, folder), e.loss_percent)
+                 for i, e in enumerate(spec.loss_injection)]
     control = []
     for i, c in enumerate(spec.control_plane):
         if c.file:
@@ -207,14 +246,23 @@ def load_measurements(folder: str | Path) -> Measurements:
             raise MeasurementError(f"{index}: control_plane[{i}]: give latency_us, file or rate_per_s")
         control.append((c.operation, [s * 1e-6 for s in samples], c.rate_per_s))
     return Measurements(folder, clock, spec.platform.mtu, spec.platform.model_dump(), crypto, runs,
-                        list(spec.state_scaling), control)
+                        list(spec.state_scaling), control, latencies, loss_runs)
 
 
-def _traffic(e: ThroughputEntry, where: str, read, clock: float, mtu: int, index: Path, folder: Path) -> TrafficRun:
+def _costs(mtu: int):
     from pspsim.costs.params import load_parameter_set
+
+    return load_parameter_set().with_overrides({"net.mtu_bytes": mtu}).costs()
+
+
+def _mss(variant: str, costs) -> float:
     from pspsim.model.variants import make_variant
     from pspsim.study.scenario import KeysConfig
 
+    return make_variant(variant, costs, KeysConfig()).mss
+
+
+def _traffic(e: ThroughputEntry, where: str, read, clock: float, mtu: int, index: Path, folder: Path) -> TrafficRun:
     seconds = e.seconds
     if e.iperf3:
         result = iperf3_json(read(where, "iperf3", e.iperf3), str(folder / e.iperf3))
@@ -247,8 +295,7 @@ def _traffic(e: ThroughputEntry, where: str, read, clock: float, mtu: int, index
     elif e.packets_per_s is not None:
         packets = e.packets_per_s
     else:
-        costs = load_parameter_set().with_overrides({"net.mtu_bytes": mtu}).costs()
-        packets = bytes_per_s / make_variant(e.variant, costs, KeysConfig()).mss
+        packets = bytes_per_s / _mss(e.variant, _costs(mtu))
     connections = getattr(e, "connections_per_s", 0.0)
     rekeys = getattr(e, "rekeys_per_s", 0.0)
     label = (f"{e.variant} {e.cores:g} cores" + (f", {connections:g} conn/s" if connections else "")
