@@ -123,3 +123,19 @@ def test_params_show(capsys):
     assert lines[0] == "name,value,unit,kind,source" and all(",assumed," in line for line in lines[1:])
     assert main(["params", "show", "no-such-set"]) == 2
     assert "no parameter set 'no-such-set'" in capsys.readouterr().err
+
+
+def test_output_folder_is_only_replaced_when_it_holds_results(tmp_path, capsys):
+    path = _write(tmp_path, SMALL.format(seed=1))
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    assert main(["run", "-q", "--no-figure", str(path), "-o", str(precious)]) == 2
+    assert "not pspsim results" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["run", "-q", str(path), "-o", str(a_file)]) == 2
+    out = tmp_path / "out"
+    assert main(["run", "-q", "--no-figure", str(path), "-o", str(out)]) == 0
+    assert main(["run", "-q", "--no-figure", str(path), "-o", str(out)]) == 0  # a results folder: replaced

@@ -7,14 +7,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pspsim.study.runner import run_scenario, write_results
+from pspsim.study.runner import check_results_folder, run_scenario, write_results
 from pspsim.study.scenario import load_scenario
 
 HELP = """\
 Simulate the fleet, workload and key management that SCENARIO.toml
 describes, once per protocol variant (and replication), and write
 timeseries.parquet, summary.parquet, manifest.json and comparison.png to
-DIR (default: results/<scenario name>).  The scenario is validated first:
+DIR (default: results/<scenario name>); an earlier results folder there is
+replaced, any other folder is refused.  The scenario is validated first:
 an unknown key, a wrong type or an impossible value is reported as one line
 naming the field, with exit status 2 and nothing written."""
 
@@ -26,7 +27,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("run", help="simulate a scenario file", description=HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
-    parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="results folder (replaced if it exists)")
+    parser.add_argument("-o", "--output", type=Path, metavar="DIR",
+                        help="results folder; an earlier results folder there is replaced, anything else is refused")
     parser.add_argument("--no-figure", action="store_true", help="skip comparison.png")
     parser.add_argument("--pcap", type=int, metavar="HOST",
                         help="also run the packet tier (real encrypted packets) for the connections of HOST, or "
@@ -40,6 +42,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     out = args.output or Path("results") / scenario.run.name
+    check_results_folder(out)  # before any work
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
     if args.pcap is None:
         results = run_scenario(scenario, progress=progress)

@@ -137,11 +137,22 @@ def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str,
     return result_row(tier.run())
 
 
+def check_results_folder(out: Path) -> None:
+    """Refuse to replace anything but an empty folder or an earlier pspsim results folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    if any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise ConfigError(f"{out}: refusing to replace a folder that is not pspsim results (no manifest.json)")
+
+
 def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
                   captures: str | os.PathLike[str] | None = None) -> Path:
     """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
     the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``."""
     out = Path(out_dir)
+    check_results_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
