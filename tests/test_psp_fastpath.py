@@ -40,12 +40,13 @@ def _outcome(function, *args):
     spi=st.integers(1, 2**32 - 1),
     iv=st.integers(0, 2**64 - 1),
     edits=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3),
+    vc=st.one_of(st.none(), st.binary(min_size=8, max_size=8)),
 )
-def test_same_bytes_and_same_errors(payload, ip_version, mode, version, offset, spi, iv, edits):
+def test_same_bytes_and_same_errors(payload, ip_version, mode, version, offset, spi, iv, edits, vc):
     frame = udp_frame(payload, ip_version=ip_version)
     master = MASTER_KEY_1 if spi >> 31 else MASTER_KEY_0
     sa = PspSA(spi, derive_sa_key(master, spi, version), version)
-    encap = PspEncap(mode, offset, offset, offset)
+    encap = PspEncap(mode, offset, offset, offset, vc)
     sender = PspSender(sa, encap, first_iv=iv)
     fast = _outcome(sender.seal, frame)
     assert fast == _outcome(psp_packet._encapsulate, frame, sa, iv, encap)

@@ -15,7 +15,7 @@ from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
 
-from pspsim.wire.errors import PspAuthFailure
+from pspsim.wire.errors import EncapsulationError, PspAuthFailure
 
 
 cdef inline unsigned int rd16(const unsigned char* p) noexcept:
@@ -71,15 +71,18 @@ cdef int locate_ip(const unsigned char* f, Py_ssize_t n, Py_ssize_t* hlen, int* 
 
 
 cdef class Sealer:
-    """The fixed parameters of one transmit SA, so a packet passes only frame and IV."""
+    """One transmit SA's fast path, with its IV counter: ``seal(frame)`` takes the
+    next IV; frames the fast path does not handle go to ``fallback(frame, iv)``."""
 
-    cdef object aead
+    cdef object aead, fallback
     cdef unsigned long spi
     cdef int version, transport_co, v4_tunnel_co, v6_tunnel_co
     cdef bint tunnel
+    cdef public unsigned long long next_iv
+    cdef public bint exhausted
 
-    def __init__(self, aead, unsigned long spi, int version, bint tunnel,
-                 int transport_co, int v4_tunnel_co, int v6_tunnel_co):
+    def __init__(self, aead, unsigned long spi, int version, bint tunnel, int transport_co, int v4_tunnel_co,
+                 int v6_tunnel_co, fallback, unsigned long long first_iv):
         self.aead = aead
         self.spi = spi
         self.version = version
@@ -87,13 +90,26 @@ cdef class Sealer:
         self.transport_co = transport_co
         self.v4_tunnel_co = v4_tunnel_co
         self.v6_tunnel_co = v6_tunnel_co
+        self.fallback = fallback
+        self.next_iv = first_iv
+        self.exhausted = False
 
-    def seal(self, frame, unsigned long long iv):
-        """The encapsulated frame, or ``None`` when the general path must run."""
-        if type(frame) is not bytes:
-            return None
-        return encapsulate(frame, self.aead, self.spi, self.version, iv, self.tunnel,
-                           self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
+    def seal(self, frame):
+        """The frame encapsulated and sealed with the next IV (see ``PspSender.seal``)."""
+        if self.exhausted:
+            raise EncapsulationError("IV space of this SA is exhausted: rekey")
+        cdef unsigned long long iv = self.next_iv
+        out = None
+        if type(frame) is bytes:
+            out = encapsulate(frame, self.aead, self.spi, self.version, iv, self.tunnel,
+                              self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
+        if out is None:
+            out = self.fallback(frame, iv)
+        if iv == 0xFFFFFFFFFFFFFFFF:
+            self.exhausted = True
+        else:
+            self.next_iv = iv + 1
+        return out
 
 
 cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsigned long long iv,

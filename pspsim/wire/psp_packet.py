@@ -245,34 +245,56 @@ def _decapsulate(frame: bytes, keys: DeviceKeys, versions: frozenset[int]) -> Ps
 class PspSender:
     """Seals frames for one SA, with an IV counter that never repeats.
 
-    The IV is a 64-bit counter (the reference implementation's choice; the
+    ``seal(frame)`` encapsulates and seals one frame with the next IV.  The
+    IV is a 64-bit counter (the reference implementation's choice; the
     specification suggests a timestamp).  A frame that cannot be
-    encapsulated does not use up an IV.  When the counter would wrap, the
-    SA must be rekeyed: :meth:`seal` raises instead of reusing a nonce.
+    encapsulated does not use up an IV.  When the counter would wrap, the SA
+    must be rekeyed: ``seal`` raises instead of reusing a nonce.  With the
+    compiled fast path, ``seal`` is the compiled sealer's own method (no
+    Python frame per packet).
     """
 
-    __slots__ = ("sa", "encap", "next_iv", "_sealer")
+    __slots__ = ("sa", "encap", "seal", "_iv", "_sealer")
 
     def __init__(self, sa: PspSA, encap: PspEncap = PspEncap(), first_iv: int = 1) -> None:
         if not 0 <= first_iv <= MAX_IV:
             raise ConfigError(f"first IV must fit in 64 bits, got {first_iv}")
         self.sa = sa
         self.encap = encap
-        self.next_iv = first_iv
+        self._iv = first_iv
         self._sealer = None
-        if _psp_fast is not None and encap.vc is None:
+        if _psp_fast is not None and encap.vc is None:  # the compiled path carries no cookie
             self._sealer = _psp_fast.Sealer(
-                sa._aead, sa.spi, sa.version, encap.mode == "tunnel",
-                encap.transport_crypt_offset, encap.ipv4_tunnel_crypt_offset, encap.ipv6_tunnel_crypt_offset,
+                sa._aead, sa.spi, sa.version, encap.mode == "tunnel", encap.transport_crypt_offset,
+                encap.ipv4_tunnel_crypt_offset, encap.ipv6_tunnel_crypt_offset, self._general, first_iv,
             )
+            self.seal = self._sealer.seal
+        else:
+            self.seal = self._seal_python
 
-    def seal(self, frame: bytes) -> bytes:
-        iv = self.next_iv
+    def _general(self, frame: bytes, iv: int) -> bytes:
+        return _encapsulate(frame, self.sa, iv, self.encap)
+
+    def _seal_python(self, frame: bytes) -> bytes:
+        iv = self._iv
         if iv > MAX_IV:
             raise EncapsulationError("IV space of this SA is exhausted: rekey")
-        sealer = self._sealer
-        out = None if sealer is None else sealer.seal(frame, iv)
-        if out is None:
-            out = _encapsulate(frame, self.sa, iv, self.encap)
-        self.next_iv = iv + 1
+        out = _encapsulate(frame, self.sa, iv, self.encap)
+        self._iv = iv + 1
         return out
+
+    @property
+    def next_iv(self) -> int:
+        """The IV the next frame gets (``2**64`` once the space is used up)."""
+        if self._sealer is None:
+            return self._iv
+        return MAX_IV + 1 if self._sealer.exhausted else self._sealer.next_iv
+
+    @next_iv.setter
+    def next_iv(self, value: int) -> None:
+        if not 0 <= value <= MAX_IV + 1:
+            raise ConfigError(f"IV must fit in 64 bits, got {value}")
+        self._iv = value
+        if self._sealer is not None:
+            self._sealer.exhausted = value > MAX_IV
+            self._sealer.next_iv = min(value, MAX_IV)
