@@ -1,15 +1,13 @@
 """The compiled ESP seal produces exactly the Python seal's bytes."""
 
-import os
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pspsim.wire import esp
+from pspsim.wire._compiled import PURE_PYTHON
 
-pytestmark = pytest.mark.skipif(os.environ.get("PSPSIM_PURE_PYTHON", "") not in ("", "0"),
-                                reason="fast path switched off")
+pytestmark = pytest.mark.skipif(PURE_PYTHON, reason="fast path switched off")
 
 
 def test_fast_seal_is_built():

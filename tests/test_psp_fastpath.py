@@ -1,21 +1,18 @@
 """The compiled fast path produces exactly what the general implementation does."""
 
-import os
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pspsim.wire import DeviceKeys, PspEncap, PspRejected, PspSender, WireError, derive_sa_key
 from pspsim.wire import psp_packet
+from pspsim.wire._compiled import PURE_PYTHON
 from pspsim.wire.frames import udp_frame
 from pspsim.wire.psp_sa import PspSA
 from tests.conftest import MASTER_KEY_0, MASTER_KEY_1
 
 KEYS = DeviceKeys(MASTER_KEY_0, MASTER_KEY_1)
-pytestmark = pytest.mark.skipif(
-    os.environ.get("PSPSIM_PURE_PYTHON", "") not in ("", "0"), reason="fast path switched off"
-)
+pytestmark = pytest.mark.skipif(PURE_PYTHON, reason="fast path switched off")
 
 
 def test_fast_path_is_built():

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pspsim.costs.measurements import Measurements, TrafficRun
-from pspsim.costs.params import Costs, Parameter, ParameterSet
+from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
 from pspsim.model.variants import make_variant
 from pspsim.study.scenario import KeysConfig
 
@@ -72,12 +72,8 @@ class Estimate:
     basis: str
 
 
-def _field(name: str) -> str:
-    return name.replace(".", "_", 1)
-
-
 def _with(costs: Costs, **values: float) -> Costs:
-    return replace(costs, **{_field(k): v for k, v in values.items()})
+    return replace(costs, **{field_name(k): v for k, v in values.items()})
 
 
 def run_cycles(run: TrafficRun, costs: Costs) -> float:

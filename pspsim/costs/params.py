@@ -87,6 +87,11 @@ class Costs:
 PARAMETER_NAMES = tuple(f.name.replace("_", ".", 1) for f in dataclasses.fields(Costs))
 
 
+def field_name(parameter: str) -> str:
+    """The :class:`Costs` field of a parameter name ("nic.command_rate" -> "nic_command_rate")."""
+    return parameter.replace(".", "_", 1)
+
+
 @dataclass(frozen=True)
 class ParameterSet:
     name: str
@@ -94,7 +99,7 @@ class ParameterSet:
     parameters: Mapping[str, Parameter]
 
     def costs(self) -> Costs:
-        return Costs(**{n.replace(".", "_", 1): self.parameters[n].value for n in PARAMETER_NAMES})
+        return Costs(**{field_name(n): self.parameters[n].value for n in PARAMETER_NAMES})
 
     def with_overrides(self, overrides: Mapping[str, float]) -> ParameterSet:
         """A copy with single values replaced (kind becomes 'override')."""

@@ -60,7 +60,6 @@ class CommandQueues:
         self.busy_until = np.zeros(nics)
         self.histogram = np.zeros(len(_BINS) - 1, dtype=np.int64)
         self.served = 0
-        self.per_nic = np.zeros(nics, dtype=np.int64)
 
     def serve(self, times: np.ndarray, nics: np.ndarray) -> np.ndarray:
         """Completion time of each command (same order as given)."""
@@ -71,7 +70,6 @@ class CommandQueues:
         bins = np.clip(np.searchsorted(_BINS, delay, side="right") - 1, 0, len(self.histogram) - 1)
         self.histogram += np.bincount(bins, minlength=len(self.histogram))
         self.served += len(times)
-        self.per_nic += np.bincount(nics, minlength=len(self.per_nic))
         return finished
 
     def percentile(self, p: float) -> float:

@@ -183,7 +183,6 @@ class PacketTier:
         spi = spi_id | (SPI_KEY_PHASE_BIT if phase else 0)
         version = self.sc.keys.psp_version
         sender = PspSender(PspSA(spi, derive_sa_key(master, spi, version), version), self.encap)
-        self.tx[conn, direction] = sender
         self.seal_fn[conn * 2 + direction] = sender.seal
 
     def _esp_pair(self) -> tuple[EspSA, EspSA]:

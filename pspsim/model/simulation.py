@@ -69,7 +69,6 @@ class FleetSimulation:
                            commands=0.0, offered_bits=0.0, achieved_bits=0.0, core_seconds=0.0)
         self.peak_entries = np.zeros(self.hosts)
         self.core_sum = np.zeros(self.hosts)
-        self.generation = np.zeros(self.hosts, dtype=np.int64)
         self._rotations_in_window = 0
         if variant.sa_based:
             self._init_sas()
@@ -207,8 +206,7 @@ class FleetSimulation:
     def _rotations(self, env: simpy.Environment, nic: int):
         period = self.sc.keys.psp_rotation_period
         yield env.timeout(self.rotation_offset[nic])
-        while True:
-            self.generation[nic] += 1  # the older key is replaced; the previous one still verifies
+        while True:  # the older key is replaced; the previous one still verifies
             self._rotations_in_window += 1
             yield env.timeout(period)
 
@@ -240,14 +238,18 @@ class FleetSimulation:
         finished = done.reshape(per_rekey, -1).max(axis=0) if len(conn) else np.empty(0)
         self.rk_done[sl] = finished
         direction = (rx != self.w.server[conn]).astype(np.int64)
-        lost = np.zeros(len(conn), dtype=bool)
-        dies = np.zeros(len(conn))
-        for i in np.argsort(finished, kind="stable"):  # in completion order: each replaces the SPI before it
-            c, d = conn[i], direction[i]
-            dies[i] = self._spi_death(rx[i:i + 1], self.spi_allocated[c, d:d + 1])[0]
-            lost[i] = finished[i] > dies[i] and self.w.end[c] > dies[i]
-            self.spi_allocated[c, d] = finished[i]
         end = self.w.end[conn]
+        flows = conn * 2 + direction
+        if len(np.unique(flows)) == len(flows):  # the usual case: one rekey per direction in the batch
+            dies = self._spi_death(rx, self.spi_allocated[conn, direction])
+            self.spi_allocated[conn, direction] = finished
+        else:  # a direction rekeyed twice: each completion replaces the SPI of the one before
+            dies = np.zeros(len(conn))
+            for i in np.argsort(finished, kind="stable"):
+                c, d = conn[i], direction[i]
+                dies[i] = self._spi_death(rx[i:i + 1], self.spi_allocated[c, d:d + 1])[0]
+                self.spi_allocated[c, d] = finished[i]
+        lost = (finished > dies) & (end > dies)
         towards_rx = np.where(direction == 0, self.req_bps[conn], self.resp_bps[conn])
         outage = np.clip(np.minimum(end, finished) - dies, 0, None)
         per_host = np.bincount(rx, minlength=self.hosts) + np.bincount(tx, minlength=self.hosts)

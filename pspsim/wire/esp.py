@@ -23,7 +23,6 @@ same convention the PSP reference uses; next header 4 or 41.
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
@@ -31,6 +30,7 @@ from typing import Mapping, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pspsim.wire._compiled import compiled
 from pspsim.wire.errors import ConfigError, EncapsulationError, WireError
 from pspsim.wire.esp_replay import EspOutsideWindow, EspRejected, EspReplay, ReplayWindow
 from pspsim.wire.frames import (
@@ -47,13 +47,7 @@ from pspsim.wire.frames import (
     rewritten_ip_header,
 )
 
-# The compiled seal (see _esp_fast.pyx) is optional; PSPSIM_PURE_PYTHON=1 turns it off.
-_esp_fast = None
-if os.environ.get("PSPSIM_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from pspsim.wire import _esp_fast
-    except ImportError:  # pragma: no cover - depends on the build
-        _esp_fast = None
+_esp_fast = compiled("_esp_fast")  # the seal of the common case (see _esp_fast.pyx)
 
 ESP_UDP_PORT = 4500
 ESP_HEADER_LEN = 8

@@ -137,14 +137,6 @@ def ipv4_header_with(header: bytes, total_length: int, protocol: int, *, ihl5: b
     return bytes(h)
 
 
-def flow_ports_xor(frame: bytes, offset: int, end: int, protocol: int, default: int) -> int:
-    """Source port XOR destination port of the TCP/UDP header at ``offset``,
-    or ``default`` for other protocols (flow entropy for an outer UDP port)."""
-    if protocol in (IPPROTO_TCP, IPPROTO_UDP) and end - offset >= 4:
-        return ((frame[offset] ^ frame[offset + 2]) << 8) | (frame[offset + 1] ^ frame[offset + 3])
-    return default
-
-
 # --- building frames -------------------------------------------------------
 
 DEFAULT_SRC_MAC = bytes.fromhex("002233445500")

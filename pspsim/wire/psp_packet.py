@@ -23,11 +23,11 @@ payload (the reference refuses such packets, yet its decryptor accepts them).
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pspsim.wire._compiled import compiled
 from pspsim.wire.errors import (
     ConfigError,
     EncapsulationError,
@@ -67,14 +67,7 @@ _TUNNEL_ETHERTYPE = {
 ALL_VERSIONS = frozenset({0, 1, 2, 3})
 MAX_IV = 0xFFFF_FFFF_FFFF_FFFF
 
-# The compiled fast path for common frames (see _psp_fast.pyx) is optional;
-# PSPSIM_PURE_PYTHON=1 turns it off, to test or debug the general code alone.
-_psp_fast = None
-if os.environ.get("PSPSIM_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from pspsim.wire import _psp_fast
-    except ImportError:  # pragma: no cover - depends on the build
-        _psp_fast = None
+_psp_fast = compiled("_psp_fast")  # the fast path for common frames (see _psp_fast.pyx)
 
 
 @dataclass(frozen=True, slots=True)
