@@ -15,9 +15,9 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pspsim.costs import load_parameter_set
-from pspsim.model.packets import PacketTier
+from pspsim.packets.tier import PacketTier
 from pspsim.model.workload import generate_workload
-from pspsim.study.scenario import scenario_from_dict
+from pspsim.scenario import scenario_from_dict
 
 TARGET = 0.4
 

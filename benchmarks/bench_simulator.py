@@ -32,9 +32,10 @@ WALL_BUDGET_S, MEMORY_BUDGET_GIB = 120.0, 4.0
 def _control_plane() -> tuple[float, int]:
     from pspsim.costs import load_parameter_set
     from pspsim.model.simulation import FleetSimulation
+    from pspsim.model.streams import RandomStreams
     from pspsim.model.variants import make_variant
     from pspsim.model.workload import generate_workload
-    from pspsim.study.scenario import load_scenario, scenario_from_dict
+    from pspsim.scenario import load_scenario, scenario_from_dict
 
     data = load_scenario(FLEET).model_dump()
     data["run"]["duration"] = 4 * 3600.0
@@ -42,7 +43,8 @@ def _control_plane() -> tuple[float, int]:
     costs = load_parameter_set().costs()
     workload = generate_workload(sc, np.random.default_rng(1))
     start = time.perf_counter()
-    sim = FleetSimulation(sc, make_variant("psp", costs, sc.keys), workload, costs, np.random.default_rng(2))
+    sim = FleetSimulation(sc, make_variant("psp", costs, sc.keys), workload, costs,
+                          RandomStreams.from_sequence(np.random.SeedSequence(2)))
     run = sim.run()
     wall = time.perf_counter() - start
     ended = int((workload.end < sc.run.duration).sum())

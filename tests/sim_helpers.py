@@ -6,9 +6,10 @@ import numpy as np
 
 from pspsim.costs import load_parameter_set
 from pspsim.model.simulation import FleetSimulation
+from pspsim.model.streams import RandomStreams
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import generate_workload
-from pspsim.study.scenario import Scenario, scenario_from_dict
+from pspsim.scenario import Scenario, scenario_from_dict
 
 
 def scenario(**sections) -> Scenario:
@@ -26,6 +27,7 @@ def scenario(**sections) -> Scenario:
 def simulate(sc: Scenario, variant: str, overrides: dict | None = None, seed: int = 5):
     params = load_parameter_set().with_overrides(overrides or {})
     costs = params.costs()
-    workload = generate_workload(sc, np.random.default_rng(seed))
-    sim = FleetSimulation(sc, make_variant(variant, costs, sc.keys), workload, costs, np.random.default_rng(seed + 1))
+    streams = RandomStreams.from_sequence(np.random.SeedSequence(seed))
+    workload = generate_workload(sc, streams.workload)
+    sim = FleetSimulation(sc, make_variant(variant, costs, sc.keys), workload, costs, streams)
     return sim, sim.run(), workload

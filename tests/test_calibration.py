@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pspsim.cli.main import main
-from pspsim.costs.calibrate import calibrate, run_cycles, validate
-from pspsim.costs.measurements import TrafficRun, load_measurements
+from pspsim.calibration.fit import calibrate, run_cycles, validate
+from pspsim.calibration.measurements import TrafficRun, load_measurements
 from pspsim.costs.params import load_parameter_set
-from pspsim.costs.parsers import (
+from pspsim.calibration.parsers import (
     MeasurementError,
     ethtool_stats,
     iperf3_json,
@@ -20,7 +20,7 @@ from pspsim.costs.parsers import (
     perf_stat_csv,
 )
 from pspsim.model.variants import make_variant
-from pspsim.study.scenario import KeysConfig
+from pspsim.scenario import KeysConfig
 
 SAMPLES = Path(__file__).parent / "data" / "measurements"
 PUBLISHED = Path(__file__).parents[1] / "experiments" / "calibration" / "published"

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from pspsim.cli.main import main
 from pspsim.model.commands import fifo_departures
-from pspsim.model.packets import host_address
+from pspsim.packets.tier import host_address
 from pspsim.study.crosscheck import crosscheck
-from pspsim.study.scenario import scenario_from_dict
+from pspsim.scenario import scenario_from_dict
 from pspsim.wire import DeviceKeys, PspHeader, decapsulate, load_master_keys, read_pcap
 from pspsim.wire.frames import IpView, parse_ip
 

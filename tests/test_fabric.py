@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pspsim.model.fabric import Fabric
-from pspsim.study.scenario import FleetConfig
+from pspsim.packets.fabric import Fabric
+from pspsim.scenario import FleetConfig
 
 FLEET = FleetConfig(racks=2, hosts_per_rack=2, host_link_gbps=8, spine_oversubscription=2, hop_latency_us=1)
 

@@ -7,7 +7,7 @@ import pytest
 
 from pspsim.cli.main import main
 from pspsim.study.runner import run_scenario, write_results
-from pspsim.study.scenario import load_scenario, scenario_from_dict
+from pspsim.scenario import load_scenario, scenario_from_dict
 from pspsim.wire.errors import ConfigError
 
 SMALL = """

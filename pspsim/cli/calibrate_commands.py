@@ -44,8 +44,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 def calibrate_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pspsim.costs.calibrate import calibrate, write_parameter_set
-    from pspsim.costs.measurements import load_measurements
+    from pspsim.calibration.fit import calibrate, write_parameter_set
+    from pspsim.calibration.measurements import load_measurements
     from pspsim.costs.params import load_parameter_set
 
     measurements = load_measurements(args.measurements)
@@ -67,8 +67,8 @@ def calibrate_command(args: argparse.Namespace) -> int:
 def validate_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pspsim.costs.calibrate import validate
-    from pspsim.costs.measurements import load_measurements
+    from pspsim.calibration.fit import validate
+    from pspsim.calibration.measurements import load_measurements
     from pspsim.costs.params import load_parameter_set
 
     measurements = load_measurements(args.measurements)

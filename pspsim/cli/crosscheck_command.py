@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pspsim.cli.capture import prepare_output
 from pspsim.study.crosscheck import TARGET, crosscheck
-from pspsim.study.scenario import load_scenario
+from pspsim.scenario import load_scenario
 
 HELP = f"""\
 Run the scenario's workload through both tiers for [packets] duration (the

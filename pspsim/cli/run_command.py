@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
-from pspsim.study.scenario import load_scenario
+from pspsim.scenario import load_scenario
 
 HELP = """\
 Simulate the fleet, workload and key management that SCENARIO.toml

@@ -31,9 +31,10 @@ import simpy
 from pspsim.costs.params import Costs
 from pspsim.model.commands import CommandQueues
 from pspsim.model.dataplane import HostRates, window_costs
+from pspsim.model.streams import RandomStreams
 from pspsim.model.variants import Variant
 from pspsim.model.workload import Workload
-from pspsim.study.scenario import Scenario
+from pspsim.scenario import Scenario
 
 
 @dataclass
@@ -52,8 +53,8 @@ def _ceil_div(x: np.ndarray, d: float) -> np.ndarray:
 
 class FleetSimulation:
     def __init__(self, scenario: Scenario, variant: Variant, workload: Workload, costs: Costs,
-                 rng: np.random.Generator) -> None:
-        self.sc, self.v, self.w, self.c, self.rng = scenario, variant, workload, costs, rng
+                 streams: RandomStreams) -> None:
+        self.sc, self.v, self.w, self.c, self.streams = scenario, variant, workload, costs, streams
         fleet = scenario.fleet
         self.hosts = fleet.hosts
         self.rack_of = np.arange(self.hosts) // fleet.hosts_per_rack
@@ -133,7 +134,7 @@ class FleetSimulation:
         n = len(self.sa_a)
         self.sa_count = np.zeros(n, dtype=np.int64)
         self.sa_start = np.zeros(n)
-        jitter = keys.ipsec_rekey_jitter * self.rng.uniform(0, 1, n)
+        jitter = keys.ipsec_rekey_jitter * self.streams.rekey_jitter.uniform(0, 1, n)
         self.sa_interval = keys.ipsec_child_rekey * (1 - jitter)
 
     def _update_sas(self, arrivals: np.ndarray, departures: np.ndarray, t0: float):
@@ -153,7 +154,7 @@ class FleetSimulation:
             self.sa_start[new] = np.where(np.isfinite(first[new]), first[new], t0)
             if t0 == 0:  # SAs of connections already running: rekey phases spread over one interval
                 running = new[self.sa_start[new] == 0]
-                self.sa_start[running] = -self.rng.uniform(0, self.sa_interval[running])
+                self.sa_start[running] = -self.streams.rekey_jitter.uniform(0, self.sa_interval[running])
                 new = new[self.sa_start[new] > 0]
         return new, gone
 
@@ -181,7 +182,7 @@ class FleetSimulation:
     def _init_psp_rekeys(self) -> None:
         keys, w = self.sc.keys, self.w
         period = keys.psp_rotation_period
-        self.rotation_offset = self.rng.uniform(0, period, self.hosts)
+        self.rotation_offset = self.streams.rotation.uniform(0, period, self.hosts)
         events = []
         for rx_side, tx_side in ((w.client, w.server), (w.server, w.client)):
             off = self.rotation_offset[rx_side]
@@ -193,7 +194,7 @@ class FleetSimulation:
             rx = rx_side[conn]
             events.append((conn, rx, tx_side[conn], self.rotation_offset[rx] + k * period))
         conn, rx, tx, when = (np.concatenate(parts) for parts in zip(*events))
-        ready = when + keys.psp_rekey_delay + self.rng.uniform(0, keys.psp_rekey_spread, len(when))
+        ready = when + keys.psp_rekey_delay + self.streams.rekey_delay.uniform(0, keys.psp_rekey_spread, len(when))
         order = np.argsort(ready, kind="stable")
         self.rk_conn, self.rk_rx, self.rk_tx = conn[order], rx[order], tx[order]
         self.rk_rotation, self.rk_ready = when[order], ready[order]
@@ -342,8 +343,8 @@ class FleetSimulation:
                     rekeys += tls
                     rekey_cycles += tls * v.rekey_cycles()
                     if v.commands_per_rekey:  # re-install NIC contexts
-                        n = self.rng.poisson(tls)
-                        commands(np.repeat(np.arange(hosts), n), self.rng.uniform(t0, t1, n.sum()),
+                        n = self.streams.events.poisson(tls)
+                        commands(np.repeat(np.arange(hosts), n), self.streams.events.uniform(t0, t1, n.sum()),
                                  v.commands_per_rekey)
             if v.name == "psp":
                 psp_slice, psp_nics, psp_times, per_rekey = self._psp_rekey_requests(t1)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pspsim.study.scenario import Distribution, Scenario
+from pspsim.scenario import Distribution, Scenario
 
 
 def draw(dist: Distribution, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from pspsim.costs.params import load_parameter_set
-from pspsim.model.packets import PacketTier, PacketTierResult
+from pspsim.packets.tier import PacketTier, PacketTierResult
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import generate_workload
-from pspsim.study.scenario import Scenario
+from pspsim.scenario import Scenario
 
 TARGET = 0.05
 

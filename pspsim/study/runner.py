@@ -1,9 +1,11 @@
 """Run a scenario for every variant and replication; results as DataFrames and files.
 
-Seeds: one ``numpy.random.SeedSequence`` from the scenario's seed spawns one
-child per replication; each replication's workload and each variant's run
-get their own grandchildren, so every variant sees the same workload and
-adding a variant changes no other variant's numbers.
+Seeds: replication ``r`` uses the r-th child of ``SeedSequence(run.seed)``;
+each of its variants gets fresh generators from that child, one per purpose
+(:mod:`pspsim.model.streams`), so every variant sees the same workload and
+the same random events, and adding a variant changes no other variant's
+numbers.  :func:`run_one` runs one (replication, variant) and is what
+executors distribute.
 
 Files (``write_results``): ``timeseries.parquet`` (one row per window,
 variant and replication), ``summary.parquet`` (one row per variant and
@@ -32,9 +34,10 @@ import pandas as pd
 from pspsim import __version__
 from pspsim.costs.params import ParameterSet, load_parameter_set
 from pspsim.model.simulation import FleetSimulation, VariantRun
+from pspsim.model.streams import RandomStreams, replication_seed, replication_sequence
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import generate_workload
-from pspsim.study.scenario import Scenario
+from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
 
@@ -79,6 +82,52 @@ def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
     }
 
 
+@dataclass
+class RunOutput:
+    """One (replication, variant) run: its time series and its summary row, each
+    carrying the key columns (scenario, variant, replication, seed, spawn_key)."""
+
+    timeseries: pd.DataFrame
+    summary: dict[str, object]
+    wall_time_s: float
+
+
+def resolve_parameters(scenario: Scenario) -> ParameterSet:
+    """The scenario's parameter set with its overrides applied."""
+    return load_parameter_set(scenario.costs.parameter_set).with_overrides(scenario.costs.overrides)
+
+
+def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant: str) -> RunOutput:
+    """Run one variant for one replication; self-contained and deterministic, so
+    any executor (a process pool, a Dask worker) gives the same bytes.
+
+    Replication ``r`` draws from ``SeedSequence(scenario.run.seed).spawn(...)[r]``;
+    every variant of it gets fresh generators from that same sequence (common
+    random numbers), so the workload and the random events are the same."""
+    t0 = time.time()
+    seq = replication_sequence(scenario.run.seed, replication)
+    costs = params.costs()
+    streams = RandomStreams.from_sequence(seq)
+    workload = generate_workload(scenario, streams.workload)
+    run = FleetSimulation(scenario, make_variant(variant, costs, scenario.keys), workload, costs, streams).run()
+    key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
+           "seed": replication_seed(seq), "spawn_key": str(replication)}
+    timeseries = pd.DataFrame([key | row for row in run.rows])
+    return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0)
+
+
+def manifest_for(scenario: Scenario, params: ParameterSet, wall_time_s: float) -> dict:
+    return {
+        "scenario": scenario.model_dump(mode="json"),
+        "parameters": {"set": params.name, "values": {n: p.value for n, p in params.parameters.items()},
+                       "overridden": sorted(n for n, p in params.parameters.items() if p.kind == "override")},
+        "seed": scenario.run.seed,
+        "versions": {"pspsim": __version__, "python": platform.python_version(),
+                     **{pkg: metadata.version(pkg) for pkg in ("numpy", "pandas", "simpy", "pyarrow", "cryptography")}},
+        "wall_time_s": round(wall_time_s, 3),
+    }
+
+
 def run_scenario(
     scenario: Scenario,
     params: ParameterSet | None = None,
@@ -92,41 +141,29 @@ def run_scenario(
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
     writes its traffic as pcap files into ``capture_dir``."""
     started = time.time()
-    params = params or load_parameter_set(scenario.costs.parameter_set).with_overrides(scenario.costs.overrides)
+    params = params or resolve_parameters(scenario)
     costs = params.costs()
-    rows, summary, packet_rows = [], [], []
-    for replication, seq in enumerate(np.random.SeedSequence(scenario.run.seed).spawn(scenario.run.replications)):
-        workload_seq, *variant_seqs = seq.spawn(1 + len(scenario.run.variants))
-        workload = generate_workload(scenario, np.random.default_rng(workload_seq))
-        for name, variant_seq in zip(scenario.run.variants, variant_seqs):
-            t0 = time.time()
-            variant = make_variant(name, costs, scenario.keys)
-            run = FleetSimulation(scenario, variant, workload, costs, np.random.default_rng(variant_seq)).run()
-            key = {"scenario": scenario.run.name, "variant": name, "replication": replication,
-                   "seed": scenario.run.seed}
-            rows += [key | row for row in run.rows]
-            summary.append(key | _summary_row(run, scenario))
+    series, summary, packet_rows = [], [], []
+    for replication in range(scenario.run.replications):
+        for name in scenario.run.variants:
+            out = run_one(scenario, params, replication, name)
+            series.append(out.timeseries)
+            summary.append(out.summary)
             if capture_host is not None and replication == 0:
-                packet_rows.append(key | _capture(scenario, name, costs, workload, variant_seq, capture_host,
-                                                  capture_dir))
+                seq = replication_sequence(scenario.run.seed, replication)
+                streams = RandomStreams.from_sequence(seq)
+                workload = generate_workload(scenario, streams.workload)
+                key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
+                packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
             if progress:
-                progress(f"{name} (replication {replication}): {len(workload):,} connections, "
-                         f"{time.time() - t0:.1f} s")
-    manifest = {
-        "scenario": scenario.model_dump(mode="json"),
-        "parameters": {"set": params.name, "values": {n: p.value for n, p in params.parameters.items()},
-                       "overridden": sorted(n for n, p in params.parameters.items() if p.kind == "override")},
-        "seed": scenario.run.seed,
-        "versions": {"pspsim": __version__, "python": platform.python_version(),
-                     **{pkg: metadata.version(pkg) for pkg in ("numpy", "pandas", "simpy", "pyarrow", "cryptography")}},
-        "wall_time_s": round(time.time() - started, 3),
-    }
-    return Results(pd.DataFrame(rows), pd.DataFrame(summary), manifest,
+                progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
+    manifest = manifest_for(scenario, params, time.time() - started)
+    return Results(pd.concat(series, ignore_index=True), pd.DataFrame(summary), manifest,
                    pd.DataFrame(packet_rows) if packet_rows else None)
 
 
 def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str, object]:
-    from pspsim.model.packets import PacketTier, result_row
+    from pspsim.packets.tier import PacketTier, result_row
 
     if not 0 <= host < scenario.fleet.hosts:
         raise ConfigError(f"--pcap host {host} is not in the fleet (0..{scenario.fleet.hosts - 1})")

@@ -23,7 +23,7 @@ TCP stream), carried by the fabric, and opened by the receiving NIC:
   with an in-band KeyUpdate; kTLS offload (TLS 1.2) reconnects, modelled as
   an in-band marker after which both sides use fresh keys.
 
-The fabric (:mod:`pspsim.model.fabric`) carries each window's packets
+The fabric (:mod:`pspsim.packets.fabric`) carries each window's packets
 through host links and the spine as FIFO servers in one vectorised pass (no
 event per hop), with drops on overflow.
 
@@ -43,11 +43,12 @@ from typing import Callable
 import numpy as np
 
 from pspsim.costs.params import Costs
-from pspsim.model.fabric import Fabric
+from pspsim.packets.fabric import Fabric
 from pspsim.model.simulation import FleetSimulation, VariantRun
+from pspsim.model.streams import RandomStreams
 from pspsim.model.variants import Variant, make_variant
 from pspsim.model.workload import Workload
-from pspsim.study.scenario import Scenario
+from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected, WireError
 from pspsim.wire.esp import EspRejected, EspSA, esp_decapsulate, esp_encapsulate
 from pspsim.wire.frames import IPPROTO_TCP, ip_frame
@@ -124,7 +125,8 @@ class PacketTier:
         self.duration = span
         self.capture_host, self.capture_dir, self.in_flight = capture_host, capture_dir, in_flight
         model_seed, self.key_seed = rng.integers(0, 2**63, 2)
-        self.model = FleetSimulation(self.sc, self.v, workload, costs, np.random.default_rng(model_seed))
+        self.model = FleetSimulation(self.sc, self.v, workload, costs,
+                                     RandomStreams.from_sequence(np.random.SeedSequence(int(model_seed))))
         self.model_run = self.model.run()
         hosts = scenario.packets.hosts
         touches = (workload.start < span) & (workload.end > 0)

@@ -3,7 +3,7 @@
 A folder holds ``measurements.toml`` and the raw outputs it names (paths
 relative to the folder).  Every entry can give numbers directly (for
 published figures) or point at the tools' own outputs, parsed by
-:mod:`pspsim.costs.parsers`::
+:mod:`pspsim.calibration.parsers`::
 
     [platform]                      # clock_ghz is required; the rest documents the host
     name = "dut-01"; cpu = "Xeon Gold 6348"; clock_ghz = 2.6; nic = "ConnectX-7"; mtu = 1500
@@ -51,7 +51,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pspsim.costs.parsers import (
+from pspsim.calibration.parsers import (
     MeasurementError,
     ethtool_stats,
     iperf3_json,
@@ -59,7 +59,7 @@ from pspsim.costs.parsers import (
     openssl_speed,
     perf_stat_csv,
 )
-from pspsim.study.scenario import VARIANTS, first_error
+from pspsim.scenario import VARIANTS, first_error
 
 Variant = Literal[VARIANTS]  # type: ignore[valid-type]
 
@@ -257,7 +257,7 @@ def _costs(mtu: int):
 
 def _mss(variant: str, costs) -> float:
     from pspsim.model.variants import make_variant
-    from pspsim.study.scenario import KeysConfig
+    from pspsim.scenario import KeysConfig
 
     return make_variant(variant, costs, KeysConfig()).mss
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from pspsim.model.commands import fifo_departures
-from pspsim.study.scenario import FleetConfig
+from pspsim.scenario import FleetConfig
 
 
 class Fabric:

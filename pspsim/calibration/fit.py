@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from pspsim.costs.measurements import Measurements, TrafficRun
+from pspsim.calibration.measurements import Measurements, TrafficRun
 from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
 from pspsim.model.variants import make_variant
-from pspsim.study.scenario import KeysConfig
+from pspsim.scenario import KeysConfig
 
 #: The parameter each variant's runs constrain (after the plain stack cost).
 VARIANT_PARAMETER = {

@@ -1,0 +1,1 @@
+"""Calibration: measurement folders, tool-output parsers, fits with uncertainties, validation."""
