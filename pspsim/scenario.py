@@ -80,11 +80,23 @@ class WorkloadConfig(_Strict):
 
 
 class KeysConfig(_Strict):
+    """Key management.  PSP follows Linux 6.18: one association per socket, so
+    moving a connection to a new key opens a new connection (``psp_rekey =
+    "reconnect"``); ``"in-place"`` models the proposed (not merged) rekey series
+    (at most two associations per socket)."""
+
     psp_rotation_period: Duration = 86400.0
-    psp_rekey_delay: Duration = 30.0
-    psp_rekey_spread: Duration = 300.0
+    psp_rotation_schedule: Literal["staggered", "synchronized", "rack-waves"] = "staggered"
+    psp_rack_wave_gap: Duration = 60.0  # rack-waves: rack r rotates r * gap after rack 0
+    psp_rekey: Literal["reconnect", "in-place"] = "reconnect"
+    psp_rekey_delay: Duration = 30.0  # key-rotate-ntf to the first re-establishment (assumed)
+    psp_rekey_spread: Duration = 300.0  # re-establishments spread uniformly over this (assumed)
+    psp_stale_notice: Duration = 30.0  # a stale connection's application notices and reconnects (assumed)
+    psp_before_upgrade: Literal["tls", "wait"] = "tls"  # traffic until both associations are installed
+    psp_on_full: Literal["stay-tls", "fail"] = "stay-tls"  # tx-assoc fails: keep TLS, or fail the connection
     psp_tx_key_placement: Literal["descriptor", "nic-table"] = "nic-table"
     psp_version: Literal[0, 1] = 0
+    ipsec_hw_offload: Literal["auto", "yes"] = "auto"  # strongSwan hw_offload: auto falls back to software
     ipsec_sa_granularity: Literal["host-pair", "connection"] = "host-pair"
     ipsec_child_rekey: Duration = 3600.0
     ipsec_rekey_jitter: float = Field(ge=0, lt=1, default=0.1)
