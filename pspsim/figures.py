@@ -80,7 +80,7 @@ def comparison_figure(timeseries: pd.DataFrame, path: str | os.PathLike[str]) ->
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
         panels = [("nic_entries_host_max", "NIC key/SA entries, busiest host"),
                   ("cores_total", "cores spent, whole fleet"),
-                  ("rekeys", "rekeys per window, whole fleet")]
+                  ("rekeys_in_window", "rekeys per window, whole fleet")]
         for ax, (column, title) in zip(axes, panels):
             for variant, group in ts.groupby("variant", sort=False):
                 ax.plot(hours[group.index], group[column], label=variant, lw=1.4,
@@ -90,9 +90,9 @@ def comparison_figure(timeseries: pd.DataFrame, path: str | os.PathLike[str]) ->
         for ax in (axes[0], axes[2]):
             ax.set_yscale("symlog", linthresh=1)
             ax.set_ylim(bottom=0)
-        psp = ts[(ts["variant"] == "psp") & (ts["rotations"] > 0)]
+        psp = ts[(ts["variant"] == "psp") & (ts["key_rotations_in_window"] > 0)]
         if len(psp):
-            marks = axes[2].scatter(psp["time_s"] / 3600, psp["rotations"], marker="|", s=40, color="black",
+            marks = axes[2].scatter(psp["time_s"] / 3600, psp["key_rotations_in_window"], marker="|", s=40, color="black",
                                     label="PSP device-key rotations", zorder=3)
             axes[2].legend(handles=[marks], fontsize=7, loc="lower right", frameon=False)
         axes[1].set_ylim(bottom=0)

@@ -49,7 +49,7 @@ class Distribution(_Strict):
     """A positive random quantity: fixed, exponential, lognormal or pareto."""
 
     kind: Literal["fixed", "exponential", "lognormal", "pareto"] = "fixed"
-    mean: float = Field(gt=0, default=1.0)
+    mean: float = Field(ge=0, default=1.0)
     sigma: float = Field(ge=0, default=1.0)  # lognormal shape
     alpha: float = Field(gt=1, default=2.5)  # pareto shape (finite mean)
 
@@ -158,6 +158,9 @@ class Scenario(_Strict):
         for host in self.packets.hosts or []:
             if not 0 <= host < self.fleet.hosts:
                 raise ValueError(f"packets.hosts: host {host} is not in the fleet (0..{self.fleet.hosts - 1})")
+        if "psp" in self.run.variants and self.keys.psp_rotation_period < self.run.window:
+            raise ValueError(f"keys.psp_rotation_period ({self.keys.psp_rotation_period:g} s) must be at least "
+                             f"run.window ({self.run.window:g} s): shorten run.window")
         if self.packets.duration > self.run.duration:
             raise ValueError("packets.duration must not exceed run.duration")
         return self

@@ -33,6 +33,7 @@ import pandas as pd
 
 from pspsim import __version__
 from pspsim.costs.params import ParameterSet, load_parameter_set
+from pspsim.model.control import REKEY_KINDS
 from pspsim.model.simulation import FleetSimulation, VariantRun
 from pspsim.model.streams import RandomStreams, replication_seed, replication_sequence
 from pspsim.model.variants import make_variant
@@ -47,38 +48,50 @@ class Results:
     summary: pd.DataFrame
     manifest: dict
     packets: pd.DataFrame | None = None  # packet-tier summary, when a capture was asked for
+    nic_counters: pd.DataFrame | None = None  # per NIC at run end, Linux counter names (one row per NIC)
 
 
 def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
+    """The summary of one run; every column is defined in the README ("Result columns")."""
     ts = pd.DataFrame(run.rows)
-    hosts = scenario.fleet.hosts
-    duration = scenario.run.duration
+    hosts, duration = scenario.fleet.hosts, scenario.run.duration
     t = run.totals
-    achieved = ts["achieved_gbps"].mean()
+    span = ts["window_s"]
+    mean = lambda col: float((ts[col] * span).sum() / span.sum())  # noqa: E731  time-weighted
+    achieved = mean("achieved_gbps")
+    per_s = {f"{kind}_per_s": t[kind] / duration for kind in REKEY_KINDS}
     return {
-        "nic_entries_per_host_peak": float(run.host_peak_nic_entries.max()),
-        "nic_entries_per_host_mean": float(ts["nic_entries_total"].mean() / hosts),
+        "nic_entries_per_host_peak": float(ts["nic_entries_host_max"].max()),
+        "nic_entries_per_host_mean": mean("nic_entries_total") / hosts,
         "nic_bytes_per_host_peak": float(ts["nic_bytes_host_max"].max()),
-        "host_state_bytes_per_host_mean": float(ts["host_state_bytes_total"].mean() / hosts),
+        "host_state_bytes_per_host_mean": mean("host_state_bytes_total") / hosts,
         "hosts_over_nic_capacity_peak": float(ts["hosts_over_nic_capacity"].max()),
-        "cores_mean": float(ts["cores_total"].mean()),
-        "cores_crypto_mean": float(ts["cores_crypto"].mean()),
-        "cores_per_100gbps": float(ts["cores_total"].mean() / max(achieved / 100, 1e-12)),
+        "cores_mean": mean("cores_total"),
+        "cores_peak": float(ts["cores_total"].max()),
+        "cores_crypto_mean": mean("cores_crypto"),
+        "cores_per_100gbps": mean("cores_total") / (achieved / 100) if achieved > 0 else float("nan"),
         "handshakes_per_s": t["handshakes"] / duration,
-        "rekeys_per_s": t["rekeys"] / duration,
-        "key_rotations": t["rotations"],
-        "nic_commands_per_s": t["commands"] / duration,
-        "command_delay_p50_us": float(ts["command_delay_p50_us"].median()),
-        "command_delay_p99_us": float(ts["command_delay_p99_us"].max()),
+        "handshakes_per_s_peak": float(ts["handshakes_per_s"].max()),
+        "rekeys_per_s": sum(t[kind] for kind in REKEY_KINDS) / duration,
+        "rekeys_per_s_peak": float(ts["rekeys_per_s"].max()),
+        **per_s,
+        "key_rotations": t["key_rotations"],
+        "psp_stale_events": t["psp_stale_events"],
+        "offload_fallbacks": t["offload_fallbacks"],
+        "offload_failures": t["offload_failures"],
+        "nic_commands_per_s": t["nic_commands"] / duration,
+        "command_delay_p50_us": run.command_delay_p50_s * 1e6,
+        "command_delay_p99_us": run.command_delay_p99_s * 1e6,
+        "command_delay_max_us": run.command_delay_max_s * 1e6,
         "connections_lost": t["connections_lost"],
-        "bytes_lost": t["bytes_lost"],
-        "offered_gbps_mean": float(ts["offered_gbps"].mean()),
-        "achieved_gbps_mean": float(achieved),
-        # delivered: what the network carried, less the traffic dropped on expired keys
-        "achieved_fraction": float((t["achieved_bits"] - 8 * t["bytes_lost"]) / max(t["offered_bits"], 1e-12)),
-        "overhead_gbps_mean": float(ts["overhead_gbps"].mean()),
+        "bytes_lost": t["lost_bits"] / 8,
+        "offered_gbps_mean": mean("offered_gbps"),
+        "achieved_gbps_mean": achieved,
+        "achieved_fraction": t["achieved_bits"] / t["offered_bits"] if t["offered_bits"] > 0 else float("nan"),
+        "software_fallback_gbps_mean": mean("software_fallback_gbps"),
+        "overhead_gbps_mean": mean("overhead_gbps"),
         "cache_miss_ratio_max": float(ts["cache_miss_ratio_max"].max()),
-        "added_latency_us_mean": float(ts["added_latency_us_mean"].mean()),
+        "added_latency_us_mean": mean("added_latency_us_mean"),
     }
 
 
@@ -90,6 +103,7 @@ class RunOutput:
     timeseries: pd.DataFrame
     summary: dict[str, object]
     wall_time_s: float
+    nic_counters: pd.DataFrame | None = None  # one row per NIC at the end of the run
 
 
 def resolve_parameters(scenario: Scenario) -> ParameterSet:
@@ -113,7 +127,13 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
     key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
            "seed": replication_seed(seq), "spawn_key": str(replication)}
     timeseries = pd.DataFrame([key | row for row in run.rows])
-    return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0)
+    counters = None
+    if run.nic_counters:
+        counters = pd.DataFrame({"nic": np.arange(scenario.fleet.hosts)} | {
+            name: np.asarray(values, dtype=np.float64) for name, values in run.nic_counters.items()})
+        for column, value in reversed(key.items()):
+            counters.insert(0, column, value)
+    return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0, counters)
 
 
 def manifest_for(scenario: Scenario, params: ParameterSet, wall_time_s: float) -> dict:
@@ -143,11 +163,13 @@ def run_scenario(
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
-    series, summary, packet_rows = [], [], []
+    series, summary, packet_rows, counters = [], [], [], []
     for replication in range(scenario.run.replications):
         for name in scenario.run.variants:
             out = run_one(scenario, params, replication, name)
             series.append(out.timeseries)
+            if out.nic_counters is not None:
+                counters.append(out.nic_counters)
             summary.append(out.summary)
             if capture_host is not None and replication == 0:
                 seq = replication_sequence(scenario.run.seed, replication)
@@ -159,7 +181,8 @@ def run_scenario(
                 progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
     manifest = manifest_for(scenario, params, time.time() - started)
     return Results(pd.concat(series, ignore_index=True), pd.DataFrame(summary), manifest,
-                   pd.DataFrame(packet_rows) if packet_rows else None)
+                   pd.DataFrame(packet_rows) if packet_rows else None,
+                   pd.concat(counters, ignore_index=True) if counters else None)
 
 
 def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str, object]:
@@ -196,6 +219,8 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
         results.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
         results.summary.to_parquet(tmp / "summary.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
+        if results.nic_counters is not None:
+            results.nic_counters.to_parquet(tmp / "nic_counters.parquet", index=False)
         if results.packets is not None:
             results.packets.to_parquet(tmp / "packets.parquet", index=False)
         if captures is not None:
