@@ -4,15 +4,16 @@ interval of the replications' mean (``summary.parquet``)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from pspsim.figures import STYLE, VARIANT_COLORS, save_figure
 
+_STYLES = ("-", "--", ":", "-.")
 _STATS = ("_mean", "_peak", "_max", "_min", "_p50", "_p99")
 
 
@@ -32,31 +33,39 @@ def axis_label(name: str, unit: str) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def sweep_figure(summary: pd.DataFrame, x: str, x_unit: str, others: list[str], metrics: list[str],
+def sweep_figure(summary: pd.DataFrame, x: str, units: dict[str, str], others: list[str], metrics: list[str],
                  path: str | os.PathLike[str], title: str) -> None:
-    """One panel per metric; ``others`` are the swept fields other than ``x``."""
+    """One panel per metric; ``others`` are the swept fields other than ``x``;
+    ``units`` gives each swept field's unit ("" for none)."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 3.2 * len(metrics)), squeeze=False)
-        groups = summary.groupby(["variant", *others], sort=False, dropna=False)
-        styles = itertools.cycle(["-", "--", ":", "-."])
-        style_of: dict[tuple, str] = {}
+        groups = list(summary.groupby(["variant", *others], sort=False, dropna=False))
+        combos = list(dict.fromkeys(tuple(k)[1:] if isinstance(k, tuple) else () for k, _ in groups))
+        variants = list(dict.fromkeys(summary["variant"]))
+        shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(combos), 1)))
         for ax, metric in zip(axes[:, 0], metrics):
             for keys, group in groups:
                 keys = keys if isinstance(keys, tuple) else (keys,)
                 group = group.sort_values(x)
-                label = ", ".join([str(keys[0])] + [f"{o} = {v:g}" if isinstance(v, float) else f"{o} = {v}"
+                label = ", ".join([str(keys[0])] + [f"{o} = {v:g} {units[o]}".rstrip() if isinstance(v, float)
+                                                    else f"{o} = {v} {units[o]}".rstrip()
                                                     for o, v in zip(others, keys[1:])])
-                style = style_of.setdefault(keys[1:], next(styles)) if others else "-"
-                color = VARIANT_COLORS.get(keys[0])
-                line, = ax.plot(group[x], group[f"{metric}_mean"], style, marker="o", ms=3, lw=1.4,
-                                color=color, label=label)
+                if others:  # colour: the other fields' values; line style: the variant
+                    color, style = shades[combos.index(keys[1:])], _STYLES[variants.index(keys[0]) % len(_STYLES)]
+                else:
+                    color, style = VARIANT_COLORS.get(keys[0]), "-"
+                ax.plot(group[x], group[f"{metric}_mean"], style, marker="o", ms=3, lw=1.4, color=color, label=label)
                 ax.fill_between(group[x], group[f"{metric}_ci_low"], group[f"{metric}_ci_high"],
-                                color=line.get_color(), alpha=0.18, lw=0)
+                                color=color, alpha=0.18, lw=0)
             values = pd.to_numeric(summary[x], errors="coerce")
             if values.notna().all() and values.min() > 0 and values.max() / values.min() >= 10:
                 ax.set_xscale("log")
+                ticks = sorted(set(values))
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(FixedFormatter([f"{v:g}" for v in ticks]))
+                ax.xaxis.set_minor_locator(NullLocator())
             ax.set_ylabel(axis_label(metric, metric_unit(metric)))
-            ax.set_xlabel(axis_label(x, x_unit))
+            ax.set_xlabel(axis_label(x, units[x]))
         n = int(np.nanmax(summary["replications"])) if len(summary) else 0
         axes[0, 0].set_title(f"{title}: mean of {n} replications, band = 95% confidence interval (Student t)")
         axes[0, 0].legend(fontsize=7, frameon=False)

@@ -117,7 +117,7 @@ def sweep_report_command(args: argparse.Namespace) -> int:
     if summary.empty:
         raise ConfigError(f"{folder}: no finished runs to report")
     out = args.output or folder / "report.png"
-    sweep_figure(summary, x, units[x], [f for f in fields if f != x], metrics, out, record["name"])
+    sweep_figure(summary, x, units, [f for f in fields if f != x], metrics, out, record["name"])
     table = summary[["point", *fields, "variant", "replications"]].copy()
     for metric in metrics:
         half = (summary[f"{metric}_ci_high"] - summary[f"{metric}_ci_low"]) / 2

@@ -47,14 +47,17 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 def summarize(runs: pd.DataFrame, by: list[str], exclude: tuple[str, ...] = (), level: float = 0.95) -> pd.DataFrame:
     """One row per group of ``by`` (in order of first appearance): the group's
     columns, ``replications`` (rows in the group) and, for every metric ``m``,
-    ``m_mean``, ``m_std``, ``m_n``, ``m_ci_low``, ``m_ci_high``."""
+    ``m_mean``, ``m_std``, ``m_n``, ``m_ci_low``, ``m_ci_high`` (of its finite values)."""
+    from scipy.stats import t
+
     metrics = metric_columns(runs, tuple(by) + tuple(exclude))
-    rows = []
-    for keys, group in runs.groupby(by, sort=False, dropna=False):
-        row = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
-        row["replications"] = len(group)
-        for m in metrics:
-            row.update(zip((f"{m}_{s}" for s in STATISTICS), confidence_interval(group[m].to_numpy(), level)))
-        rows.append(row)
-    columns = list(by) + ["replications"] + [f"{m}_{s}" for m in metrics for s in STATISTICS]
-    return pd.DataFrame(rows, columns=columns)
+    values = runs[metrics].astype(float).replace([np.inf, -np.inf], np.nan)
+    grouped = pd.concat([runs[by], values], axis=1).groupby(by, sort=False, dropna=False)
+    mean, std, n = grouped[metrics].mean(), grouped[metrics].std(ddof=1), grouped[metrics].count()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = t.ppf(0.5 + level / 2, (n - 1).where(n > 1)) * std / np.sqrt(n)
+    columns: dict[str, pd.Series] = {"replications": grouped.size()}
+    for m in metrics:
+        columns |= {f"{m}_mean": mean[m], f"{m}_std": std[m], f"{m}_n": n[m],
+                    f"{m}_ci_low": mean[m] - half[m], f"{m}_ci_high": mean[m] + half[m]}
+    return pd.DataFrame(columns).reset_index()
