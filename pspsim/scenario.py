@@ -186,7 +186,8 @@ def scenario_from_dict(data: dict[str, Any], source: str = "scenario") -> Scenar
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
+    """Read and validate a scenario file (a ``[sweep]`` table in it is for ``pspsim sweep``:
+    running the file as a scenario runs its base point)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -194,4 +195,5 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ConfigError(f"{path}: no such scenario file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data.pop("sweep", None)
     return scenario_from_dict(data, str(path))

@@ -19,6 +19,7 @@ from pspsim.cli import (
     params_command,
     psp_commands,
     run_command,
+    sweep_command,
 )
 from pspsim.wire.errors import WireError
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     overhead_command.register(groups)
     params_command.register(groups)
     calibrate_commands.register(groups)
+    sweep_command.register(groups)
     return parser
 
 

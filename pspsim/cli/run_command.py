@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pspsim.cli.sweep_command import positive_int
+from pspsim.study.executors import open_executor
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 from pspsim.scenario import load_scenario
 
@@ -35,6 +37,8 @@ def register(groups: argparse._SubParsersAction) -> None:
                              "of [packets] hosts, over [packets] duration, and write what HOST sends and receives "
                              "to DIR/pcap/<variant>-hostHOST.pcap (PSP: with HOST's device keys per rotation period, "
                              "for 'pspsim psp decrypt'; open in Wireshark with wireshark/psp.lua)")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="run variants and replications in N worker processes (default 1); same results")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the output folder")
     parser.set_defaults(handler=run_command)
 
@@ -44,13 +48,16 @@ def run_command(args: argparse.Namespace) -> int:
     out = args.output or Path("results") / scenario.run.name
     check_results_folder(out)  # before any work
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    if args.pcap is None:
-        results = run_scenario(scenario, progress=progress)
-        write_results(results, out, figure=not args.no_figure)
-    else:
-        with tempfile.TemporaryDirectory() as captures:
-            results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures)
-            write_results(results, out, figure=not args.no_figure, captures=captures)
+    with open_executor(args.jobs) as executor:
+        parallel = None if args.jobs == 1 else executor
+        if args.pcap is None:
+            results = run_scenario(scenario, progress=progress, executor=parallel)
+            write_results(results, out, figure=not args.no_figure)
+        else:
+            with tempfile.TemporaryDirectory() as captures:
+                results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures,
+                                       executor=parallel)
+                write_results(results, out, figure=not args.no_figure, captures=captures)
     if not args.quiet:
         import pandas as pd
 

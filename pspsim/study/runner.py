@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from typing import Callable
 
 import numpy as np
@@ -154,31 +156,36 @@ def run_scenario(
     progress: Callable[[str], None] | None = None,
     capture_host: int | None = None,
     capture_dir: str | os.PathLike[str] | None = None,
+    executor: Executor | None = None,
 ) -> Results:
     """Run every replication and variant of ``scenario``; returns tidy tables.
 
     With ``capture_host``, replication 0 also runs the packet tier for each
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
-    writes its traffic as pcap files into ``capture_dir``."""
+    writes its traffic as pcap files into ``capture_dir``.  With ``executor`` (a
+    ``concurrent.futures.Executor``), the runs go through it: same tables."""
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
     series, summary, packet_rows, counters = [], [], [], []
-    for replication in range(scenario.run.replications):
-        for name in scenario.run.variants:
-            out = run_one(scenario, params, replication, name)
-            series.append(out.timeseries)
-            if out.nic_counters is not None:
-                counters.append(out.nic_counters)
-            summary.append(out.summary)
-            if capture_host is not None and replication == 0:
-                seq = replication_sequence(scenario.run.seed, replication)
-                streams = RandomStreams.from_sequence(seq)
-                workload = generate_workload(scenario, streams.workload)
-                key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
-                packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
-            if progress:
-                progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
+    runs = [(replication, name) for replication in range(scenario.run.replications) for name in scenario.run.variants]
+    if executor is None:
+        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name) for r, name in runs)
+    else:  # all submitted at once, collected in order: the same tables as one after another
+        outputs = (f.result() for f in [executor.submit(run_one, scenario, params, r, name) for r, name in runs])
+    for (replication, name), out in zip(runs, outputs):
+        series.append(out.timeseries)
+        if out.nic_counters is not None:
+            counters.append(out.nic_counters)
+        summary.append(out.summary)
+        if capture_host is not None and replication == 0:
+            seq = replication_sequence(scenario.run.seed, replication)
+            streams = RandomStreams.from_sequence(seq)
+            workload = generate_workload(scenario, streams.workload)
+            key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
+            packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
+        if progress:
+            progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
     manifest = manifest_for(scenario, params, time.time() - started)
     return Results(pd.concat(series, ignore_index=True), pd.DataFrame(summary), manifest,
                    pd.DataFrame(packet_rows) if packet_rows else None,
