@@ -25,6 +25,7 @@ from pspsim.wire.psp_sa import PspSA
 
 _HEX_BYTE = re.compile(r"(0[xX])?[0-9a-fA-F]{1,2}")
 _HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]{1,8}")
+MAX_CFG_BYTES = 64 << 10  # a cfg holds about 400 bytes; anything this large is not one
 _VERSION_BY_NAME = {name: version for version, name in VERSION_NAMES.items()}
 
 
@@ -49,6 +50,9 @@ class _Tokens:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            if path.stat().st_size > MAX_CFG_BYTES:
+                raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a PSP configuration "
+                                  f"file (at most {MAX_CFG_BYTES:,})")
             text = path.read_text(encoding="ascii")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
