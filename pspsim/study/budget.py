@@ -101,7 +101,7 @@ def available_memory() -> float:
 
 
 def _amount(value: float, unit: str) -> str:
-    return f"{value:.3g} {unit}" if value < 1e6 else f"{value:.2e} {unit}"
+    return f"{value:,.0f} {unit}" if value < 1e6 else f"{value:.2e} {unit}"
 
 
 def _bytes(value: float) -> str:
