@@ -21,7 +21,7 @@ Time = runs x (connections x ``SECONDS_PER_CONNECTION`` + hosts x
 ``SECONDS_PER_PACKET``; memory = connections x ``BYTES_PER_CONNECTION`` +
 hosts x ``BYTES_PER_HOST`` + windows x runs x ``BYTES_PER_WINDOW`` + a fixed base.  The
 coefficients were measured on the development machine (one core of a
-2-core VM) and rounded up; benchmarks/bench_budget.py compares the estimate
+2-core VM, idle and with the other core busy) and rounded up; benchmarks/bench_budget.py compares the estimate
 with measured runs.  A faster machine only makes the refusal conservative.  Limits: the memory this machine has
 available (``/proc/meminfo`` MemAvailable) and ``MAX_HOURS`` of wall time.
 """
@@ -36,9 +36,9 @@ from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
 # Measured (see the module docstring); rounded up.
-SECONDS_PER_CONNECTION = 3.0e-6  # measured 2.5e-6 (PSP, 1e5 -> 1.2e6 connections)
-SECONDS_PER_WINDOW = 1.5e-3  # measured 1.25e-3 (100 hosts, 1,440 windows)
-SECONDS_PER_HOST_WINDOW = 5.0e-7  # measured 2.7e-7 (100 -> 1,000 hosts)
+SECONDS_PER_CONNECTION = 5.0e-6  # measured 2.5e-6 idle, 3.8e-6 with the other core busy (PSP)
+SECONDS_PER_WINDOW = 2.5e-3  # measured 1.25e-3 idle, 2.0e-3 busy (100 hosts, 1,440 windows)
+SECONDS_PER_HOST_WINDOW = 6.0e-7  # measured 2.7e-7 idle (100 -> 1,000 hosts)
 SECONDS_PER_PACKET = 2.0e-5  # bench_packet_tier: about 7e-6 per packet sealed, carried and opened
 SECONDS_PER_HOST = 3.0e-5  # workload: each host draws its peers (one numpy call per host)
 BYTES_PER_HOST = 256  # per-host arrays of the workload and the model
