@@ -21,6 +21,7 @@ from pspsim.wire.errors import ConfigError
 
 VARIANTS = ("psp", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "tls-user", "ktls-sw",
             "ktls-offload", "plaintext")
+MAX_FILE_BYTES = 16 << 20  # a scenario is a few KiB; a larger file (or a device) is a mistake
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "ms": 1e-3, "us": 1e-6}
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*")
 
@@ -208,6 +209,8 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > MAX_FILE_BYTES):
+            raise ConfigError(f"{path}: not a scenario file (a regular file of at most {MAX_FILE_BYTES >> 20} MiB)")
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
     except FileNotFoundError:

@@ -222,3 +222,41 @@ def test_openssl_speed_with_a_malformed_rate(ws, capsys):
     before = snapshot(ws.root)
     assert_one_line_error(capsys, main(["calibrate", str(folder), "-o", str(ws.root / "p.toml")]))
     assert snapshot(ws.root) == before
+
+
+@pytest.mark.parametrize("content, message", [
+    ("param = 1\n", "'param' must be tables"),
+    ('[param]\n"host.clock_hz" = 3\n', "must be a table"),
+    ('[param."host.clock_hz"]\nvalue = "fast"\nunit = "Hz"\nkind = "spec"\nsource = "x"\n', "finite number"),
+    ('[param."host.clock_hz"]\nvalue = nan\nunit = "Hz"\nkind = "spec"\nsource = "x"\n', "finite number"),
+    ('[param."host.clock_hz"]\nvalue = 1\nunit = 5\nkind = "spec"\nsource = "x"\n', "unit must be a string"),
+    ('name = 5\n', "name must be a string"),
+])
+def test_malformed_parameter_tables(tmp_path, capsys, content, message):
+    path = tmp_path / "p.toml"
+    path.write_text(content)
+    for argv in (["params", "show", str(path)], ["validate", str(tmp_path), "--params", str(path)]):
+        line = assert_one_line_error(capsys, main(argv))
+        assert message in line or argv[0] == "validate"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "/dev/zero"],
+    ["crosscheck", "/dev/zero"],
+    ["psp", "encrypt", "--cfg", "/dev/zero", "a.pcap", "b.pcap"],
+    ["psp", "decrypt", "--cfg", "/dev/zero", "a.pcap", "b.pcap"],
+    ["psp", "derive-key", "--master-key-file", "/dev/zero", "--spi", "1"],
+    ["esp", "decrypt", "--spi", "1", "--key-file", "/dev/zero", "a.pcap", "b.pcap"],
+    ["esp", "encrypt", "--spi", "1", "--key", "00" * 20, "/dev/zero", "b.pcap"],
+])
+def test_devices_are_not_read_forever(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(capsys, main(argv))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_into_an_unwritable_folder(ws, capsys):
+    before = snapshot(ws.root)
+    assert_one_line_error(capsys, main(["validate", str(ws.measurements), "--params", str(ws.params),
+                                        "-o", "/proc/pspsim-no/v"]))
+    assert snapshot(ws.root) == before

@@ -77,6 +77,8 @@ def _check_finite(index: Path) -> None:
     """Refuse NaN and infinity anywhere in measurements.toml (TOML has 'nan', 'inf', and 1e400)."""
     import tomllib
 
+    if index.exists() and not index.is_dir() and (not index.is_file() or index.stat().st_size > 16 << 20):
+        raise UserError(f"{index}: not a measurement index (a regular file of at most 16 MiB)")
     try:
         data = tomllib.loads(index.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):

@@ -54,6 +54,20 @@ class UserError(ConfigError):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
+MAX_KEY_FILE_BYTES = 64 << 10
+
+
+def _read_key_file(path: Path, what: str) -> str:
+    try:
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES):
+            raise UserError(f"{path}: cannot be the {what} file (it must be a regular file of at most "
+                            f"{MAX_KEY_FILE_BYTES >> 10} KiB)")
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise UserError(f"{path}: cannot read {what}: {problem}") from None
+
+
 def key_from_file(path: Path, length: int | tuple[int, ...], what: str) -> bytes:
     """A key written in hex in a file (spaces, colons and newlines allowed), so that
     it stays out of ``ps`` and the shell history.  ``env:NAME`` reads the
@@ -65,11 +79,7 @@ def key_from_file(path: Path, length: int | tuple[int, ...], what: str) -> bytes
             raise UserError(f"{what}: environment variable {name!r} is not set")
         content = os.environ[name]
     else:
-        try:
-            content = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = exc.strerror if isinstance(exc, OSError) else "not a text file"
-            raise UserError(f"{path}: cannot read {what}: {problem}") from None
+        content = _read_key_file(Path(path), what)
     try:
         return hex_bytes(length, what)("".join(content.split()))
     except argparse.ArgumentTypeError as exc:
@@ -84,11 +94,7 @@ def keys_from_file(path: Path, length: int, what: str) -> list[bytes]:
         if text[4:] not in os.environ:
             raise UserError(f"{what}: environment variable {text[4:]!r} is not set")
     else:
-        try:
-            lines = Path(path).read_text(encoding="ascii").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = exc.strerror if isinstance(exc, OSError) else "not a text file"
-            raise UserError(f"{path}: cannot read {what}: {problem}") from None
+        lines = _read_key_file(Path(path), what).splitlines()
     lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not 1 <= len(lines) <= 2:
         raise UserError(f"{path}: expected one or two {what}s, one per line, found {len(lines)}")

@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             return _error("terminated (SIGTERM); nothing was written", 143)
         except KeyboardInterrupt:
             return _error("interrupted; nothing was written", 130)
+        except BrokenPipeError:  # the reader of standard output went away (pspsim ... | head)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141
         except (WireError, UnicodeError) as exc:
             return _error(exc, 2)
         except OSError as exc:

@@ -125,6 +125,8 @@ def load_parameter_set(name_or_path: str | Path = DEFAULT_SET) -> ParameterSet:
     if not path.suffix:
         path = SETS_DIR / f"{name_or_path}.toml"
     try:
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > 16 << 20):
+            raise ConfigError(f"{path}: not a parameter set file (a regular file of at most 16 MiB)")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in SETS_DIR.glob("*.toml")))

@@ -48,6 +48,8 @@ class PspEncryptConfig:
 
 def _read(path: Path) -> str:
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
         if path.stat().st_size > MAX_CFG_BYTES:
             raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a PSP configuration "
                               f"file (at most {MAX_CFG_BYTES:,})")
