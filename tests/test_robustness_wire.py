@@ -13,7 +13,7 @@ import pickle
 
 import pytest
 
-from pspsim.wire import DeviceKeys, PspSA, PspSender, decapsulate, derive_sa_key, encapsulate
+from pspsim.wire import DeviceKeys, PspEncap, PspSA, PspSender, decapsulate, derive_sa_key, encapsulate
 from pspsim.wire.errors import ConfigError, EncapsulationError, IvSpaceExhausted, NonceReuseError
 from pspsim.wire.esp import EspOutsideWindow, EspSA, EspSequenceExhausted, esp_decapsulate, esp_encapsulate
 from pspsim.wire.frames import udp_frame
@@ -186,3 +186,34 @@ def test_esn_receiver_near_the_top_of_the_sequence_space_rejects_cleanly():
     forged = EspSA(5, bytes(20), next_seq=5)  # 32-bit sender, low bits 5 -> high 2**32 at the receiver
     with pytest.raises(EspOutsideWindow, match="past 2\\*\\*64 - 1"):
         esp_decapsulate(esp_encapsulate(udp_frame(b"x"), forged), {5: rx})
+
+
+@pytest.mark.parametrize("ip_version", [4, 6])
+@pytest.mark.parametrize("encap", [PspEncap(), PspEncap("tunnel"), PspEncap(vc=bytes(8)), PspEncap("tunnel", vc=bytes(8))],
+                         ids=["transport", "tunnel", "transport-vc", "tunnel-vc"])
+def test_psp_size_predicted_before_sealing_matches_the_sealed_frame(ip_version, encap):
+    """`psp encrypt` refuses over-jumbo frames before sealing (so no IV is used) from this prediction."""
+    from pspsim.wire.frames import parse_ip
+
+    sa = PspSA(5, derive_sa_key(MASTER_KEY_0, 5))
+    for payload in (0, 1, 100, 1400):
+        frame = udp_frame(bytes(payload), ip_version=ip_version) + bytes(6)  # Ethernet padding is dropped
+        _, version, _, _, end = parse_ip(frame, EncapsulationError)
+        assert len(encapsulate(frame, sa, 1, encap)) == end + encap.overhead(version)
+
+
+def test_psp_encrypt_skips_an_over_jumbo_frame_without_using_its_iv(tmp_path, capsys):
+    from pspsim.cli.main import main
+    from pspsim.wire import PcapRecord, read_pcap, write_pcap
+    from pspsim.wire.pcap import PcapHeader
+    from tests.conftest import VECTORS
+
+    frames = [udp_frame(bytes(10)), udp_frame(bytes(9014 - 14 - 20 - 8 - 40 + 1)), udp_frame(bytes(20))]
+    source = tmp_path / "in.pcap"
+    write_pcap(source, [PcapRecord(0, 0, f, len(f)) for f in frames], PcapHeader(snaplen=65535))
+    out = tmp_path / "out.pcap"
+    cfg = VECTORS / "encrypt_transport_crypt_off_128.cfg"
+    assert main(["psp", "encrypt", "--cfg", str(cfg), "--first-iv", "7", str(source), str(out)]) == 0
+    assert "packet 1: skipped: encrypted frame of 9015 bytes exceeds 9014" in capsys.readouterr().err
+    ivs = [int.from_bytes(r.data[14 + 20 + 8 + 8 : 14 + 20 + 8 + 16], "big") for r in read_pcap(out)[1]]
+    assert ivs == [7, 8]
