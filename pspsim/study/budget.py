@@ -38,7 +38,7 @@ from pspsim.wire.errors import ConfigError
 # Measured (see the module docstring); rounded up.
 SECONDS_PER_CONNECTION = 5.0e-6  # measured 2.5e-6 idle, 3.8e-6 with the other core busy (PSP)
 SECONDS_PER_WINDOW = 2.5e-3  # measured 1.25e-3 idle, 2.0e-3 busy (100 hosts, 1,440 windows)
-SECONDS_PER_HOST_WINDOW = 6.0e-7  # measured 2.7e-7 idle (100 -> 1,000 hosts)
+SECONDS_PER_HOST_WINDOW = 1.0e-6  # measured 2.7e-7 idle, 8e-7 at load 11 (100 -> 1,000 hosts, 2 variants)
 SECONDS_PER_PACKET = 2.0e-5  # bench_packet_tier: about 7e-6 per packet sealed, carried and opened
 SECONDS_PER_HOST = 3.0e-5  # workload: each host draws its peers (one numpy call per host)
 BYTES_PER_HOST = 256  # per-host arrays of the workload and the model
