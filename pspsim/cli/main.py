@@ -48,7 +48,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with its errors raised as :class:`UserError` (one line, exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("pspsim").strip()
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
