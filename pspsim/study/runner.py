@@ -12,7 +12,8 @@ variant and replication), ``summary.parquet`` (one row per variant and
 replication), ``manifest.json`` (the resolved scenario, the resolved cost
 parameters, seed, package versions, wall time) and ``comparison.png``.
 They are written to a temporary folder beside the target and moved into
-place at the end, so a failed run leaves nothing half-written.
+place at the end, so a failed run leaves nothing half-written, and the
+leftovers of a run killed while moving them are repaired by the next.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -204,8 +206,52 @@ def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str,
     return result_row(tier.run())
 
 
+_PID_FILE = ".pspsim-writing"
+
+
+def _writer_alive(folder: Path) -> bool:
+    """Whether the run that is writing ``folder`` (its pid file) is still running."""
+    try:
+        pid = int((folder / _PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_results_folder(out: Path) -> list[str]:
+    """Clean up after a run that was killed while writing ``out``; returns what was done.
+
+    A kill between the two renames that swap new results in leaves ``out``
+    missing and the earlier results in ``.out.old``: they are put back.  A
+    kill after the swap leaves ``.out.old`` beside the new ``out``: it is
+    removed.  A kill while writing leaves a ``.out.xxxxxxxx`` folder: it is
+    removed unless the run that writes it is still alive."""
+    done: list[str] = []
+    parent = out.parent if str(out.parent) else Path(".")
+    old = parent / f".{out.name}.old"
+    if old.is_dir() and not old.is_symlink():
+        if not out.exists() and not out.is_symlink():
+            old.rename(out)
+            done.append(f"restored the earlier results from {old}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old}")
+    if parent.is_dir():
+        pattern = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}")
+        for leftover in parent.iterdir():
+            if pattern.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink() \
+                    and not _writer_alive(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+                done.append(f"removed {leftover}, left by an interrupted run")
+    return done
+
+
 def check_results_folder(out: Path) -> None:
     """Refuse to replace anything but an empty folder or an earlier pspsim results folder."""
+    out = Path(out)
+    if out.is_symlink():
+        raise ConfigError(f"{out}: is a symbolic link; give the folder it points to")
     if not out.exists():
         return
     if not out.is_dir():
@@ -217,15 +263,24 @@ def check_results_folder(out: Path) -> None:
 def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
                   captures: str | os.PathLike[str] | None = None) -> Path:
     """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
-    the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``."""
+    the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``.
+
+    The files are written to a hidden folder beside the target (holding the
+    writer's pid until complete), then swapped in with two renames: the
+    earlier folder to ``.NAME.old``, the new one to ``NAME``, and the old one
+    removed.  Leftovers of a run killed at any point are repaired by the next
+    call (:func:`recover_results_folder`)."""
     out = Path(out_dir)
+    recover_results_folder(out)
     check_results_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        (tmp / _PID_FILE).write_text(str(os.getpid()))
         results.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
         results.summary.to_parquet(tmp / "summary.parquet", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True,
+                                                      allow_nan=False) + "\n")
         if results.nic_counters is not None:
             results.nic_counters.to_parquet(tmp / "nic_counters.parquet", index=False)
         if results.packets is not None:
@@ -236,6 +291,7 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
             from pspsim.figures import comparison_figure
 
             comparison_figure(results.timeseries, tmp / "comparison.png")
+        (tmp / _PID_FILE).unlink()
         os.chmod(tmp, 0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
