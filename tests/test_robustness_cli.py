@@ -260,3 +260,12 @@ def test_validate_into_an_unwritable_folder(ws, capsys):
     assert_one_line_error(capsys, main(["validate", str(ws.measurements), "--params", str(ws.params),
                                         "-o", "/proc/pspsim-no/v"]))
     assert snapshot(ws.root) == before
+
+
+def test_error_lines_hide_keys_but_not_numbers():
+    from pspsim.cli.main import one_line
+
+    assert one_line("--first-iv 18446744073709551616 does not fit") == "--first-iv 18446744073709551616 does not fit"
+    for key in ("00112233445566778899aabbccddeeff", "00:11:22:33:44:55:66:77:88", "0x" + "ab" * 20, "1" * 40,
+                "0011223344556677889"):  # an odd length too
+        assert one_line(f"bad {key}\nvalue") == "bad <key not shown> value"

@@ -37,8 +37,8 @@ simulated datacenter fleet ('pspsim run'), from cost parameters with sources
 and decrypts pcap files exactly as the public PSP reference implementation
 (google/psp) does, 'pspsim esp' does ESP as Linux and Wireshark read it."""
 
-#: Eight or more hex byte pairs in a row: what a key looks like; never echoed.
-_KEY_LIKE = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{2}[\s:_-]?){8,}")
+#: Sixteen or more hex digits in a row (separators allowed): what a key looks like; never echoed.
+_KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?[0-9A-Fa-f](?:[\s:_-]?[0-9A-Fa-f]){15,}(?![0-9A-Za-z])")
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(message: object) -> str:
     """``message`` on one line, with anything that looks like a key left out."""
     text = " ".join(str(message).split())
-    return _KEY_LIKE.sub("<key not shown>", text)
+    return _KEY_LIKE.sub(_hide, text)
+
+
+def _hide(match: re.Match[str]) -> str:
+    """A key-like run is hidden unless it is a plain decimal number shorter than a 128-bit key."""
+    run = match.group(0)
+    if run.isdigit() and len(run) < 32:
+        return run
+    return "<key not shown>"
 
 
 def _error(message: object, status: int) -> int:
