@@ -28,13 +28,16 @@ and are listed as such.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from pspsim.calibration.identify import status
 from pspsim.calibration.measurements import Measurements, TrafficRun
 from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
+from pspsim.files import write_text
 from pspsim.model.variants import make_variant
 from pspsim.scenario import KeysConfig
 
@@ -249,8 +252,10 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     for e in estimates:
         old = params[e.parameter]
         uncertainty = "" if math.isnan(e.stderr) else f" ± {e.stderr:.4g}"
+        flag = {"weak": "; WEAK: standard error above a third of the value",
+                "no error estimate": "; no error estimate"}.get(status(e.parameter, e.value, e.stderr), "")
         params[e.parameter] = Parameter(e.parameter, e.value, old.unit, "measured",
-                                        f"calibrated from {meas.folder.name}: {e.basis}{uncertainty}")
+                                        f"calibrated from {meas.folder.name}: {e.basis}{flag}{uncertainty}")
     unconstrained = sorted(set(base.parameters) - {e.parameter for e in estimates})
     not_fitted = []
     if meas.loss_runs:
@@ -274,14 +279,37 @@ def write_parameter_set(params: ParameterSet, path) -> None:
     for p in params.parameters.values():
         lines += [f'[param."{p.name}"]', f"value = {p.value!r}", f"unit = {quote(p.unit)}",
                   f"kind = {quote(p.kind)}", f"source = {quote(p.source)}", ""]
-    from pspsim.figures import write_text
-
     write_text("\n".join(lines), path)
 
 
 def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
     """Every measured configuration re-run through the simulator's data plane:
-    predicted against measured, with the relative error."""
+    predicted against measured, with the relative error, and the prediction's
+    standard error propagated from the parameters' (``predicted_stderr``:
+    first order, each parameter moved by its standard error, independent)."""
+    table = _predict(meas, params)
+    variance = np.zeros(len(table))
+    for name, stderr in parameter_stderrs(params).items():
+        moved = _predict(meas, params.with_overrides({name: params.parameters[name].value + stderr}))
+        variance += (moved["predicted"].to_numpy() - table["predicted"].to_numpy()) ** 2
+    table.insert(table.columns.get_loc("predicted") + 1, "predicted_stderr", np.sqrt(variance))
+    return table
+
+
+_STDERR = re.compile(r" ± ([0-9.eE+-]+)$")
+
+
+def parameter_stderrs(params: ParameterSet) -> dict[str, float]:
+    """The standard errors a calibrated set carries (written by :func:`calibrate` as ``... ± SE`` in the source)."""
+    found = {}
+    for name, p in params.parameters.items():
+        match = _STDERR.search(p.source)
+        if match and float(match.group(1)) > 0:
+            found[name] = float(match.group(1))
+    return found
+
+
+def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
     from pspsim.model.dataplane import HostRates, window_costs
 
     costs = params.costs()
@@ -297,7 +325,7 @@ def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
                               1e15, 1.0, 1)
         predicted = float(result["cores_total"][0])
         measured = run.cycles_per_s / costs.host_clock_hz
-        rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
+        rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores", "group": run.group,
                      "measured": measured, "predicted": predicted, "relative_error": predicted / measured - 1,
                      "source": run.source})
     for point in meas.state_scaling:
@@ -310,6 +338,6 @@ def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
                               np.zeros(1, dtype=int), 1e15, 1.0, 1)
         predicted = float(result["achieved_bps"][0]) / 1e9
         rows.append({"kind": "state", "variant": point.variant, "configuration": f"{point.entries:g} entries",
-                     "metric": "gbps", "measured": point.gbps, "predicted": predicted,
+                     "metric": "gbps", "group": point.group, "measured": point.gbps, "predicted": predicted,
                      "relative_error": predicted / point.gbps - 1, "source": point.source})
     return pd.DataFrame(rows)
