@@ -51,7 +51,7 @@ def test_held_out_group_is_really_excluded_from_the_refit():
     held = "state_scaling[0]"  # the 1,000-tunnel point, the only one before the cache cliff
     refit = {e.parameter: e.value for e in cv.refits[held].estimates}
     full = {e.parameter: e.value for e in cv.full.estimates}
-    assert refit["nic.context_cache_entries"] != pytest.approx(full["nic.context_cache_entries"], rel=1e-3)
+    assert refit["nic.ipsec_sa_cache_entries"] != pytest.approx(full["nic.ipsec_sa_cache_entries"], rel=1e-3)
     assert refit["nic.crypto_pps"] != pytest.approx(full["nic.crypto_pps"], rel=1e-3)
     # the CPU parameters do not depend on that point: unchanged
     assert refit["host.ipsec_sw_cycles_per_packet"] == pytest.approx(full["host.ipsec_sw_cycles_per_packet"])
@@ -156,7 +156,7 @@ def test_validation_carries_propagated_errors():
     # moving the miss cost by its standard error moves the cliff points by about the propagated error
     se = {e.parameter: e.stderr for e in calibrate(meas, load_parameter_set()).estimates}
     moved = validate(meas, params.with_overrides(
-        {"nic.cache_miss_cost": params.parameters["nic.cache_miss_cost"].value + se["nic.cache_miss_cost"]}))
+        {"nic.ipsec_sa_miss_cost": params.parameters["nic.ipsec_sa_miss_cost"].value + se["nic.ipsec_sa_miss_cost"]}))
     last = state.index[-1]
     assert abs(moved.loc[last, "predicted"] - state.loc[last, "predicted"]) <= state.loc[last, "predicted_stderr"]
 
