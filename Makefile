@@ -8,7 +8,7 @@ PSPSIM := $(PY) -m pspsim
 DEMO_IN := experiments/psp-roundtrip
 DEMO_OUT := results/psp-roundtrip
 
-.PHONY: demo psp-roundtrip test bench clean
+.PHONY: demo psp-roundtrip test bench lint clean
 
 $(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# ruff (style, bugs, imports) and import-linter (the layers of docs/DESIGN.md, in pyproject.toml).
+# Both run; either failing fails the target.
+LINT_STAMP := $(VENV)/.lint-installed
+$(LINT_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/lint-imports || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so

@@ -56,7 +56,7 @@ def test_comparison_plots_the_mean_over_replications_with_bands():
     fig = comparison_figure(ts)
     assert isinstance(fig, Figure)
     cores = next(ax for ax in fig.axes if ax.get_title(loc="left").startswith("CPU cores"))
-    line = next(l for l in cores.get_lines() if l.get_color().lower() == VARIANT_COLORS["ipsec-sw"].lower())
+    line = next(x for x in cores.get_lines() if x.get_color().lower() == VARIANT_COLORS["ipsec-sw"].lower())
     expected = ts[ts["variant"] == "ipsec-sw"].groupby("time_s")["cores_total"].mean().to_numpy()
     np.testing.assert_allclose(line.get_ydata(), expected)
     bands = [c for c in cores.collections if isinstance(c, PolyCollection)]

@@ -331,9 +331,9 @@ def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
                               1e15, 1.0, 1)
         predicted = float(result["cores_total"][0])
         measured = run.cycles_per_s / costs.host_clock_hz
-        rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores", "group": run.group,
-                     "measured": measured, "predicted": predicted, "relative_error": predicted / measured - 1,
-                     "source": run.source})
+        rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
+                     "group": run.group, "measured": measured, "predicted": predicted,
+                     "relative_error": predicted / measured - 1, "source": run.source})
     for point in meas.state_scaling:
         variant = make_variant(point.variant, costs, KeysConfig())
         rates = HostRates.zeros(1)

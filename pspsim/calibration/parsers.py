@@ -31,7 +31,7 @@ def openssl_speed(text: str, name: str = "openssl speed") -> dict[str, dict[int,
     """{algorithm: {block bytes: bytes per second}} from ``openssl speed`` output."""
     sizes: list[int] | None = None
     out: dict[str, dict[int, float]] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for line in text.splitlines():
         if line.startswith("type") and "bytes" in line:
             sizes = [int(s) for s in _SIZE.findall(line)]
             continue

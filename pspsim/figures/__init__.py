@@ -17,11 +17,11 @@ from matplotlib.figure import Figure
 
 from pspsim.figures.comparison import comparison_figure as _comparison
 from pspsim.figures.overhead import overhead_figure as _overhead
-from pspsim.figures.style import STYLE_SHEET, VARIANT_COLORS, save_figure, style, variant_style
+from pspsim.figures.style import STYLE, STYLE_SHEET, VARIANT_COLORS, save_figure, style, variant_style
 from pspsim.figures.validation import validation_figure as _validation
 from pspsim.files import write_csv, write_text
 
-__all__ = ["STYLE_SHEET", "VARIANT_COLORS", "comparison_figure", "overhead_figure", "save_figure", "style",
+__all__ = ["STYLE", "STYLE_SHEET", "VARIANT_COLORS", "comparison_figure", "overhead_figure", "save_figure", "style",
            "validation_figure", "variant_style", "write_csv", "write_text"]
 
 

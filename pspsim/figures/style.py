@@ -16,11 +16,13 @@ distinct in greyscale print.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+import matplotlib
 import matplotlib.style
 from matplotlib.figure import Figure
 
@@ -28,6 +30,8 @@ from pspsim.files import write_atomic
 
 #: The style sheet shipped with the package.
 STYLE_SHEET = resources.files("pspsim.figures") / "pspsim.mplstyle"
+#: The same settings as a dict, for ``matplotlib.rc_context(STYLE)``.
+STYLE = dict(matplotlib.rc_params_from_file(str(STYLE_SHEET), use_default_template=False))
 
 #: One fixed colour per protocol variant, used by every figure.
 VARIANT_COLORS = {
@@ -77,4 +81,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{path}: figure format must be one of {', '.join(sorted(FORMATS))}")
     with style():
         write_atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lower()[1:]))
+    pyplot = sys.modules.get("matplotlib.pyplot")  # a figure made through pyplot: release it (no import here)
+    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
+        pyplot.close(fig)
     return path
