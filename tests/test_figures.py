@@ -123,3 +123,22 @@ def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="figure format"):
         save_figure(comparison_figure(_timeseries(replications=1)), tmp_path / "c.jpg")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("first", ["", "import matplotlib.pyplot as plt\n%matplotlib inline\n"])
+def test_a_returned_figure_shows_inline_in_a_real_kernel(tmp_path, first):
+    """A notebook cell that ends with a figure shows it as one image, with or without pyplot's inline backend."""
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(first + "import pandas as pd\nimport pspsim.figures as figures"),
+        nbformat.v4.new_code_cell(
+            "table = pd.DataFrame({'protocol': ['psp', 'esp'], 'mode': ['transport'] * 2, 'ip_version': [4, 4],"
+            " 'overhead_bytes': [40, 37]})\nfigures.overhead_figure(table)"),
+    ]
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = notebook.cells[1].outputs
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # shown once, not twice

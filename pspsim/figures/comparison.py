@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pspsim.figures.bands import mean_band
-from pspsim.figures.style import VARIANT_COLORS, style, variant_style
+from pspsim.figures.style import VARIANT_COLORS, InlineFigure, style, variant_style
 
 #: (column(s), title, y label, scale, per second): the first column present is drawn.
 PANELS = [
@@ -60,7 +60,7 @@ def comparison_figure(timeseries: pd.DataFrame) -> Figure:
         mosaic.append(["rot", "rot"])
         heights.append(0.45)
     with style():
-        fig = Figure(figsize=(10, 2.3 * rows + (1.1 if show_rotations else 0) + 0.8), layout="constrained")
+        fig = InlineFigure(figsize=(10, 2.3 * rows + (1.1 if show_rotations else 0) + 0.8), layout="constrained")
         axes = fig.subplot_mosaic(mosaic, height_ratios=heights, sharex=True, empty_sentinel=".")
         for i, (column, title, ylabel, scale, per_second) in enumerate(panels):
             ax = axes[f"p{i}"]

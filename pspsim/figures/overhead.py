@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pspsim.figures.style import PROTOCOL_COLORS, style
+from pspsim.figures.style import PROTOCOL_COLORS, InlineFigure, style
 
 
 def overhead_figure(table: pd.DataFrame) -> Figure:
@@ -14,7 +14,7 @@ def overhead_figure(table: pd.DataFrame) -> Figure:
     rows = (ipv4.assign(case=lambda t: t["protocol"].str.upper() + " " + t["mode"])
             .groupby("case", sort=False)["overhead_bytes"].agg(["min", "max"]))
     with style():
-        fig = Figure(figsize=(6.5, 0.32 * len(rows) + 1.2), layout="constrained")
+        fig = InlineFigure(figsize=(6.5, 0.32 * len(rows) + 1.2), layout="constrained")
         ax = fig.subplots()
         bars = ax.barh(rows.index, rows["max"], color=[PROTOCOL_COLORS.get(c.split()[0], "#444444")
                                                         for c in rows.index])

@@ -1,8 +1,8 @@
 """The look shared by every figure: style sheet, one colour per variant, saving.
 
 Nothing here touches the matplotlib backend or pyplot's global state:
-figures are built as :class:`matplotlib.figure.Figure` objects (which
-Jupyter shows inline when a cell returns one) and saved by
+figures are built as :class:`InlineFigure` objects (matplotlib Figures
+that Jupyter shows inline when a cell returns one) and saved by
 :func:`save_figure`, whose file suffix picks the format (PNG, PDF, SVG).
 
 Colours are the Okabe-Ito palette (Okabe and Ito, "Color Universal Design",
@@ -15,6 +15,7 @@ distinct in greyscale print.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -66,12 +67,21 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(**subplots) -> tuple[Figure, object]:
-    """A Figure with subplots in pspsim's style, outside pyplot (no backend, no global figure list)."""
-    with style():
-        fig = Figure(figsize=subplots.pop("figsize", None), layout="constrained")
-        axes = fig.subplots(**subplots)
-    return fig, axes
+class InlineFigure(Figure):
+    """A matplotlib Figure that a notebook shows inline on its own.
+
+    Jupyter shows a pyplot figure through the inline backend's formatters,
+    registered only once pyplot is imported.  pspsim draws without pyplot,
+    so its figures carry ``_repr_png_``: a cell that ends with one shows it
+    once, whether or not the inline backend is active (its formatter, when
+    registered, takes precedence; the picture is the same).
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        with style():
+            self.savefig(buffer, format="png")
+        return buffer.getvalue()
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pspsim.figures.style import VARIANT_COLORS, style
+from pspsim.figures.style import VARIANT_COLORS, InlineFigure, style
 
 OUT_OF_SAMPLE = "predicted_out_of_sample"
 
@@ -30,7 +30,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
     state = table[table["kind"] == "state"]
     crossed = OUT_OF_SAMPLE in table
     with style():
-        fig = Figure(figsize=(10, 4.2), layout="constrained")
+        fig = InlineFigure(figsize=(10, 4.2), layout="constrained")
         left, right = fig.subplots(1, 2)
         if len(cpu):
             position = np.arange(len(cpu))[::-1]
