@@ -33,15 +33,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
-# ruff (style, bugs, imports) and import-linter (the layers of docs/DESIGN.md, in pyproject.toml).
-# Both run; either failing fails the target.
+# ruff (style, bugs, imports), import-linter (the layers of docs/DESIGN.md) and mypy (the modules
+# listed in pyproject.toml). All three run; any failing fails the target.
 LINT_STAMP := $(VENV)/.lint-installed
 $(LINT_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lint]'
 	touch $(LINT_STAMP)
 
 lint: $(LINT_STAMP)
-	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/lint-imports || status=1; exit $$status
+	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/lint-imports || status=1; \
+	  $(VENV)/bin/mypy || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so

@@ -244,12 +244,12 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     cache = _cache(meas)
     adopt(cache)
     if cache:  # the engine's packet rate that makes the model reach T0 with no misses
-        variant = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
+        engine = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
         t0 = cache_fit(np.array([p.entries for p in meas.state_scaling]),
                        np.array([p.gbps for p in meas.state_scaling]))[2]
-        pps = t0 * 1e9 / 8 / variant.mss  # full-size packets carrying T0 of payload
+        pps = t0 * 1e9 / 8 / engine.mss  # full-size packets carrying T0 of payload
         adopt([Estimate("nic.crypto_pps", pps, float("nan"), len(meas.state_scaling), 0.0,
-                        f"throughput before the cache cliff ({t0:g} Gb/s) over {variant.name} packets")])
+                        f"throughput before the cache cliff ({t0:g} Gb/s) over {engine.name} packets")])
     adopt(_control(meas))
     adopt([Estimate("host.clock_hz", meas.clock_hz, 0.0, 1, 0.0, "platform.clock_ghz")])
     if meas.mtu != base.parameters["net.mtu_bytes"].value:

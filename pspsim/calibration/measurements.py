@@ -257,18 +257,18 @@ def load_measurements(folder: str | Path) -> Measurements:
     loss_runs = [(_traffic(e, f"loss_injection[{i}]", read, clock, spec.platform.mtu, index, folder), e.loss_percent)
                  for i, e in enumerate(spec.loss_injection)]
     control = []
-    for i, c in enumerate(spec.control_plane):
-        if c.file:
-            text = read(f"control_plane[{i}]", "file", c.file)
+    for i, command in enumerate(spec.control_plane):
+        if command.file:
+            text = read(f"control_plane[{i}]", "file", command.file)
             try:
                 samples = [float(x) for x in text.split()]
             except ValueError:
-                raise MeasurementError(f"{folder / c.file}: latencies must be numbers (microseconds)") from None
+                raise MeasurementError(f"{folder / command.file}: latencies must be numbers (microseconds)") from None
         else:
-            samples = list(c.latency_us or [])
-        if not samples and c.rate_per_s is None:
+            samples = list(command.latency_us or [])
+        if not samples and command.rate_per_s is None:
             raise MeasurementError(f"{index}: control_plane[{i}]: give latency_us, file or rate_per_s")
-        control.append((c.operation, [s * 1e-6 for s in samples], c.rate_per_s))
+        control.append((command.operation, [s * 1e-6 for s in samples], command.rate_per_s))
     state = [p.model_copy(update={"group": p.group or f"state_scaling[{i}]"}) for i, p in enumerate(spec.state_scaling)]
     return Measurements(folder, clock, spec.platform.mtu, spec.platform.model_dump(), crypto, runs,
                         state, control, latencies, loss_runs)

@@ -12,6 +12,8 @@ band.  The legend sits below the panels, so it covers no data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -54,7 +56,7 @@ def comparison_figure(timeseries: pd.DataFrame) -> Figure:
     show_rotations = len(rotations) > 0 and rotations["rotations"].sum() > 0
 
     rows = -(-len(panels) // 2)
-    mosaic = [[f"p{2 * r}", f"p{2 * r + 1}" if 2 * r + 1 < len(panels) else "."] for r in range(rows)]
+    mosaic: list[Any] = [[f"p{2 * r}", f"p{2 * r + 1}" if 2 * r + 1 < len(panels) else "."] for r in range(rows)]
     heights = [1.0] * rows
     if show_rotations:
         mosaic.append(["rot", "rot"])

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.style
@@ -55,7 +56,7 @@ PROTOCOL_COLORS = {"PSP": VARIANT_COLORS["psp"], "ESP": VARIANT_COLORS["ipsec-sw
 FORMATS = {".png", ".pdf", ".svg"}
 
 
-def variant_style(variant: str) -> dict[str, str]:
+def variant_style(variant: str) -> dict[str, Any]:
     """Keyword arguments for ``ax.plot`` that draw ``variant`` in its colour and line style."""
     return {"color": VARIANT_COLORS.get(variant, "#444444"), "linestyle": VARIANT_LINESTYLES.get(variant, "-")}
 
