@@ -29,6 +29,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
     cpu = table[table["kind"] == "cpu"]
     state = table[table["kind"] == "state"]
     crossed = OUT_OF_SAMPLE in table
+    model = "model fitted on all points, ±1 s.e." if crossed else "model, ±1 s.e."
     with style():
         fig = InlineFigure(figsize=(10, 4.2), layout="constrained")
         left, right = fig.subplots(1, 2)
@@ -45,7 +46,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
                 held = (cpu[OUT_OF_SAMPLE] / cpu["measured"] - 1).to_numpy() * 100
                 left.scatter(held, position, s=60, facecolors="none", edgecolors=colors, linewidths=1,
                              label="held out (cross-validation)")
-            left.errorbar([], [], xerr=[], fmt="o", ms=4.5, color="#444444", label="calibrated on all points, ±1 s.e.")
+            left.errorbar([], [], xerr=[], fmt="o", ms=4.5, color="#444444", label=model)
             left.set_yticks(position, cpu["configuration"])
             for tick, c in zip(left.get_yticklabels(), colors):
                 tick.set_color(c)
@@ -61,7 +62,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
             predicted, err = state["predicted"].to_numpy()[order], _stderr(state)[order]
             color = VARIANT_COLORS.get(state["variant"].iloc[0], "#444444")
             right.fill_between(entries[order], predicted - err, predicted + err, color=color, alpha=0.2, linewidth=0)
-            right.plot(entries[order], predicted, "-", color=color, label="model (calibrated), ±1 s.e.")
+            right.plot(entries[order], predicted, "-", color=color, label=model)
             right.plot(entries, state["measured"], "o", color="black", ms=4.5, label="measured")
             if crossed:
                 right.plot(entries, state[OUT_OF_SAMPLE], "o", ms=8, mfc="none", color=color,
