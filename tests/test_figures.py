@@ -78,15 +78,21 @@ def test_one_replication_has_no_band_and_missing_columns_are_skipped():
     assert not any(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections)
 
 
-def test_legend_covers_no_panel():
-    fig = comparison_figure(_timeseries(hosts_rotating=5))
+def _legends_clear_of_axes(fig):
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
-    (legend,) = fig.legends
-    box = legend.get_window_extent(renderer)
-    for ax in fig.axes:
-        assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title(loc="left")
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title(loc="left")
+
+
+def test_legends_cover_no_panel():
+    _legends_clear_of_axes(comparison_figure(_timeseries(hosts_rotating=5)))
+    _legends_clear_of_axes(validation_figure(_validation_table()))
 
 
 def test_rotations_on_ten_thousand_hosts_are_a_density():
@@ -98,14 +104,17 @@ def test_rotations_on_ten_thousand_hosts_are_a_density():
     assert rot.get_ylabel() == "per minute"
 
 
-def test_validation_figure_has_error_bars_and_held_out_points():
-    table = pd.DataFrame({
+def _validation_table():
+    return pd.DataFrame({
         "kind": ["cpu", "cpu", "state", "state", "state"], "variant": ["ipsec-sw"] * 2 + ["ipsec-packet-offload"] * 3,
         "configuration": ["ipsec-sw 1 cores", "ipsec-sw 2 cores", "2000 entries", "2400 entries", "2800 entries"],
         "metric": ["cores", "cores", "gbps", "gbps", "gbps"], "measured": [1.0, 2.0, 190.0, 150.0, 120.0],
         "predicted": [1.02, 1.97, 190.0, 148.0, 123.0], "predicted_stderr": [0.01, 0.02, 0.0, 5.0, 4.0],
         "predicted_out_of_sample": [1.05, 1.9, 175.0, 147.0, 125.0]})
-    fig = validation_figure(table)
+
+
+def test_validation_figure_has_error_bars_and_held_out_points():
+    fig = validation_figure(_validation_table())
     cpu, state = fig.axes
     assert any(isinstance(c, ErrorbarContainer) for c in cpu.containers)
     assert cpu.get_xlabel().endswith("(%)") and state.get_ylabel() == "throughput (Gb/s)"

@@ -53,7 +53,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
             limit = max(10.0, float(np.nanmax(np.abs(np.concatenate([error, held if crossed else error])))) * 1.2)
             left.set_xlim(-limit, limit)
             left.grid(axis="y", visible=False)
-            left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=3, fontsize=7.5)
+            left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5)
         left.set_xlabel("predicted / measured CPU - 1 (%)")
         left.set_title("CPU per run: model error", loc="left")
         if len(state):
@@ -68,7 +68,7 @@ def validation_figure(table: pd.DataFrame) -> Figure:
                 right.plot(entries, state[OUT_OF_SAMPLE], "o", ms=8, mfc="none", color=color,
                            label="model, point held out")
             right.set_ylim(bottom=0)
-            right.legend(loc="lower left", fontsize=7.5)
+            right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5)
         right.set_xlabel("live NIC entries (keys or SAs)")
         right.set_ylabel("throughput (Gb/s)")
         right.set_title("throughput against NIC state", loc="left")
