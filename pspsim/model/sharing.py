@@ -167,7 +167,7 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     flow_start[flows] = np.cumsum(counts) - counts
     flow_len = np.zeros(demand.size, np.intp)
     flow_len[flows] = counts
-    by_res = np.argsort(ro, kind="stable")
+    by_res = np.argsort(ro.astype(np.uint16) if n_res <= 1 << 16 else ro, kind="stable")  # radix sort if it fits
     res_len = np.bincount(ro, minlength=n_res)
     res_start = np.cumsum(res_len) - res_len
     open_flows = res_len.copy()
