@@ -33,12 +33,16 @@ freezes above ``weight *`` the level of any resource it crosses):
   saturates now: its flows freeze at ``weight *`` their lowest level.
 
 The resource of globally lowest level always qualifies (or one of its flows
-freezes at demand), so every round makes progress; rounds are bounded by the
-depth of the chain of resources that limit one another, not by the number
-of distinct levels.  Each round is a handful of ``np.bincount`` and
-``np.minimum.reduceat`` passes over the triplets of the unfrozen flows, and
-frozen flows' triplets are dropped.  Zero-capacity resources freeze their
-flows at 0; flows crossing no finite resource get their demand.
+freezes at demand), so every round makes progress.  Where bottlenecks do
+not limit one another, a few rounds settle thousands of them; each round is
+a handful of ``np.bincount`` and ``np.minimum.reduceat`` passes over the
+triplets of the unfrozen flows, and frozen flows' triplets are dropped.
+Where resources are densely coupled (every one shares flows with the
+others) and saturate at many distinct levels, rounds settle one level each;
+the function then switches to rounds that cost O(resources) plus the
+triplets of the flows they freeze (resources indexed once by a sort).
+Zero-capacity resources freeze their flows at 0; flows crossing no finite
+resource get their demand.
 
 Sources: progressive filling and the bottleneck characterisation of max-min
 fairness, D. Bertsekas, R. Gallager, *Data Networks*, 2nd ed., 1992,
