@@ -37,8 +37,8 @@ simulated datacenter fleet ('pspsim run'), from cost parameters with sources
 and decrypts pcap files exactly as the public PSP reference implementation
 (google/psp) does, 'pspsim esp' does ESP as Linux and Wireshark read it."""
 
-#: Sixteen or more hex digits in a row (separators allowed): what a key looks like; never echoed.
-_KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?[0-9A-Fa-f](?:[\s:_-]?[0-9A-Fa-f]){15,}(?![0-9A-Za-z])")
+#: Fifteen or more hex digits in pairs (separators allowed between pairs): what a key looks like; never echoed.
+_KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?(?:[0-9A-Fa-f]{2}[\s:_-]?){7,}[0-9A-Fa-f]{1,2}(?![0-9A-Za-z])")
 
 
 class Terminated(KeyboardInterrupt):
