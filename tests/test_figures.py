@@ -161,3 +161,5 @@ def test_current_column_names_are_drawn():
     titles = [ax.get_title(loc="left") for ax in comparison_figure(ts).axes]
     assert any(t.startswith("handshakes") for t in titles) and any(t.startswith("rekeys") for t in titles)
     assert any("stale" in t for t in titles) and any("rotations" in t for t in titles)
+    stale = next(ax for ax in comparison_figure(ts).axes if "stale" in ax.get_title(loc="left"))
+    assert [t.get_text() for t in stale.texts] == ["none in this run"]  # all zero: said, not an empty axis

@@ -85,6 +85,10 @@ def comparison_figure(timeseries: pd.DataFrame) -> Figure:
             if scale == "symlog":
                 ax.set_yscale("symlog", linthresh=1)
             ax.set_ylim(bottom=0)
+            if not (timeseries[column].fillna(0) != 0).any():  # say so rather than draw an empty axis
+                ax.set_ylim(0, 1)
+                ax.text(0.5, 0.5, "none in this run", transform=ax.transAxes, ha="center", va="center",
+                        color="#666666")
             ax.tick_params(labelbottom=True)
             if i >= len(panels) - 2 and not show_rotations:
                 ax.set_xlabel(f"simulated time ({unit_x})")
