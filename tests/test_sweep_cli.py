@@ -90,6 +90,20 @@ def test_sweep_refuses_a_non_empty_folder_without_resume(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
+def _live_processes(group: int) -> list[int]:
+    """Processes of process group ``group`` that are not zombies (Linux /proc)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_sigkill_then_resume_gives_the_same_folder(tmp_path):
     path = tiny(tmp_path, duration="30min", hosts_per_rack=4, connections=60, replications=2)  # 12 runs
     reference = tmp_path / "reference"
@@ -103,6 +117,10 @@ def test_sigkill_then_resume_gives_the_same_folder(tmp_path):
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # the sweep's own process, mid-way
         proc.wait()
+        deadline = time.time() + 20
+        while _live_processes(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _live_processes(proc.pid), "worker processes outlived the killed sweep"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # its worker processes, if any outlived it
