@@ -1,7 +1,7 @@
 """Entry point of the ``pspsim`` command.
 
 Exit status: 0 success; 1 the command ran but some packets failed (for
-example a decrypt that dropped packets); 2 bad input (usage, unreadable or
+example a decrypt that dropped packets) or some sweep runs failed; 2 bad input (usage, unreadable or
 malformed files), reported as one line on standard error.
 """
 
