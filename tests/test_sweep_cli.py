@@ -179,7 +179,7 @@ def test_readme_sweep_example_runs_as_written(tmp_path, monkeypatch, capsys):
     shell = [body for lang, body in blocks if lang == "sh"][0]
     python = [body for lang, body in blocks if lang == "python" and "run_sweep" in body and "jobqueue" not in body][0]
     # the sweep file the README shows is the one shipped
-    shipped = (ROOT / "experiments" / "fan-out.toml").read_text()
+    shipped = (ROOT / "experiments" / "fan-out" / "sweep.toml").read_text()
     assert toml[0] in shipped
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "experiments", work / "experiments")
