@@ -121,16 +121,16 @@ def test_each_run_equals_run_one_on_the_point_scenario(tmp_path):
 
 def test_a_failing_point_is_recorded_and_the_others_complete(tmp_path):
     # a NIC that accepts no commands: the scenario is valid, the model refuses to run it
-    spec = {"replications": 2, "grid": {"costs.overrides.nic.command_rate": [100000, 0]}}
+    spec = {"replications": 2, "grid": {"costs.overrides.nic.cmd_psp_gen_spi_s": [5e-6, 0]}}
     sweep = tiny_sweep(spec)
-    with pytest.raises(ValueError, match="command rate must be positive"):
+    with pytest.raises(ValueError, match="positive service time"):
         run_one(sweep.points[1].scenario, sweep.points[1].params, 0, "psp")
     with process_pool(2) as pool:
         results = run_sweep(sweep, tmp_path / "out", executor=pool)
     failures = pd.read_csv(tmp_path / "out" / "failures.csv")
     assert failures[["point", "replication", "variant"]].values.tolist() == [
         [1, 0, "psp"], [1, 0, "ipsec-sw"], [1, 1, "psp"], [1, 1, "ipsec-sw"]]
-    assert set(failures["error"]) == {"ValueError: command rate must be positive"}
+    assert set(failures["error"]) == {"ValueError: every command type needs a positive service time"}
     assert len(results.runs) == 4 and set(results.runs["point"]) == {0}
     assert results.summary["point"].tolist() == [0, 0] and results.summary["replications"].tolist() == [2, 2]
 

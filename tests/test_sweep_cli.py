@@ -151,7 +151,7 @@ def test_dask_local_from_the_command_line_and_report(tmp_path, capsys):
 
 
 def test_a_failed_run_sets_exit_status_1(tmp_path, capsys):
-    text = tiny(tmp_path).read_text().replace('[sweep.grid]', '[sweep.grid]\n"costs.overrides.nic.command_rate" = [0]')
+    text = tiny(tmp_path).read_text().replace('[sweep.grid]', '[sweep.grid]\n"costs.overrides.nic.cmd_psp_gen_spi_s" = [0]')
     assert main(["sweep", str(write(tmp_path, text)), "-o", str(tmp_path / "out"), "-j", "1", "-q"]) == 1
     assert "12 of 12 runs failed" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 12

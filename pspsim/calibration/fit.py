@@ -19,7 +19,9 @@ using the ones before.
   jackknife (leave one point out).  T0 is the throughput at the fewest
   entries; the NIC engine's packet rate is set so that the model reaches T0.
 * Command latency: median of the samples (standard error of a median,
-  1.2533 sigma / sqrt(n)); command rate: the highest rate measured.
+  1.2533 sigma / sqrt(n)); command service time: per operation measured,
+  1 / (highest rate x commands per operation) for the command type the
+  operation issues (``OPERATIONS`` in :mod:`pspsim.calibration.measurements`).
 
 Parameters the measurements do not constrain keep the base set's values
 and are listed as such.
@@ -28,13 +30,16 @@ and are listed as such.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from pspsim.calibration.measurements import Measurements, TrafficRun
+from pspsim.calibration.identify import status
+from pspsim.calibration.measurements import OPERATIONS, Measurements, TrafficRun
 from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
+from pspsim.files import write_text
 from pspsim.model.variants import make_variant
 from pspsim.scenario import KeysConfig
 
@@ -169,22 +174,26 @@ def _cache(meas: Measurements) -> list[Estimate]:
     predicted = t0 / (1 + np.clip(1 - cache / entries, 0, None) * k)
     rms = float(np.sqrt(np.mean(((predicted - gbps) / gbps) ** 2)))
     basis = f"state-scaling sweep, {n} points"
-    return [Estimate("nic.context_cache_entries", cache, float(stderr[0]), n, rms, basis),
-            Estimate("nic.cache_miss_cost", k, float(stderr[1]), n, rms, basis)]
+    return [Estimate("nic.ipsec_sa_cache_entries", cache, float(stderr[0]), n, rms, basis),
+            Estimate("nic.ipsec_sa_miss_cost", k, float(stderr[1]), n, rms, basis)]
 
 
 def _control(meas: Measurements) -> list[Estimate]:
     latencies = [s for _, samples, _ in meas.control_plane for s in samples]
-    rates = [r for _, _, r in meas.control_plane if r]
     out = []
     if latencies:
         n = len(latencies)
         out.append(Estimate("nic.command_latency_s", float(np.median(latencies)),
                             1.2533 * float(np.std(latencies, ddof=1 if n > 1 else 0)) / math.sqrt(n), n, 0.0,
                             f"{n} command latencies (median)"))
-    if rates:
-        out.append(Estimate("nic.command_rate", float(max(rates)), float("nan"), len(rates), 0.0,
-                            "highest measured command rate"))
+    for parameter in dict.fromkeys(p for p, _ in OPERATIONS.values()):
+        rated = [(op, rate) for op, _, rate in meas.control_plane if rate and OPERATIONS[op][0] == parameter]
+        if rated:
+            op, rate = max(rated, key=lambda item: item[1] * OPERATIONS[item[0]][1])
+            per_op = OPERATIONS[op][1]
+            out.append(Estimate(parameter, 1.0 / (rate * per_op), float("nan"), len(rated), 0.0,
+                                f"1 / highest measured {op} rate ({rate:g}/s)"
+                                + (f" / {per_op} commands per operation" if per_op > 1 else "")))
     return out
 
 
@@ -223,7 +232,7 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
             fitted.add(parameter)
     handshakes = [r for r in meas.runs if r.connections_per_s > 0 and r.rekeys_per_s == 0]
     if handshakes:
-        found = _slope(handshakes, costs, "host.tls_full_handshake_cycles", estimates)
+        found = _slope(handshakes, costs, "host.tls_full_handshake_server_cycles", estimates)
         if found:
             adopt([found])
     rekey_runs = [r for r in meas.runs if r.rekeys_per_s > 0 and r.variant in REKEY_PARAMETER]
@@ -235,12 +244,12 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     cache = _cache(meas)
     adopt(cache)
     if cache:  # the engine's packet rate that makes the model reach T0 with no misses
-        variant = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
+        engine = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
         t0 = cache_fit(np.array([p.entries for p in meas.state_scaling]),
                        np.array([p.gbps for p in meas.state_scaling]))[2]
-        pps = t0 * 1e9 / 8 / variant.mss  # full-size packets carrying T0 of payload
+        pps = t0 * 1e9 / 8 / engine.mss  # full-size packets carrying T0 of payload
         adopt([Estimate("nic.crypto_pps", pps, float("nan"), len(meas.state_scaling), 0.0,
-                        f"throughput before the cache cliff ({t0:g} Gb/s) over {variant.name} packets")])
+                        f"throughput before the cache cliff ({t0:g} Gb/s) over {engine.name} packets")])
     adopt(_control(meas))
     adopt([Estimate("host.clock_hz", meas.clock_hz, 0.0, 1, 0.0, "platform.clock_ghz")])
     if meas.mtu != base.parameters["net.mtu_bytes"].value:
@@ -249,8 +258,10 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     for e in estimates:
         old = params[e.parameter]
         uncertainty = "" if math.isnan(e.stderr) else f" ± {e.stderr:.4g}"
+        flag = {"weak": "; WEAK: standard error above a third of the value",
+                "no error estimate": "; no error estimate"}.get(status(e.parameter, e.value, e.stderr), "")
         params[e.parameter] = Parameter(e.parameter, e.value, old.unit, "measured",
-                                        f"calibrated from {meas.folder.name}: {e.basis}{uncertainty}")
+                                        f"calibrated from {meas.folder.name}: {e.basis}{flag}{uncertainty}")
     unconstrained = sorted(set(base.parameters) - {e.parameter for e in estimates})
     not_fitted = []
     if meas.loss_runs:
@@ -274,42 +285,67 @@ def write_parameter_set(params: ParameterSet, path) -> None:
     for p in params.parameters.values():
         lines += [f'[param."{p.name}"]', f"value = {p.value!r}", f"unit = {quote(p.unit)}",
                   f"kind = {quote(p.kind)}", f"source = {quote(p.source)}", ""]
-    from pspsim.figures import write_text
-
     write_text("\n".join(lines), path)
 
 
 def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
     """Every measured configuration re-run through the simulator's data plane:
-    predicted against measured, with the relative error."""
-    from pspsim.model.dataplane import HostRates, window_costs
+    predicted against measured, with the relative error, and the prediction's
+    standard error propagated from the parameters' (``predicted_stderr``:
+    first order, each parameter moved by its standard error, independent)."""
+    table = _predict(meas, params)
+    variance = np.zeros(len(table))
+    for name, stderr in parameter_stderrs(params).items():
+        moved = _predict(meas, params.with_overrides({name: params.parameters[name].value + stderr}))
+        variance += (moved["predicted"].to_numpy() - table["predicted"].to_numpy()) ** 2
+    table.insert(table.columns.get_loc("predicted") + 1, "predicted_stderr", np.sqrt(variance))
+    return table
+
+
+_STDERR = re.compile(r" ± ([0-9.eE+-]+)$")
+
+
+def parameter_stderrs(params: ParameterSet) -> dict[str, float]:
+    """The standard errors a calibrated set carries (written by :func:`calibrate` as ``... ± SE`` in the source)."""
+    found = {}
+    for name, p in params.parameters.items():
+        match = _STDERR.search(p.source)
+        if match and float(match.group(1)) > 0:
+            found[name] = float(match.group(1))
+    return found
+
+
+def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
+    """Every measured configuration through the fleet model's own pricing functions
+    (:mod:`pspsim.model.dataplane`) for one host: CPU from its packets, bytes, records and
+    handshakes; throughput against NIC state from the crypto engine with context-cache misses.
+    The state-scaling sweep is XDP forwarding: one SA lookup per packet (no TSO bursts), keys
+    used uniformly, so the miss ratio is ``1 - C/N`` (Che's approximation for equal rates)."""
+    from pspsim.model.dataplane import engine_load, host_cycles, wire_bytes
 
     costs = params.costs()
     rows = []
     for run in meas.runs:
         variant = make_variant(run.variant, costs, KeysConfig())
-        rates = HostRates.zeros(1)
-        rates.tx_bytes[:] = run.bytes_per_s
-        rates.tx_packets[:] = run.packets_per_s
-        rates.tx_records[:] = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
-        handshake = np.array([run.connections_per_s * variant.handshake_cycles()])
-        result = window_costs(variant, costs, rates, np.zeros(1), handshake, np.zeros(1), np.zeros(1, dtype=int),
-                              1e15, 1.0, 1)
-        predicted = float(result["cores_total"][0])
+        records = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
+        stack, crypto = host_cycles(variant, costs, np.float64(run.packets_per_s), np.float64(run.bytes_per_s),
+                                    np.float64(records))
+        cycles = float(stack + crypto) + run.connections_per_s * variant.handshake_cycles() \
+            + run.rekeys_per_s * variant.rekey_cycles()
+        predicted = cycles / costs.host_clock_hz
         measured = run.cycles_per_s / costs.host_clock_hz
         rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
-                     "measured": measured, "predicted": predicted, "relative_error": predicted / measured - 1,
-                     "source": run.source})
+                     "group": run.group, "measured": measured, "predicted": predicted,
+                     "relative_error": predicted / measured - 1, "source": run.source})
     for point in meas.state_scaling:
         variant = make_variant(point.variant, costs, KeysConfig())
-        rates = HostRates.zeros(1)
-        line = costs.nic_line_rate_bps / 8
-        rates.tx_bytes[:] = line
-        rates.tx_packets[:] = line / variant.mss
-        result = window_costs(variant, costs, rates, np.array([point.entries]), np.zeros(1), np.zeros(1),
-                              np.zeros(1, dtype=int), 1e15, 1.0, 1)
-        predicted = float(result["achieved_bps"][0]) / 1e9
+        cache, miss_cost = variant.context_cache(costs)
+        payload = costs.nic_line_rate_bps / 8
+        packets = payload / variant.mss
+        miss = max(0.0, 1 - cache / point.entries) if cache else 0.0
+        load = engine_load(costs, packets, packets, wire_bytes(variant, payload, packets, 0.0), miss, miss_cost)
+        predicted = payload * 8 / max(float(load), 1.0) / 1e9
         rows.append({"kind": "state", "variant": point.variant, "configuration": f"{point.entries:g} entries",
-                     "metric": "gbps", "measured": point.gbps, "predicted": predicted,
+                     "metric": "gbps", "group": point.group, "measured": point.gbps, "predicted": predicted,
                      "relative_error": predicted / point.gbps - 1, "source": point.source})
     return pd.DataFrame(rows)

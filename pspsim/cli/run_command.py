@@ -9,17 +9,26 @@ from pathlib import Path
 
 from pspsim.cli.sweep_command import positive_int
 from pspsim.study.executors import open_executor
+from pspsim.cli.common import UserError
+from pspsim.cli.outputs import check_writable_folder, inside
+from pspsim.costs.params import SETS_DIR
+from pspsim.scenario import Scenario, load_scenario
+from pspsim.study import budget
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
-from pspsim.scenario import load_scenario
 
 HELP = """\
 Simulate the fleet, workload and key management that SCENARIO.toml
 describes, once per protocol variant (and replication), and write
 timeseries.parquet, summary.parquet, manifest.json and comparison.png to
 DIR (default: results/<scenario name>); an earlier results folder there is
-replaced, any other folder is refused.  The scenario is validated first:
-an unknown key, a wrong type or an impossible value is reported as one line
-naming the field, with exit status 2 and nothing written."""
+replaced as a whole (the new results are written beside it and swapped in
+at the end; a run that fails or is interrupted leaves the earlier results
+as they were), any other folder is refused.  The scenario is validated
+first: an unknown key, a wrong type or an impossible value is reported as
+one line naming the field, with exit status 2 and nothing written.  A run
+estimated to need more memory than this machine has, or more than
+{hours:g} hours, is refused in one line naming the setting to change;
+--force runs it anyway.""".format(hours=budget.MAX_HOURS)
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -40,23 +49,53 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
                         help="run variants and replications in N worker processes (default 1); same results")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the output folder")
+    add_force(parser)
     parser.set_defaults(handler=run_command)
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="run even when the estimate says the run needs more memory or time than this machine has")
+
+
+def check_budget(scenario: Scenario, force: bool, packets: bool = False) -> None:
+    """Refuse (one line) a run that cannot fit this machine, unless ``force``."""
+    if not force:
+        budget.check_budget(scenario, packets=packets)
+
+
+def scenario_inputs(path: Path, scenario: Scenario) -> list[Path]:
+    """The files a scenario reads: itself and its parameter-set file, if a path."""
+    inputs = [path]
+    named = Path(scenario.costs.parameter_set)
+    inputs.append(named if named.suffix else SETS_DIR / f"{named}.toml")
+    return inputs
 
 
 def run_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     out = args.output or Path("results") / scenario.run.name
     check_results_folder(out)  # before any work
+    for source in scenario_inputs(args.scenario, scenario):
+        if out.exists() and inside(source, out):
+            raise UserError(f"{out}: replacing it would delete the input {source}")
+    check_writable_folder(out.parent, out)
+    if args.pcap is not None and not 0 <= args.pcap < scenario.fleet.hosts:
+        raise UserError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+    from pspsim.study.runner import resolve_parameters
+
+    params = resolve_parameters(scenario)  # a bad parameter set fails here, before any work
+    check_budget(scenario, args.force, packets=args.pcap is not None)
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
     with open_executor(args.jobs) as executor:
         parallel = None if args.jobs == 1 else executor
         if args.pcap is None:
-            results = run_scenario(scenario, progress=progress, executor=parallel)
+            results = run_scenario(scenario, params, progress=progress, executor=parallel)
             write_results(results, out, figure=not args.no_figure)
         else:
             with tempfile.TemporaryDirectory() as captures:
-                results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures,
-                                       executor=parallel)
+                results = run_scenario(scenario, params, progress=progress, capture_host=args.pcap,
+                                       capture_dir=captures, executor=parallel)
                 write_results(results, out, figure=not args.no_figure, captures=captures)
     if not args.quiet:
         import pandas as pd

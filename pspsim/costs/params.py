@@ -11,6 +11,7 @@ the model does not know, is refused when it is loaded.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,15 @@ class Costs:
     host_tls_user_copy_cycles_per_byte: float
     host_ktls_sw_copy_cycles_per_byte: float
     host_offload_driver_cycles_per_packet: float
-    host_tls_full_handshake_cycles: float
-    host_tls_resumed_handshake_cycles: float
+    host_tls_full_handshake_client_cycles: float
+    host_tls_full_handshake_server_cycles: float
+    host_tls_resumed_handshake_client_cycles: float
+    host_tls_resumed_handshake_server_cycles: float
     host_tls_resumption_ratio: float
     host_tls_key_update_cycles: float
-    host_ike_sa_setup_cycles: float
+    host_ike_sa_setup_initiator_cycles: float
+    host_ike_sa_setup_responder_cycles: float
+    host_ike_sa_rekey_cycles: float
     host_ike_child_rekey_cycles_pfs: float
     host_ike_child_rekey_cycles: float
     host_psp_key_exchange_cycles: float
@@ -62,33 +67,54 @@ class Costs:
     nic_line_rate_bps: float
     nic_crypto_bps: float
     nic_crypto_pps: float
-    nic_context_cache_entries: float
-    nic_cache_miss_cost: float
+    nic_ipsec_sa_cache_entries: float
+    nic_ipsec_sa_miss_cost: float
+    nic_psp_tx_key_cache_entries: float
+    nic_psp_tx_key_miss_cost: float
+    nic_ktls_context_cache_entries: float
+    nic_ktls_context_miss_cost: float
+    nic_cache_miss_latency_s: float
     nic_psp_tx_key_capacity: float
     nic_ipsec_sa_capacity: float
-    nic_ktls_context_capacity: float
+    nic_ktls_tx_context_capacity: float
+    nic_ktls_rx_context_capacity: float
     nic_ipsec_sa_bytes: float
     nic_psp_tx_key_bytes: float
     nic_ktls_context_bytes: float
     nic_psp_device_key_bytes: float
-    nic_command_rate: float
+    nic_psp_descriptor_key_bytes: float
+    nic_cmd_psp_gen_spi_s: float
+    nic_cmd_psp_rotate_key_s: float
+    nic_cmd_psp_tx_key_create_s: float
+    nic_cmd_psp_tx_key_destroy_s: float
+    nic_cmd_ipsec_sa_add_s: float
+    nic_cmd_ipsec_sa_delete_s: float
+    nic_cmd_ktls_context_create_s: float
+    nic_cmd_ktls_context_destroy_s: float
     nic_command_latency_s: float
     nic_crypto_latency_s: float
     net_mtu_bytes: float
     net_tls_record_bytes: float
+    net_tso_max_bytes: float
 
     @property
-    def handshake_cycles(self) -> float:
-        """Mean TLS handshake cost given the resumption ratio."""
+    def tls_handshake_client_cycles(self) -> float:
+        """Mean TLS handshake cost of the client end, weighted by the resumption ratio."""
         r = self.host_tls_resumption_ratio
-        return (1 - r) * self.host_tls_full_handshake_cycles + r * self.host_tls_resumed_handshake_cycles
+        return (1 - r) * self.host_tls_full_handshake_client_cycles + r * self.host_tls_resumed_handshake_client_cycles
+
+    @property
+    def tls_handshake_server_cycles(self) -> float:
+        """Mean TLS handshake cost of the server end, weighted by the resumption ratio."""
+        r = self.host_tls_resumption_ratio
+        return (1 - r) * self.host_tls_full_handshake_server_cycles + r * self.host_tls_resumed_handshake_server_cycles
 
 
 PARAMETER_NAMES = tuple(f.name.replace("_", ".", 1) for f in dataclasses.fields(Costs))
 
 
 def field_name(parameter: str) -> str:
-    """The :class:`Costs` field of a parameter name ("nic.command_rate" -> "nic_command_rate")."""
+    """The :class:`Costs` field of a parameter name ("nic.command_latency_s" -> "nic_command_latency_s")."""
     return parameter.replace(".", "_", 1)
 
 
@@ -107,7 +133,8 @@ class ParameterSet:
         for name, value in overrides.items():
             if name not in params:
                 raise ConfigError(f"unknown cost parameter {name!r}; see 'pspsim params show'")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
                 raise ConfigError(f"cost parameter {name!r} must be a non-negative number, got {value!r}")
             old = params[name]
             params[name] = Parameter(name, float(value), old.unit, "override", "scenario override")
@@ -123,22 +150,41 @@ def load_parameter_set(name_or_path: str | Path = DEFAULT_SET) -> ParameterSet:
     if not path.suffix:
         path = SETS_DIR / f"{name_or_path}.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > 16 << 20):
+            raise ConfigError(f"{path}: not a parameter set file (a regular file of at most 16 MiB)")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in SETS_DIR.glob("*.toml")))
         raise ConfigError(f"no parameter set {str(name_or_path)!r} (shipped: {shipped})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a parameter set file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a parameter set is TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     table = data.get("param", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'param' must be tables [param.\"group.name\"]")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"{path}: {key} must be a string")
     params = {}
     for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: param {name!r} must be a table with value, unit, kind and source")
         missing = {"value", "unit", "kind", "source"} - set(entry)
         if missing:
             raise ConfigError(f"{path}: param {name!r} lacks {', '.join(sorted(missing))}")
         if entry["kind"] not in KINDS:
             raise ConfigError(f"{path}: param {name!r}: kind must be one of {', '.join(KINDS)}")
-        if isinstance(entry["value"], bool) or not isinstance(entry["value"], (int, float)):
-            raise ConfigError(f"{path}: param {name!r}: value must be a number")
+        if isinstance(entry["value"], bool) or not isinstance(entry["value"], (int, float)) \
+                or not math.isfinite(entry["value"]):
+            raise ConfigError(f"{path}: param {name!r}: value must be a finite number")
+        for key in ("unit", "source"):
+            if not isinstance(entry[key], str):
+                raise ConfigError(f"{path}: param {name!r}: {key} must be a string")
         params[name] = Parameter(name, float(entry["value"]), entry["unit"], entry["kind"], entry["source"])
     unknown = set(params) - set(PARAMETER_NAMES)
     absent = set(PARAMETER_NAMES) - set(params)

@@ -176,7 +176,7 @@ def _check_field(name: Any, where: str) -> None:
             raise ConfigError(f"{where}: {name!r} is not a scenario field ({part!r} unknown)")
         if typing.get_origin(info.annotation) is dict:  # costs.overrides: the rest is the key
             if i == len(parts) - 1:
-                raise ConfigError(f"{where}: {name!r}: name the entry, e.g. {name}.nic.command_rate")
+                raise ConfigError(f"{where}: {name!r}: name the entry, e.g. {name}.nic.cmd_psp_gen_spi_s")
             return
         inner = info.annotation
         if isinstance(inner, type) and issubclass(inner, BaseModel) and i < len(parts) - 1:
