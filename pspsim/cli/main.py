@@ -2,10 +2,11 @@
 
 Exit status: 0 success; 1 the command ran but some packets failed (for
 example a decrypt that dropped packets, or packets left out because the IV
-or sequence space ran out); 2 bad input (usage, unreadable or malformed
-files, outputs that cannot be written), reported as one line on standard
-error that starts ``pspsim: error:`` and never repeats a key; 130 and 143
-interrupted by SIGINT or SIGTERM (one line, nothing half-written).
+or sequence space ran out, or some sweep runs failed); 2 bad input (usage,
+unreadable or malformed files, outputs that cannot be written), reported as
+one line on standard error that starts ``pspsim: error:`` and never repeats
+a key; 130 and 143 interrupted by SIGINT or SIGTERM (one line, nothing
+half-written).
 """
 
 from __future__ import annotations
