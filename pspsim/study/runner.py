@@ -25,12 +25,11 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Iterable
-from concurrent.futures import Executor
-from typing import Callable
 
 import numpy as np
 import pandas as pd
