@@ -32,7 +32,8 @@ BASE = {
 }
 TINY = copy.deepcopy(BASE) | {"run": BASE["run"] | {"duration": "10min"},
                               "fleet": {"racks": 2, "hosts_per_rack": 3},
-                              "workload": BASE["workload"] | {"connections_per_host": {"mean": 10}, "peers_per_host": 2}}
+                              "workload": BASE["workload"] | {"connections_per_host": {"mean": 10},
+                                                              "peers_per_host": 2}}
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -151,14 +151,16 @@ def test_dask_local_from_the_command_line_and_report(tmp_path, capsys):
 
 
 def test_a_failed_run_sets_exit_status_1(tmp_path, capsys):
-    text = tiny(tmp_path).read_text().replace('[sweep.grid]', '[sweep.grid]\n"costs.overrides.nic.cmd_psp_gen_spi_s" = [0]')
+    text = tiny(tmp_path).read_text().replace("[sweep.grid]",
+                                              '[sweep.grid]\n"costs.overrides.nic.cmd_psp_gen_spi_s" = [0]')
     assert main(["sweep", str(write(tmp_path, text)), "-o", str(tmp_path / "out"), "-j", "1", "-q"]) == 1
     assert "12 of 12 runs failed" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 12
 
 
 def test_run_in_parallel_gives_the_serial_bytes(tmp_path):
-    text = tiny(tmp_path).read_text().split("[sweep]")[0].replace('window = "2min"', 'window = "2min"\nreplications = 2')
+    text = tiny(tmp_path).read_text().split("[sweep]")[0]
+    text = text.replace('window = "2min"', 'window = "2min"\nreplications = 2')
     path = write(tmp_path, text, "run.toml")
     assert main(["run", "-q", "--no-figure", str(path), "-o", str(tmp_path / "a")]) == 0
     assert main(["run", "-q", "--no-figure", "-j", "2", str(path), "-o", str(tmp_path / "b")]) == 0

@@ -11,15 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pspsim.cli.sweep_command import positive_int
-from pspsim.study.executors import open_executor
 from pspsim.cli.common import UserError
 from pspsim.cli.outputs import check_writable_folder, inside
+from pspsim.cli.sweep_command import positive_int
 from pspsim.costs.params import SETS_DIR
 from pspsim.scenario import Scenario, load_scenario
 from pspsim.study import budget
+from pspsim.study.executors import open_executor
 from pspsim.wire.errors import ConfigError
-
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 
 HELP = """\

@@ -183,7 +183,8 @@ def _check_field(name: Any, where: str) -> None:
             model = inner
         elif i < len(parts) - 1:
             raise ConfigError(f"{where}: {name!r} is not a scenario field ({part!r} has no fields)")
-    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel) and info.annotation is not _DISTRIBUTION:
+    table = isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    if table and info.annotation is not _DISTRIBUTION:
         raise ConfigError(f"{where}: {name!r} is a table; sweep one of its fields")
 
 
