@@ -169,7 +169,7 @@ def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str,
         raise ConfigError(f"--pcap host {host} is not in the fleet (0..{scenario.fleet.hosts - 1})")
     if scenario.packets.hosts is None:
         scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
-    tier = PacketTier(scenario, name, costs, workload, np.random.default_rng(seq.spawn(1)[0]),
+    tier = PacketTier(scenario, name, costs, workload, RandomStreams.from_sequence(seq).packets,
                       capture_host=host, capture_dir=str(directory))
     return result_row(tier.run())
 
