@@ -47,7 +47,7 @@ def test_run_writes_tables_manifest_and_figure(tmp_path, capsys):
     assert len(ts) == 4 * 10 and {"scenario", "variant", "replication", "seed"} <= set(ts.columns)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 1 and manifest["scenario"]["run"]["name"] == "small"
-    assert manifest["parameters"]["values"]["nic.command_rate"] == 100000
+    assert manifest["parameters"]["values"]["nic.cmd_ktls_context_create_s"] == 4.95e-6
     assert "wall_time_s" in manifest and "numpy" in manifest["versions"]
     assert "cores_per_100gbps" in capsys.readouterr().out
 
@@ -117,7 +117,7 @@ def test_missing_scenario_file():
 def test_params_show(capsys):
     assert main(["params", "show"]) == 0
     out = capsys.readouterr().out
-    assert "cx7-x86-2026" in out and "nic.context_cache_entries" in out and "fastSwan" in out
+    assert "cx7-x86-2026" in out and "nic.ipsec_sa_cache_entries" in out and "fastSwan" in out
     assert main(["params", "show", "--kind", "assumed", "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "name,value,unit,kind,source" and all(",assumed," in line for line in lines[1:])

@@ -103,8 +103,8 @@ def test_cache_miss_penalty_appears_past_the_cache_size():
     sc = scenario(keys={"ipsec_sa_granularity": "connection"},
                   workload={"connections_per_host": {"kind": "fixed", "mean": 300}})
     low_engine = {"nic.crypto_pps": 1e5}
-    _, small, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.context_cache_entries": 100})
-    _, large, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.context_cache_entries": 1e6})
+    _, small, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.ipsec_sa_cache_entries": 100})
+    _, large, _ = simulate(sc, "ipsec-packet-offload", low_engine | {"nic.ipsec_sa_cache_entries": 1e6})
     small, large = _rows(small), _rows(large)
     assert small["cache_miss_ratio_max"].min() > 0.5 and large["cache_miss_ratio_max"].max() == 0
     assert small["achieved_gbps"].mean() < 0.8 * large["achieved_gbps"].mean()
@@ -113,14 +113,14 @@ def test_cache_miss_penalty_appears_past_the_cache_size():
 
 def test_psp_receive_never_misses_the_cache():
     sc = scenario(keys={"psp_tx_key_placement": "descriptor"})
-    _, run, _ = simulate(sc, "psp", {"nic.context_cache_entries": 1})
+    _, run, _ = simulate(sc, "psp", {"nic.ipsec_sa_cache_entries": 1, "nic.psp_tx_key_cache_entries": 1})
     assert _rows(run)["cache_miss_ratio_max"].max() == 0
 
 
 def test_command_queue_shows_rekey_storms():
     calm = scenario(keys={"psp_rotation_period": "10min", "psp_rekey_spread": "5min"})
     storm = scenario(keys={"psp_rotation_period": "10min", "psp_rekey_spread": 0})
-    slow = {"nic.command_rate": 200}
+    slow = {"nic.cmd_psp_gen_spi_s": 1 / 200, "nic.cmd_psp_tx_key_create_s": 1 / 200}
     _, a, _ = simulate(calm, "psp", slow)
     _, b, _ = simulate(storm, "psp", slow)
     assert _rows(b)["command_delay_p99_us"].max() > 5 * _rows(a)["command_delay_p99_us"].max()

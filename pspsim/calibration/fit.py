@@ -19,7 +19,9 @@ using the ones before.
   jackknife (leave one point out).  T0 is the throughput at the fewest
   entries; the NIC engine's packet rate is set so that the model reaches T0.
 * Command latency: median of the samples (standard error of a median,
-  1.2533 sigma / sqrt(n)); command rate: the highest rate measured.
+  1.2533 sigma / sqrt(n)); command service time: per operation measured,
+  1 / (highest rate x commands per operation) for the command type the
+  operation issues (``OPERATIONS`` in :mod:`pspsim.calibration.measurements`).
 
 Parameters the measurements do not constrain keep the base set's values
 and are listed as such.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from pspsim.calibration.measurements import Measurements, TrafficRun
+from pspsim.calibration.measurements import OPERATIONS, Measurements, TrafficRun
 from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
 from pspsim.model.variants import make_variant
 from pspsim.scenario import KeysConfig
@@ -169,22 +171,26 @@ def _cache(meas: Measurements) -> list[Estimate]:
     predicted = t0 / (1 + np.clip(1 - cache / entries, 0, None) * k)
     rms = float(np.sqrt(np.mean(((predicted - gbps) / gbps) ** 2)))
     basis = f"state-scaling sweep, {n} points"
-    return [Estimate("nic.context_cache_entries", cache, float(stderr[0]), n, rms, basis),
-            Estimate("nic.cache_miss_cost", k, float(stderr[1]), n, rms, basis)]
+    return [Estimate("nic.ipsec_sa_cache_entries", cache, float(stderr[0]), n, rms, basis),
+            Estimate("nic.ipsec_sa_miss_cost", k, float(stderr[1]), n, rms, basis)]
 
 
 def _control(meas: Measurements) -> list[Estimate]:
     latencies = [s for _, samples, _ in meas.control_plane for s in samples]
-    rates = [r for _, _, r in meas.control_plane if r]
     out = []
     if latencies:
         n = len(latencies)
         out.append(Estimate("nic.command_latency_s", float(np.median(latencies)),
                             1.2533 * float(np.std(latencies, ddof=1 if n > 1 else 0)) / math.sqrt(n), n, 0.0,
                             f"{n} command latencies (median)"))
-    if rates:
-        out.append(Estimate("nic.command_rate", float(max(rates)), float("nan"), len(rates), 0.0,
-                            "highest measured command rate"))
+    for parameter in dict.fromkeys(p for p, _ in OPERATIONS.values()):
+        rated = [(op, rate) for op, _, rate in meas.control_plane if rate and OPERATIONS[op][0] == parameter]
+        if rated:
+            op, rate = max(rated, key=lambda item: item[1] * OPERATIONS[item[0]][1])
+            per_op = OPERATIONS[op][1]
+            out.append(Estimate(parameter, 1.0 / (rate * per_op), float("nan"), len(rated), 0.0,
+                                f"1 / highest measured {op} rate ({rate:g}/s)"
+                                + (f" / {per_op} commands per operation" if per_op > 1 else "")))
     return out
 
 
@@ -223,7 +229,7 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
             fitted.add(parameter)
     handshakes = [r for r in meas.runs if r.connections_per_s > 0 and r.rekeys_per_s == 0]
     if handshakes:
-        found = _slope(handshakes, costs, "host.tls_full_handshake_cycles", estimates)
+        found = _slope(handshakes, costs, "host.tls_full_handshake_server_cycles", estimates)
         if found:
             adopt([found])
     rekey_runs = [r for r in meas.runs if r.rekeys_per_s > 0 and r.variant in REKEY_PARAMETER]

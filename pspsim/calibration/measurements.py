@@ -35,8 +35,13 @@ published figures) or point at the tools' own outputs, parsed by
     variant = "ipsec-packet-offload"; entries = 2000; gbps = 190.5
 
     [[control_plane]]               # NIC firmware commands (ip xfrm state add ... offload, PSP rx-assoc, ...)
-    operation = "ipsec_sa_install"; latency_us = [12.0, 15.5, 11.2]   # or file = "cp.txt", one per line
-    rate_per_s = 95000
+    operation = "ipsec_sa_add"; latency_us = [12.0, 15.5, 11.2]   # or file = "cp.txt", one per line
+    rate_per_s = 95000              # highest rate of this operation: fits its command's service time
+
+``operation`` is one of :data:`OPERATIONS`: each names the command whose
+service time a measured rate fits, and how many such commands one operation
+issues ("ktls_connection" is a connection opened and closed with kTLS
+offload, as in mlx5's connections-per-second test: a create and a destroy).
 
 The whole folder is parsed and checked before anything is returned; a
 problem is one message naming the file, line or entry and field.
@@ -62,6 +67,19 @@ from pspsim.calibration.parsers import (
 from pspsim.scenario import VARIANTS, first_error
 
 Variant = Literal[VARIANTS]  # type: ignore[valid-type]
+
+#: Control-plane operation -> (the service-time parameter its rate fits, commands of that time per operation).
+OPERATIONS: dict[str, tuple[str, int]] = {
+    "psp_rx_assoc": ("nic.cmd_psp_gen_spi_s", 1),  # MLX5_CMD_OP_PSP_GEN_SPI
+    "psp_key_rotate": ("nic.cmd_psp_rotate_key_s", 1),  # MLX5_CMD_OP_PSP_ROTATE_KEY
+    "psp_tx_assoc": ("nic.cmd_psp_tx_key_create_s", 1),  # mlx5_create_encryption_key
+    "psp_tx_key_destroy": ("nic.cmd_psp_tx_key_destroy_s", 1),
+    "ipsec_sa_add": ("nic.cmd_ipsec_sa_add_s", 1),  # ip xfrm state add ... offload
+    "ipsec_sa_delete": ("nic.cmd_ipsec_sa_delete_s", 1),
+    "ktls_context_create": ("nic.cmd_ktls_context_create_s", 1),
+    "ktls_context_destroy": ("nic.cmd_ktls_context_destroy_s", 1),
+    "ktls_connection": ("nic.cmd_ktls_context_create_s", 2),  # create + destroy, even split
+}
 
 
 class _Entry(BaseModel):
@@ -131,7 +149,7 @@ class StateEntry(_Entry):
 
 
 class ControlEntry(_Entry):
-    operation: str
+    operation: Literal[tuple(OPERATIONS)]  # type: ignore[valid-type]
     latency_us: list[float] | None = None
     file: str | None = None
     rate_per_s: float | None = Field(gt=0, default=None)

@@ -47,11 +47,15 @@ class Costs:
     host_tls_user_copy_cycles_per_byte: float
     host_ktls_sw_copy_cycles_per_byte: float
     host_offload_driver_cycles_per_packet: float
-    host_tls_full_handshake_cycles: float
-    host_tls_resumed_handshake_cycles: float
+    host_tls_full_handshake_client_cycles: float
+    host_tls_full_handshake_server_cycles: float
+    host_tls_resumed_handshake_client_cycles: float
+    host_tls_resumed_handshake_server_cycles: float
     host_tls_resumption_ratio: float
     host_tls_key_update_cycles: float
-    host_ike_sa_setup_cycles: float
+    host_ike_sa_setup_initiator_cycles: float
+    host_ike_sa_setup_responder_cycles: float
+    host_ike_sa_rekey_cycles: float
     host_ike_child_rekey_cycles_pfs: float
     host_ike_child_rekey_cycles: float
     host_psp_key_exchange_cycles: float
@@ -62,33 +66,54 @@ class Costs:
     nic_line_rate_bps: float
     nic_crypto_bps: float
     nic_crypto_pps: float
-    nic_context_cache_entries: float
-    nic_cache_miss_cost: float
+    nic_ipsec_sa_cache_entries: float
+    nic_ipsec_sa_miss_cost: float
+    nic_psp_tx_key_cache_entries: float
+    nic_psp_tx_key_miss_cost: float
+    nic_ktls_context_cache_entries: float
+    nic_ktls_context_miss_cost: float
+    nic_cache_miss_latency_s: float
     nic_psp_tx_key_capacity: float
     nic_ipsec_sa_capacity: float
-    nic_ktls_context_capacity: float
+    nic_ktls_tx_context_capacity: float
+    nic_ktls_rx_context_capacity: float
     nic_ipsec_sa_bytes: float
     nic_psp_tx_key_bytes: float
     nic_ktls_context_bytes: float
     nic_psp_device_key_bytes: float
-    nic_command_rate: float
+    nic_psp_descriptor_key_bytes: float
+    nic_cmd_psp_gen_spi_s: float
+    nic_cmd_psp_rotate_key_s: float
+    nic_cmd_psp_tx_key_create_s: float
+    nic_cmd_psp_tx_key_destroy_s: float
+    nic_cmd_ipsec_sa_add_s: float
+    nic_cmd_ipsec_sa_delete_s: float
+    nic_cmd_ktls_context_create_s: float
+    nic_cmd_ktls_context_destroy_s: float
     nic_command_latency_s: float
     nic_crypto_latency_s: float
     net_mtu_bytes: float
     net_tls_record_bytes: float
+    net_tso_max_bytes: float
 
     @property
-    def handshake_cycles(self) -> float:
-        """Mean TLS handshake cost given the resumption ratio."""
+    def tls_handshake_client_cycles(self) -> float:
+        """Mean TLS handshake cost of the client end, weighted by the resumption ratio."""
         r = self.host_tls_resumption_ratio
-        return (1 - r) * self.host_tls_full_handshake_cycles + r * self.host_tls_resumed_handshake_cycles
+        return (1 - r) * self.host_tls_full_handshake_client_cycles + r * self.host_tls_resumed_handshake_client_cycles
+
+    @property
+    def tls_handshake_server_cycles(self) -> float:
+        """Mean TLS handshake cost of the server end, weighted by the resumption ratio."""
+        r = self.host_tls_resumption_ratio
+        return (1 - r) * self.host_tls_full_handshake_server_cycles + r * self.host_tls_resumed_handshake_server_cycles
 
 
 PARAMETER_NAMES = tuple(f.name.replace("_", ".", 1) for f in dataclasses.fields(Costs))
 
 
 def field_name(parameter: str) -> str:
-    """The :class:`Costs` field of a parameter name ("nic.command_rate" -> "nic_command_rate")."""
+    """The :class:`Costs` field of a parameter name ("nic.command_latency_s" -> "nic_command_latency_s")."""
     return parameter.replace(".", "_", 1)
 
 

@@ -85,7 +85,7 @@ def window_costs(
     latency = np.zeros(hosts)
     if variant.crypto_on_nic:
         if variant.nic_table_lookups():
-            cache = costs.nic_context_cache_entries
+            cache = costs.nic_ipsec_sa_cache_entries
             miss = np.where(nic_entries > cache, 1 - cache / np.maximum(nic_entries, 1), 0.0)
         if variant.name == "psp":
             tx_miss, rx_miss = miss, np.zeros(hosts)  # RX derives keys: no lookups
@@ -93,11 +93,11 @@ def window_costs(
             tx_miss = rx_miss = miss
         pps = costs.nic_crypto_pps
         bps = costs.nic_crypto_bps
-        tx_need = np.maximum(rates.tx_packets * (1 + tx_miss * costs.nic_cache_miss_cost) / pps, tx_wire_bits / bps)
-        rx_need = np.maximum(rates.rx_packets * (1 + rx_miss * costs.nic_cache_miss_cost) / pps, rx_wire_bits / bps)
+        tx_need = np.maximum(rates.tx_packets * (1 + tx_miss * costs.nic_ipsec_sa_miss_cost) / pps, tx_wire_bits / bps)
+        rx_need = np.maximum(rates.rx_packets * (1 + rx_miss * costs.nic_ipsec_sa_miss_cost) / pps, rx_wire_bits / bps)
         engine_util = np.maximum(tx_need, rx_need)
         scale = np.minimum(scale, 1 / np.maximum(engine_util, 1))
-        latency += costs.nic_crypto_latency_s * (1 + miss * costs.nic_cache_miss_cost)
+        latency += costs.nic_crypto_latency_s + miss * costs.nic_cache_miss_latency_s
     else:
         per_packet = np.divide(crypto, packets, out=np.zeros(hosts), where=packets > 0)
         latency += per_packet / clock

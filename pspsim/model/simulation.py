@@ -62,7 +62,7 @@ class FleetSimulation:
         self.duration = scenario.run.duration
         self._per_connection_rates()
         self.rates = HostRates.zeros(self.hosts)
-        self.queues = CommandQueues(self.hosts, costs.nic_command_rate, costs.nic_command_latency_s)
+        self.queues = CommandQueues(self.hosts, 1.0 / variant.command_service_s, costs.nic_command_latency_s)
         self.end_order = np.argsort(workload.end, kind="stable")
         self.end_sorted = workload.end[self.end_order]
         self.rows: list[dict[str, float]] = []
@@ -318,10 +318,11 @@ class FleetSimulation:
                 new_ends = np.concatenate([self.sa_a[new], self.sa_b[new]])
                 handshake_cycles += np.bincount(new_ends, minlength=hosts) * v.handshake_cycles()
                 if keys.ipsec_sa_granularity == "host-pair":
-                    handshake_cycles += np.bincount(new_ends, minlength=hosts) * self.c.host_ike_sa_setup_cycles
+                    handshake_cycles += np.bincount(new_ends, minlength=hosts) * (
+                        self.c.host_ike_sa_setup_initiator_cycles + self.c.host_ike_sa_setup_responder_cycles) / 2
                 ike = active_pairs * length / keys.ipsec_ike_rekey  # fluid: expected IKE SA rekeys
                 rekeys += sa_rekeys + ike
-                rekey_cycles += sa_rekeys * v.rekey_cycles() + ike * self.c.host_ike_child_rekey_cycles_pfs
+                rekey_cycles += sa_rekeys * v.rekey_cycles() + ike * self.c.host_ike_sa_rekey_cycles
                 nic_entries = sa_pairs * v.nic_entries_per_connection
                 host_state = sa_pairs * v.host_bytes_per_connection
                 handshakes = len(new)

@@ -63,6 +63,11 @@ class Variant:
     commands_per_rekey = 0
     nic_capacity = float("inf")
 
+    @property
+    def command_service_s(self) -> float:
+        """Mean NIC command service time of the commands this variant issues (1 s when it issues none)."""
+        return 1.0
+
     def nic_table_lookups(self) -> bool:
         """Do data packets look their key up in a NIC table (and so in its cache)?"""
         return self.nic_entries_per_connection > 0
@@ -86,7 +91,7 @@ class Psp(Variant):
         return packets * self.costs.host_offload_driver_cycles_per_packet
 
     def handshake_cycles(self) -> float:  # TLS handshake, then the PSP upgrade
-        return self.costs.handshake_cycles + self.costs.host_psp_key_exchange_cycles
+        return _tls_handshake_per_end(self.costs) + self.costs.host_psp_key_exchange_cycles
 
     def rekey_cycles(self) -> float:
         return self.costs.host_psp_key_exchange_cycles
@@ -122,6 +127,13 @@ class Psp(Variant):
     @property
     def nic_capacity(self) -> float:  # type: ignore[override]
         return self.costs.nic_psp_tx_key_capacity
+
+    @property
+    def command_service_s(self) -> float:  # type: ignore[override]
+        c = self.costs
+        if self.nic_entries_per_connection:  # PSP_GEN_SPI and a TX key create per set-up
+            return (c.nic_cmd_psp_gen_spi_s + c.nic_cmd_psp_tx_key_create_s) / 2
+        return c.nic_cmd_psp_gen_spi_s
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,10 @@ class IpsecCryptoOffload(IpsecSoftware):
     def nic_capacity(self) -> float:  # type: ignore[override]
         return self.costs.nic_ipsec_sa_capacity
 
+    @property
+    def command_service_s(self) -> float:  # type: ignore[override]
+        return self.costs.nic_cmd_ipsec_sa_add_s
+
 
 @dataclass(frozen=True)
 class IpsecPacketOffload(IpsecCryptoOffload):
@@ -212,7 +228,7 @@ class TlsUser(Variant):
         return self.costs.host_tls_user_copy_cycles_per_byte
 
     def handshake_cycles(self) -> float:
-        return self.costs.handshake_cycles
+        return _tls_handshake_per_end(self.costs)
 
     def rekey_cycles(self) -> float:
         return self.handshake_cycles() if self.rekey_by_reconnect else self.costs.host_tls_key_update_cycles
@@ -264,7 +280,17 @@ class KtlsOffload(TlsUser):
 
     @property
     def nic_capacity(self) -> float:  # type: ignore[override]
-        return self.costs.nic_ktls_context_capacity
+        return self.costs.nic_ktls_tx_context_capacity
+
+    @property
+    def command_service_s(self) -> float:  # type: ignore[override]
+        return self.costs.nic_cmd_ktls_context_create_s
+
+
+def _tls_handshake_per_end(costs: Costs) -> float:
+    """Until each end is charged its own side: the mean of client and server, so that a
+    connection's two ends together cost client + server."""
+    return (costs.tls_handshake_client_cycles + costs.tls_handshake_server_cycles) / 2
 
 
 VARIANT_CLASSES: dict[str, type[Variant]] = {
