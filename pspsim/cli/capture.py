@@ -37,10 +37,19 @@ def prepare_output(path: Path, input_path: Path | None = None) -> None:
         raise UserError(f"{path.parent}: cannot create folder: {exc.strerror}") from None
 
 
+class PacketTime:
+    """The timestamp (seconds) of the packet being transformed, for transforms that need it."""
+
+    now = 0.0
+
+
 def rewrite_capture(
-    input_path: Path, output_path: Path, transform: Transform, describe: Describe, *, snaplen: int = JUMBO_FRAME
+    input_path: Path, output_path: Path, transform: Transform, describe: Describe, *, snaplen: int = JUMBO_FRAME,
+    clock: PacketTime | None = None, quiet: tuple[str, ...] = (),
 ) -> tuple[int, Counter[str]]:
-    """Apply ``transform`` to every packet; returns (packets written, tally of the rest)."""
+    """Apply ``transform`` to every packet; returns (packets written, tally of the rest).
+    ``clock.now`` holds each packet's timestamp; rejections labelled in ``quiet`` are
+    tallied without a line on standard error."""
     prepare_output(output_path, input_path)
     tally: Counter[str] = Counter()
     with PcapReader(input_path) as reader:
@@ -52,12 +61,15 @@ def rewrite_capture(
                     tally["truncated"] += 1
                     print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
                     continue
+                if clock is not None:
+                    clock.now = record.ts_sec + record.ts_frac * (1e-9 if reader.header.nanosecond else 1e-6)
                 try:
                     frame = transform(record.data)
                 except WireError as exc:
                     label, message = describe(exc)
                     tally[label] += 1
-                    print(f"packet {index}: {message}", file=sys.stderr)
+                    if label not in quiet:
+                        print(f"packet {index}: {message}", file=sys.stderr)
                     continue
                 if len(frame) > snaplen:
                     tally["skipped"] += 1

@@ -54,8 +54,8 @@ class Capture:
                     out += handshake(conn, epoch.incarnation, client, server, epoch.start, rtt)
                 seen.add(epoch.incarnation)
             if w.end[conn] < span and seen:
-                out += closing(conn, max(seen), client, server, float(w.end[conn]), rtt, 1, 1)
-        out.sort(key=lambda x: x[0])
+                out.append((float(w.end[conn]), (conn, max(seen), client, server, rtt)))  # built when written
+        out.sort(key=lambda x: x[0])  # (time, frame), or (time, FIN exchange to build)
         return out
 
     def sent(self, send: np.ndarray, src: np.ndarray, wire: list[bytes]) -> None:
@@ -76,6 +76,14 @@ class Capture:
         self.tcp_pos = end
         self.pending.sort(key=lambda x: x[0])
         for t, frame in self.pending:
+            if isinstance(frame, tuple):  # a FIN exchange: sequence numbers as the connection left them
+                conn, inc, client, server, rtt = frame
+                seq = self.tier.seq
+                for when, f in closing(conn, inc, client, server, t, rtt, seq.get((2 * conn) * 4096 + inc, 1),
+                                       seq.get((2 * conn + 1) * 4096 + inc, 1)):
+                    self.writer.write(_record(when, f))
+                    self.bytes += 16 + len(f)
+                continue
             self.writer.write(_record(t, frame))
             self.bytes += 16 + len(frame)
         self.pending = []
@@ -101,12 +109,12 @@ class Capture:
 
     def _psp_keys(self) -> None:
         host = self.host
-        lines = ["epoch,start_s,end_s,cfg"]
+        lines = ["epoch,start_s,end_s,cfg,address"]
         for i, (start, end, k0, k1) in enumerate(self.tier.nics.keys_table(host, self.tier.duration)):
             name = f"psp-host{host}-keys-{i}.cfg"
             with open(os.path.join(self.dir, name), "w") as cfg:
                 cfg.write(" ".join(f"{b:02x}" for b in k0) + "\n" + " ".join(f"{b:02x}" for b in k1) + "\n")
-            lines.append(f"{i},{start:.9f},{end:.9f},{name}")
+            lines.append(f"{i},{start:.9f},{end:.9f},{name},{host_address(host)}")
         with open(os.path.join(self.dir, f"psp-host{host}-keys.csv"), "w") as index:
             index.write("\n".join(lines) + "\n")
 

@@ -51,10 +51,8 @@ COMMANDS = ("psp_gen_spi", "psp_rotate_key", "psp_tx_key_create", "psp_tx_key_de
 
 
 def command_service_s(costs: Costs, command: str) -> float:
-    """Service time of one NIC command: ``nic.cmd_<command>_s`` when the parameter
-    set has it, else one over the older aggregate ``nic.command_rate``."""
-    value = getattr(costs, f"nic_cmd_{command}_s", None)
-    return float(value) if value is not None else 1.0 / costs.nic_command_rate
+    """Service time of one NIC command (``nic.cmd_<command>_s``)."""
+    return float(getattr(costs, f"nic_cmd_{command}_s"))
 
 
 class NicQueues:
@@ -93,8 +91,9 @@ class ControlPlane:
         self.queues = NicQueues(costs, self.s.counts, span)
         self.heap: list = []
         self.seq = 0
-        self.live: dict[int, int] = defaultdict(int)  # nic -> occupied table slots
-        self.capacity = variant.nic_capacity
+        self.live: dict[tuple[int, str], int] = defaultdict(int)  # (nic, table) -> occupied slots
+        self.capacity = {"main": variant.nic_capacity, "ktls-tx": costs.nic_ktls_tx_context_capacity,
+                         "ktls-rx": costs.nic_ktls_rx_context_capacity}
 
     # -- the loop -------------------------------------------------------------------
     def at(self, t: float, action, *args) -> None:
@@ -105,12 +104,12 @@ class ControlPlane:
         if 0 <= t < self.span:
             self.s.counts[name] += n
 
-    def occupy(self, t: float, nic: int, n: int) -> None:
-        self.live[nic] += n
+    def occupy(self, t: float, nic: int, n: int, table: str = "main") -> None:
+        self.live[nic, table] += n
         self.s.entries.append((t, nic, n))
 
-    def has_room(self, nic: int, n: int) -> bool:
-        return self.live[nic] + n <= self.capacity
+    def has_room(self, nic: int, n: int, table: str = "main") -> bool:
+        return self.live[nic, table] + n <= self.capacity[table]
 
     def ends(self, conn: int) -> tuple[int, int]:
         return int(self.w.client[conn]), int(self.w.server[conn])
@@ -353,23 +352,23 @@ class ControlPlane:
     def _ktls_contexts(self, t: float, conn: int, commands: bool, _) -> None:
         """New TX and RX contexts on each end (set-up or reconnect); the old ones go."""
         old = self.ktls.pop(conn, [])
-        for e in old:
-            if commands:
-                self.queues.issue(e, "ktls_context_destroy", t)
-                self.queues.issue(e, "ktls_context_destroy", t)
-            self.occupy(t, e, -2)
+        self._ktls_release(t, old, commands)
         for e in self.ends(conn):
-            if not self.has_room(e, 2):
+            if not (self.has_room(e, 1, "ktls-tx") and self.has_room(e, 1, "ktls-rx")):
                 self.count(t, "offload_fallbacks")  # that socket: software kTLS
                 continue
-            self.occupy(t, e, 2)
             self.ktls[conn].append(e)
-            if commands:
-                self.queues.issue(e, "ktls_context_create", t)
-                self.queues.issue(e, "ktls_context_create", t)
+            for table in ("ktls-tx", "ktls-rx"):
+                self.occupy(t, e, 1, table)
+                if commands:
+                    self.queues.issue(e, "ktls_context_create", t)
+
+    def _ktls_release(self, t: float, nics: list[int], commands: bool = True) -> None:
+        for e in nics:
+            for table in ("ktls-tx", "ktls-rx"):
+                if commands:
+                    self.queues.issue(e, "ktls_context_destroy", t)
+                self.occupy(t, e, -1, table)
 
     def _ktls_end(self, t: float, conn: int) -> None:
-        for e in self.ktls.pop(conn, []):
-            self.queues.issue(e, "ktls_context_destroy", t)
-            self.queues.issue(e, "ktls_context_destroy", t)
-            self.occupy(t, e, -2)
+        self._ktls_release(t, self.ktls.pop(conn, []))

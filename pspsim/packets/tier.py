@@ -426,3 +426,28 @@ def result_row(r: PacketTierResult) -> dict[str, object]:
                  "offload_failures", "connections_lost"):
         row[name] = int(r.counts[name])
     return row
+
+
+def estimate_capture(scenario: Scenario, workload: Workload, host: int, variant: str,
+                     costs: Costs) -> tuple[int, int]:
+    """(packets, pcap bytes) a capture of ``host`` will hold: the expected packets of
+    the sampled connections touching it over their lives inside the span, each with
+    its wire bytes and a 16-byte pcap record header."""
+    span = scenario.packets.duration
+    if scenario.packets.hosts is None:
+        scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
+    v = make_variant(variant, costs, scenario.keys)
+    sample = sample_connections(scenario, workload, span)
+    w = workload
+    mine = sample[(w.client[sample] == host) | (w.server[sample] == host)]
+    alive = np.clip(np.minimum(w.end[mine], span) - np.maximum(w.start[mine], 0), 0, None)
+    total_packets, total_bytes = 0.0, 0.0
+    for ratio in (1.0, w.response_ratio):
+        if ratio <= 0:
+            continue
+        size = np.maximum(1, w.msg_bytes[mine].astype(np.float64) * ratio)
+        packets = np.ceil(size / v.mss)
+        messages = w.msgs_per_s[mine] * alive
+        total_packets += float((messages * packets).sum())
+        total_bytes += float((messages * (size + packets * (HEADER_BYTES + v.per_packet_overhead + 16))).sum())
+    return int(total_packets), int(total_bytes)

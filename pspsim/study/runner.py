@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,12 +134,13 @@ def run_scenario(
     progress: Callable[[str], None] | None = None,
     capture_host: int | None = None,
     capture_dir: str | os.PathLike[str] | None = None,
+    capture_variants: Sequence[str] = ("psp",),
 ) -> Results:
     """Run every replication and variant of ``scenario``; returns tidy tables.
 
     With ``capture_host``, replication 0 also runs the packet tier for each
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
-    writes its traffic as pcap files into ``capture_dir``."""
+    writes its traffic as pcap files into ``capture_dir``, for ``capture_variants``."""
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
@@ -149,7 +150,7 @@ def run_scenario(
             out = run_one(scenario, params, replication, name)
             series.append(out.timeseries)
             summary.append(out.summary)
-            if capture_host is not None and replication == 0:
+            if capture_host is not None and replication == 0 and name in capture_variants:
                 seq = replication_sequence(scenario.run.seed, replication)
                 streams = RandomStreams.from_sequence(seq)
                 workload = generate_workload(scenario, streams.workload)
@@ -198,8 +199,9 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
         (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
         if results.packets is not None:
             results.packets.to_parquet(tmp / "packets.parquet", index=False)
-        if captures is not None:
-            shutil.copytree(captures, tmp / "pcap")
+        if captures is not None:  # moved, not copied: captures can be large
+            shutil.move(str(captures), str(tmp / "pcap"))
+            os.makedirs(captures, exist_ok=True)
         if figure:
             from pspsim.figures import comparison_figure
 
