@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -57,6 +58,10 @@ def byte_count(text: str) -> int:
     return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _size(n: float) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
@@ -107,6 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
         write_results(results, out, figure=not args.no_figure)
     else:
         variants = check_capture(scenario, args, out)
+        signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
             results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures,

@@ -3,7 +3,8 @@
 What host H sends (at its send time) and receives (at its arrival time),
 each chunk's packets written in time order, with the TCP three-way handshake
 at each connection incarnation's start and the FIN exchange at its end.
-Written to ``<variant>-hostH.pcap.partial`` and renamed at the end, so an
+Written atomically (:class:`~pspsim.wire.pcap.PcapWriter`: a hidden
+temporary file renamed at the end, removed if the run fails), so an
 interrupted run leaves no capture that looks complete.
 
 Key files beside it, for decryption: PSP ``psp-hostH-keys.csv`` (epoch,
@@ -34,7 +35,7 @@ class Capture:
     def __init__(self, directory: str, variant: str, host: int, tier, rx_only: bool = False) -> None:
         self.dir, self.variant, self.host, self.tier, self.rx_only = directory, variant, host, tier, rx_only
         self.path = os.path.join(directory, f"{variant}-host{host}.pcap")
-        self.writer = PcapWriter(self.path + ".partial", PcapHeader(snaplen=65535, nanosecond=True))
+        self.writer = PcapWriter(self.path, PcapHeader(snaplen=65535, nanosecond=True))
         self.pending: list[tuple[float, bytes]] = []
         self.tcp = self._tcp_events()
         self.tcp_pos = 0
@@ -98,14 +99,9 @@ class Capture:
         if self.tier.tls.secrets:
             with open(os.path.join(self.dir, f"{self.variant}-host{self.host}-keylog.txt"), "w") as log:
                 log.write("\n".join(self.tier.tls.key_log_lines()) + "\n")
-        os.replace(self.path + ".partial", self.path)
 
     def abort(self) -> None:
-        try:
-            self.writer.close()
-        finally:
-            if os.path.exists(self.path + ".partial"):
-                os.remove(self.path + ".partial")
+        self.writer.abort()
 
     def _psp_keys(self) -> None:
         host = self.host

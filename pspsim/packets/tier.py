@@ -100,7 +100,7 @@ def expected_packet_rate(scenario: Scenario, workload: Workload, sample: np.ndar
 class PacketTier:
     def __init__(self, scenario: Scenario, variant: str, costs: Costs, workload: Workload,
                  rng: np.random.Generator, capture_host: int | None = None, capture_dir: str | None = None,
-                 in_flight: InFlight | None = None, chunk_packets: int = 200_000, keep_arrivals: bool = False,
+                 in_flight: InFlight | None = None, chunk_packets: int = 100_000, keep_arrivals: bool = False,
                  direction_rx_only: bool = False) -> None:
         self.sc, self.c, self.w = scenario, costs, workload
         self.v: Variant = make_variant(variant, costs, scenario.keys)
