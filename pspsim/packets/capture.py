@@ -115,8 +115,11 @@ class Capture:
             index.write("\n".join(lines) + "\n")
 
     def _esp_sas(self) -> None:
+        receiver = {e.key: e.host for e in self.tier.schedule.esp if e.kind == "install"}
         lines = ["spi,src,dst,key"]
-        for (sa, gen, src), (tx, _) in sorted(self.tier.sadb.pairs.items()):
-            lines.append(f"{tx.spi:#010x},{host_address(src)},?,{tx.key.hex()}")
+        for key, (tx, _) in sorted(self.tier.sadb.pairs.items()):
+            src, dst = key[2], receiver.get(key)
+            if self.host in (src, dst):
+                lines.append(f"{tx.spi:#010x},{host_address(src)},{host_address(dst)},{tx.key.hex()}")
         with open(os.path.join(self.dir, f"{self.variant}-host{self.host}-sas.csv"), "w") as out:
             out.write("\n".join(lines) + "\n")

@@ -82,6 +82,13 @@ class PspNics:
         c["tx-packets"] += packets
         c["tx-bytes"] += frame_bytes - UNCOUNTED * packets
 
+    def count_rx(self, nics: np.ndarray, frame_bytes: np.ndarray) -> None:
+        """Add verified packets to ``rx-packets`` / ``rx-bytes`` in bulk."""
+        for nic, n, b in zip(*np.unique(nics, return_counts=True), np.bincount(nics, weights=frame_bytes)[np.unique(nics)]):
+            c = self.counters[int(nic)]
+            c["rx-packets"] += int(n)
+            c["rx-bytes"] += int(b) - UNCOUNTED * int(n)
+
     def open(self, nic: int, frame: bytes) -> str:
         """Verify one received frame at ``nic`` and count it: "" if it verified, else
         the counter it moved."""

@@ -40,23 +40,30 @@ def segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flag
 
 
 class Templates:
-    """Data frames (zero payload) per (flow, incarnation, length), a bounded cache."""
+    """Data frames (zero payload) per (flow, incarnation, length), a bounded cache,
+    each kept as the bytes before and after the sequence and acknowledgement numbers."""
 
     def __init__(self, ends, limit: int = 50_000) -> None:
         self.ends, self.limit = ends, limit
-        self.cache: dict[tuple[int, int, int], bytes] = {}
+        self.cache: dict[int, tuple[bytes, bytes]] = {}
 
-    def frame(self, flow: int, incarnation: int, length: int, seq: int, ack: int) -> bytes:
-        key = (flow, incarnation, length)
-        template = self.cache.get(key)
-        if template is None:
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            conn, direction = flow >> 1, flow & 1
-            src, dst = self.ends(conn, direction)
-            template = segment(src, dst, *ports(conn, incarnation, direction), 0, 0, ACK | PSH, bytes(length))
-            self.cache[key] = template
-        return template[:SEQ_AT] + SEQ_ACK.pack(seq & 0xFFFFFFFF, ack & 0xFFFFFFFF) + template[SEQ_AT + 8:]
+    def _make(self, key: int) -> tuple[bytes, bytes]:
+        if len(self.cache) >= self.limit:
+            self.cache.clear()
+        flow, incarnation, length = key >> 28, (key >> 16) & 0xFFF, key & 0xFFFF
+        conn, direction = flow >> 1, flow & 1
+        src, dst = self.ends(conn, direction)
+        template = segment(src, dst, *ports(conn, incarnation, direction), 0, 0, ACK | PSH, bytes(length))
+        parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
+        return parts
+
+    def frames(self, flow, incarnation, length, seq, ack) -> list[bytes]:
+        """One data frame per packet (arrays of flow, incarnation, payload length, seq, ack)."""
+        keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
+        get, make, pack = self.cache.get, self._make, SEQ_ACK.pack
+        parts = [get(k) or make(k) for k in keys]
+        return [h + pack(s, a) + t for (h, t), s, a in
+                zip(parts, (seq & 0xFFFFFFFF).tolist(), (ack & 0xFFFFFFFF).tolist())]
 
 
 def handshake(conn: int, incarnation: int, client: int, server: int, t: float, rtt: float) -> list[tuple[float, bytes]]:

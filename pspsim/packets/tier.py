@@ -45,7 +45,9 @@ from pspsim.packets.psp_nic import PspNics
 from pspsim.packets.tcp import HEADER_BYTES, Templates, host_address  # noqa: F401  (host_address: public)
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
+from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
+from pspsim.wire.psp_packet import PspOpened, _psp_fast
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -54,6 +56,7 @@ InFlight = Callable[[int, bytes], list[bytes]]
 PSP, ESP, RECORDS, PLAIN, FAIL = range(5)
 KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL}
 IP_TCP = 40
+PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL}
 
 
 @dataclass
@@ -261,15 +264,13 @@ class PacketTier:
         flow, ep = flows[msg], e[msg]
         inc = self.ep_inc[ep]
         seq, ack = self._sequence(flow, inc, length)
-        frame = self.templates.frame
-        inner = [frame(f, i, n, s, a) for f, i, n, s, a in
-                 zip(flow.tolist(), inc.tolist(), length.tolist(), seq.tolist(), ack.tolist())]
+        inner = self.templates.frames(flow, inc, length, seq, ack)
         pcode = code[msg]
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
             inner[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]
-        sealers = [self._sealer(x) for x in ep.tolist()]
-        wire = [s(f) for s, f in zip(sealers, inner)]
+        unique = {x: self._sealer(x) for x in np.unique(ep).tolist()}
+        wire = [s(f) for s, f in zip(map(unique.__getitem__, ep.tolist()), inner)]
         conn, direction = flow >> 1, flow & 1
         client, server = self.w.client[conn], self.w.server[conn]
         src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
@@ -335,11 +336,16 @@ class PacketTier:
         extra: list[tuple[int, bool]] = []
         events, pos, total = self.rx_events, 0, len(order)
         wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
+        fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
+        counted = np.zeros(len(wire), dtype=bool)  # PSP packets whose NIC counters are added in bulk
         while pos < total:
             end = total
             if self.rx_pos < len(events):
                 end = max(pos, int(np.searchsorted(arrive_sorted, events[self.rx_pos][0], side="left")))
-            for i in order[pos:end].tolist():
+            segment = order[pos:end].tolist()
+            if fast:
+                segment = self._open_psp_fast(segment, wire, dst, code, ok, counted)
+            for i in segment:
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
                     good = self._open(code[i], dst[i], flow[i], f, p["inner"][i])
@@ -350,6 +356,8 @@ class PacketTier:
             if end < total:
                 self._apply_rx(float(arrive_sorted[end]))
             pos = end
+        if counted.any():
+            self.nics.count_rx(p["dst"][counted], p["wire_len"][counted])
         self.outcomes["delivered"] += int(ok.sum())
         per_packet = np.array([c != RECORDS for c in code], dtype=bool)
         self.stats["payload_delivered"] += int(p["length"][ok & per_packet].sum())
@@ -359,6 +367,24 @@ class PacketTier:
             idx = np.r_[order, np.array([i for i, _ in extra], dtype=np.int64)].astype(np.int64)
             flags = np.r_[ok[order], np.array([g for _, g in extra], dtype=bool)]
             self.arrival_log.append((p["flow"][idx] >> 1, p["flow"][idx] & 1, p["send"][idx], arrive[idx], flags))
+
+    def _open_psp_fast(self, segment: list[int], wire, dst, code, ok, counted) -> list[int]:
+        """Open the segment's plain PSP packets with the compiled path (verification
+        only); returns the packets left for the general path (other kinds, unusual
+        frames, and every packet of a run that holds a rejection, which it counts)."""
+        devices, check = self.nics.devices, _psp_fast.decapsulate
+        psp = [i for i in segment if code[i] == PSP] if PLAIN_OR_OTHER & set(code) else segment
+        try:
+            verified = [check(wire[i], devices[dst[i]], None, PspOpened, False) for i in psp]
+        except (PspRejected, NotPspPacket):
+            return segment
+        rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
+        for i, good in zip(psp, verified):
+            if good is None:
+                rest.append(i)
+            else:
+                ok[i] = counted[i] = True
+        return rest
 
     def _open(self, code: int, host: int, flow: int, frame: bytes, inner: bytes) -> bool:
         if code == PSP:
