@@ -29,7 +29,8 @@ a TX key or SA occupies its table slot from the command's issue until its
 destroy is issued; connections in the initial population take table slots in
 start order and those that find the table full count as fallbacks; in-place
 re-keys do not check the table; ``ipsec_hw_offload = "yes"`` fails an SA for
-its whole life; ``psp_before_upgrade = "wait"`` traffic is not sent.
+its whole life; ``psp_before_upgrade = "wait"`` traffic is held (not sent,
+not counted as offered: the packet tier does not model the send queue).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class ControlPlane:
             self.count(t, "key_reconnects")
         inc = st["inc"] + 1 if reconnect else 0
         if not reconnect:
-            before = "tls" if self.keys.psp_before_upgrade == "tls" else "fail"
+            before = "tls" if self.keys.psp_before_upgrade == "tls" else "wait"
             for d in (0, 1):
                 self.s.epochs[2 * conn + d].append(Epoch(t, before, (), inc))
         assoc = {e: (self.queues.issue(e, "psp_gen_spi", t), self._spi(e)) for e in self.ends(conn)}

@@ -28,7 +28,8 @@ class SaEvent:
 class Epoch:
     """How a flow's packets are protected from ``start`` on.  kind: "psp" (data:
     receiving NIC, association time, SPI id), "tls" (software TLS records),
-    "esp" (data: SA id), "records" (a TLS variant), "plain", "fail" (not sent)."""
+    "esp" / "esp-sw" (data: SA id, generation, sender, SPI), "records" (a TLS variant),
+    "plain", "fail" (not sent: an offload failure), "wait" (held until the upgrade)."""
 
     start: float
     kind: str

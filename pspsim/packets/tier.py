@@ -53,10 +53,11 @@ from pspsim.wire.psp_packet import PspOpened, _psp_fast
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
 InFlight = Callable[[int, bytes], list[bytes]]
 
-PSP, ESP, RECORDS, PLAIN, FAIL = range(5)
-KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL}
+PSP, ESP, RECORDS, PLAIN, FAIL, WAIT = range(6)
+KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL,
+             "wait": WAIT}
 IP_TCP = 40
-PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL}
+PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
 
 
 @dataclass
@@ -235,11 +236,12 @@ class PacketTier:
         e = self._lookup(flows, times)
         code = self.ep_code[e]
         mss = np.where((code == PSP) | (code == ESP), int(v.mss), mtu - IP_TCP)
-        fail = code == FAIL
+        fail = (code == FAIL) | (code == WAIT)
         if fail.any():
-            unsent = int(np.ceil(sizes[fail] / mss[fail]).sum())
-            self.outcomes["not-sent"] += unsent
-            self.stats["offered"] += unsent
+            unsent = np.ceil(sizes / mss).astype(np.int64)
+            self.outcomes["not-sent"] += int(unsent[code == FAIL].sum())
+            self.outcomes["held-before-upgrade"] += int(unsent[code == WAIT].sum())
+            self.stats["offered"] += int(unsent[code == FAIL].sum())
             keep = ~fail
             times, conns, directions, sizes, flows, e, code, mss = (
                 x[keep] for x in (times, conns, directions, sizes, flows, e, code, mss))
