@@ -215,6 +215,12 @@ def test_crosscheck_sees_stale_keys_when_rotation_outruns_rekeys():
     assert report.loc["psp_stale_events", "packet_tier"] > 0
     assert report.loc["connections_lost", "packet_tier"] > 0
     assert report.loc["drop_fraction", "packet_tier"] > 0.01  # rx-auth-fail on stale keys, really failed
+    # the fleet model's own control plane must agree, within sampling noise, once it implements
+    # SEMANTICS.md (it then reports psp_stale_events; until then the report shows the column missing)
+    if np.isnan(report.loc["psp_stale_events", "model"]):
+        pytest.skip("the fleet model does not report psp_stale_events yet")
+    for metric in ("psp_stale_events", "connections_lost", "key_reconnects", "handshakes"):
+        assert report.loc[metric, "within"], report.loc[metric].to_dict()
 
 
 def _naive(arrivals, servers, service, busy):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -115,6 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
+            os.chmod(captures, 0o755)  # becomes DIR/pcap
             results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures,
                                    capture_variants=variants)
             write_results(results, out, figure=not args.no_figure, captures=captures)

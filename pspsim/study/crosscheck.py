@@ -53,7 +53,7 @@ COUNTS = {
     "offload_failures": "offload_failures",
     "connections_lost": "connections_lost",
 }
-RATES = {"throughput_gbps": "achieved_gbps_mean", "cpu_cores": "cores_mean",
+RATES = {"throughput_gbps": "achieved_gbps_mean", "cpu_cores": "cores_mean",  # throughput: less bytes_lost
          "nic_entries_per_host": "nic_entries_per_host_mean"}
 REKEY_KINDS = ("psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects")
 SOFTWARE = {"tls": "tls-user", "esp-sw": "ipsec-sw"}
@@ -99,10 +99,13 @@ def _rows(name: str, r: PacketTierResult, model: dict, costs, scenario: Scenario
         add(metric, p, m, 3 * math.sqrt(p + larger + 1) + 0.02 * larger, column)
     noise = r.payload_noise
     throughput = 8 * r.payload_bytes_delivered / d / 1e9
-    overhead = 8 * (r.wire_bytes_sent - r.inner_bytes_sent + r.record_overhead_bytes) / d / 1e9
+    delivered = r.outcomes["delivered"] / max(r.packets_sent, 1)  # overhead of what arrived, as the model counts it
+    overhead = 8 * (r.wire_bytes_sent - r.inner_bytes_sent + r.record_overhead_bytes) * delivered / d / 1e9
     cores = packet_cores(r, name, costs, scenario.keys)
     for metric, p in (("throughput_gbps", throughput), ("cpu_cores", cores)):
         m = model.get(RATES[metric])
+        if metric == "throughput_gbps" and m is not None and model.get("bytes_lost") is not None:
+            m = m - 8 * model["bytes_lost"] / d / 1e9  # delivered: less the traffic lost on dead keys
         add(metric, p, m, (3 * noise + 0.03) * max(p, m or 0.0), RATES[metric])
     m = model.get("overhead_gbps_mean")
     add("overhead_gbps", overhead, m, (3 * noise + 0.03) * max(overhead, m or 0.0), "overhead_gbps_mean")
