@@ -381,11 +381,11 @@ class PacketTier:
         except (PspRejected, NotPspPacket):
             return segment
         rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
-        for i, good in zip(psp, verified):
-            if good is None:
-                rest.append(i)
-            else:
-                ok[i] = counted[i] = True
+        if None in verified:  # frames the compiled path leaves to the general one
+            rest += [i for i, good in zip(psp, verified) if good is None]
+            psp = [i for i, good in zip(psp, verified) if good is not None]
+        ok[psp] = True
+        counted[psp] = True
         return rest
 
     def _open(self, code: int, host: int, flow: int, frame: bytes, inner: bytes) -> bool:
