@@ -36,7 +36,6 @@ bench: $(STAMP)
 # 1,000,000 generated inputs per decoder (PSP, ESP, TLS 1.3/1.2, pcap, cfg, header); a few minutes
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz_decoders --inputs 1000000
-
 # ruff (style, bugs, imports), import-linter (the layers of docs/DESIGN.md) and mypy (the modules
 # listed in pyproject.toml). All three run; any failing fails the target.
 LINT_STAMP := $(VENV)/.lint-installed

@@ -14,6 +14,7 @@ The datasets are compared byte for byte (checks_ok).
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def run() -> dict[str, float]:
         "dask_overhead_per_run_ms": 1000 * (tiny_dask - tiny_serial) / 32,
         "tiny_run_serial_ms": 1000 * tiny_serial / 32,
         "dask_localcluster_start_s": started,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine: the ratio needs 2 idle cores
         "checks_ok": float(same),
     }
 

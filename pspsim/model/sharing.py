@@ -33,12 +33,16 @@ freezes above ``weight *`` the level of any resource it crosses):
   saturates now: its flows freeze at ``weight *`` their lowest level.
 
 The resource of globally lowest level always qualifies (or one of its flows
-freezes at demand), so every round makes progress; rounds are bounded by the
-depth of the chain of resources that limit one another, not by the number
-of distinct levels.  Each round is a handful of ``np.bincount`` and
-``np.minimum.reduceat`` passes over the triplets of the unfrozen flows, and
-frozen flows' triplets are dropped.  Zero-capacity resources freeze their
-flows at 0; flows crossing no finite resource get their demand.
+freezes at demand), so every round makes progress.  Where bottlenecks do
+not limit one another, a few rounds settle thousands of them; each round is
+a handful of ``np.bincount`` and ``np.minimum.reduceat`` passes over the
+triplets of the unfrozen flows, and frozen flows' triplets are dropped.
+Where resources are densely coupled (every one shares flows with the
+others) and saturate at many distinct levels, rounds settle one level each;
+the function then switches to rounds that cost O(resources) plus the
+triplets of the flows they freeze (resources indexed once by a sort).
+Zero-capacity resources freeze their flows at 0; flows crossing no finite
+resource get their demand.
 
 Sources: progressive filling and the bottleneck characterisation of max-min
 fairness, D. Bertsekas, R. Gallager, *Data Networks*, 2nd ed., 1992,
@@ -63,6 +67,8 @@ def max_min_rates(
     resource_of: np.ndarray,
     coefficient: np.ndarray,
     capacity: np.ndarray,
+    *,
+    rounds: str = "auto",
 ) -> np.ndarray:
     """Weighted max-min fair rates by progressive filling.
 
@@ -71,6 +77,13 @@ def max_min_rates(
     ``(flow_of[k], resource_of[k], coefficient[k] > 0)``: flow ``f`` at rate
     ``x`` uses ``coefficient * x`` of resource ``r``; ``capacity[r] >= 0``
     (may be inf).  Returns ``x[f]`` in the units of ``demand``.
+
+    ``rounds``: ``"local"`` freezes everything decided by the current state
+    each round (few rounds when bottlenecks are independent);
+    ``"one-level"`` freezes one level per round at O(resources) per round
+    (for densely coupled resources saturating at many distinct levels);
+    ``"auto"`` starts local and switches when a round freezes under 10% of
+    what is left.  All three give the same rates.
     """
     demand = np.asarray(demand, dtype=float)
     weight = np.asarray(weight, dtype=float)
@@ -79,6 +92,8 @@ def max_min_rates(
     resource_of = np.asarray(resource_of, dtype=np.intp)
     coefficient = np.asarray(coefficient, dtype=float)
     _check(demand, weight, flow_of, resource_of, coefficient, capacity)
+    if rounds not in ("auto", "local", "one-level"):
+        raise ValueError(f"rounds must be 'auto', 'local' or 'one-level', not {rounds!r}")
     n_res = capacity.size
 
     # A resource whose flows' demands fit never saturates: drop its triplets
@@ -86,6 +101,10 @@ def max_min_rates(
     wanted = np.bincount(resource_of, coefficient * demand[flow_of], n_res)
     keep = np.flatnonzero((wanted > capacity)[resource_of])
     fo, ro, co = flow_of[keep], resource_of[keep], coefficient[keep]
+    present = np.zeros(n_res, bool)
+    present[ro] = True  # renumber the resources that remain 0..n-1
+    ro = (np.cumsum(present) - 1)[ro]
+    capacity, n_res = capacity[present], int(present.sum())
     if fo.size and (fo[1:] < fo[:-1]).any():
         order = np.argsort(fo, kind="stable")
         fo, ro, co = fo[order], ro[order], co[order]
@@ -96,7 +115,11 @@ def max_min_rates(
     flows = np.flatnonzero(counts)
     counts = counts[flows]
     used = np.zeros(n_res)  # capacity taken by frozen flows
+    slow = rounds == "one-level"
     while flows.size:
+        if slow:
+            _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capacity, used)
+            break
         starts = np.cumsum(counts) - counts
         share = np.bincount(ro, co * weight[fo], n_res)  # capacity per unit of level
         wanted = np.bincount(ro, co * demand[fo], n_res)  # capacity used if all were at demand
@@ -109,14 +132,14 @@ def max_min_rates(
         saturated = np.maximum.reduceat(tight[ro], starts) & ~at_demand
         rate[flows[saturated]] = weight[flows[saturated]] * lowest[saturated]
         done = at_demand | saturated
+        if not done.any():
+            raise RuntimeError("max_min_rates: a round froze no flow")
         done_t = np.repeat(done, counts)
         used += np.bincount(ro[done_t], co[done_t] * rate[fo[done_t]], n_res)
         left = ~done_t
         fo, ro, co = fo[left], ro[left], co[left]
         flows, counts = flows[~done], counts[~done]
-        if fo.size > 4 * n_res and left.sum() > 0.9 * left.size:
-            _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capacity, used)
-            break
+        slow = rounds == "auto" and fo.size > 4 * n_res and fo.size > 0.9 * left.size
     return rate
 
 
@@ -148,7 +171,7 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     flow_start[flows] = np.cumsum(counts) - counts
     flow_len = np.zeros(demand.size, np.intp)
     flow_len[flows] = counts
-    by_res = np.argsort(ro, kind="stable")
+    by_res = np.argsort(ro.astype(np.uint16) if n_res <= 1 << 16 else ro, kind="stable")  # radix sort if it fits
     res_len = np.bincount(ro, minlength=n_res)
     res_start = np.cumsum(res_len) - res_len
     open_flows = res_len.copy()
@@ -158,14 +181,14 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     wanted = np.bincount(ro, cd, n_res)  # finite part of the demand
     wanting = np.bincount(ro, infinite[fo], n_res)  # flows of infinite demand
     frozen = np.ones(demand.size, bool)
+    slot = np.empty(demand.size, np.intp)
     frozen[flows] = False
     demand_level = demand[flows] / weight[flows]
     order = np.argsort(demand_level, kind="stable")
     by_demand, demand_level = flows[order], demand_level[order]
     next_demand, left = 0, flows.size
+    level = _level(capacity - used, share, np.where(wanting > 0, np.inf, wanted))
     while left:
-        wanted_now = np.where(wanting > 0, np.inf, np.where(open_flows > 0, wanted, -1.0))
-        level = _level(capacity - used, share, wanted_now)
         lowest = level.min()
         end = np.searchsorted(demand_level, lowest, side="right")
         if end > next_demand:  # flows that reach their demand before any resource saturates
@@ -176,17 +199,24 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
         else:  # the tightest resources saturate
             tight = np.flatnonzero(level <= lowest * (1.0 + RELATIVE_TIE))
             new = fo[by_res[_segments(res_start[tight], res_len[tight])]]
-            new = np.unique(new[~frozen[new]])
+            new = new[~frozen[new]]
+            slot[new] = np.arange(new.size)
+            new = new[slot[new] == np.arange(new.size)]  # each flow once
+            if not new.size:
+                raise RuntimeError("max_min_rates: a round froze no flow")
             rate[new] = weight[new] * lowest
         frozen[new] = True
         left -= new.size
         t = _segments(flow_start[new], flow_len[new])
         r = ro[t]
+        touched = np.flatnonzero(np.bincount(r, minlength=n_res))
         used += np.bincount(r, co[t] * rate[fo[t]], n_res)
         share -= np.bincount(r, co[t] * weight[fo[t]], n_res)
         wanted -= np.bincount(r, cd[t], n_res)
         wanting -= np.bincount(r, infinite[fo[t]], n_res).astype(wanting.dtype)
         open_flows -= np.bincount(r, minlength=n_res)
+        still = np.where(open_flows[touched] > 0, np.where(wanting[touched] > 0, np.inf, wanted[touched]), -1.0)
+        level[touched] = _level(capacity[touched] - used[touched], share[touched], still)
 
 
 def _check(demand, weight, flow_of, resource_of, coefficient, capacity) -> None:
