@@ -80,6 +80,12 @@ def scenario_inputs(path: Path, scenario: Scenario) -> list[Path]:
     named = Path(scenario.costs.parameter_set)
     inputs.append(named if named.suffix else SETS_DIR / f"{named}.toml")
     return inputs
+def _comparison(timeseries, path: Path) -> None:
+    from pspsim.figures import comparison_figure  # matplotlib only when a figure is drawn
+
+    comparison_figure(timeseries, path)
+
+
 def byte_count(text: str) -> int:
     """An argparse type for a byte count: 123, 64K, 512M, 8G."""
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -156,7 +162,7 @@ def run_command(args: argparse.Namespace) -> int:
         parallel = None if args.jobs == 1 else executor
         if args.pcap is None:
             results = run_scenario(scenario, params, progress=progress, executor=parallel)
-            write_results(results, out, figure=not args.no_figure)
+            write_results(results, out, figure=None if args.no_figure else _comparison)
         else:
             signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +170,8 @@ def run_command(args: argparse.Namespace) -> int:
                 os.chmod(captures, 0o755)  # becomes DIR/pcap
                 results = run_scenario(scenario, params, progress=progress, capture_host=args.pcap,
                                        capture_dir=captures, capture_variants=variants, executor=parallel)
-                write_results(results, out, figure=not args.no_figure, captures=captures)
+                write_results(results, out, figure=None if args.no_figure else _comparison,
+                              captures=captures)
     if not args.quiet:
         import pandas as pd
 

@@ -261,7 +261,8 @@ def check_results_folder(out: Path) -> None:
         raise ConfigError(f"{out}: refusing to replace a folder that is not pspsim results (no manifest.json)")
 
 
-def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
+def write_results(results: Results, out_dir: str | os.PathLike[str],
+                  figure: Callable[[pd.DataFrame, Path], object] | None = None,
                   captures: str | os.PathLike[str] | None = None) -> Path:
     """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
     the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``.
@@ -289,10 +290,8 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
         if captures is not None:  # moved, not copied: captures can be large
             shutil.move(str(captures), str(tmp / "pcap"))
             os.makedirs(captures, exist_ok=True)
-        if figure:
-            from pspsim.figures import comparison_figure
-
-            comparison_figure(results.timeseries, tmp / "comparison.png")
+        if figure:  # drawn by the caller's function (figures sit above the study layer)
+            figure(results.timeseries, tmp / "comparison.png")
         (tmp / _PID_FILE).unlink()
         os.chmod(tmp, 0o755)
         if out.exists():
