@@ -142,3 +142,10 @@ def test_ipsec_sas_that_come_and_go_inside_a_window_are_set_up_and_torn_down():
     deletes = sim.queues.by_kind[5]
     assert adds == 4 * opened and deletes == 4 * ended
     assert pd.DataFrame(run.rows)["nic_entries_total"].iloc[-1] <= 4 * 2 * pd.DataFrame(run.rows)["connections"].iloc[-1]
+
+
+def test_a_run_shorter_than_a_minute_needs_no_packets_section():
+    """Defect 10: [packets] duration follows a run shorter than its 60 s default."""
+    sc = scenario(run={"duration": "30s", "window": "10s"})
+    assert sc.packets.duration == 30
+    assert summarize(sc, "psp")["achieved_gbps_mean"] > 0
