@@ -8,7 +8,7 @@ PSPSIM := $(PY) -m pspsim
 DEMO_IN := experiments/psp-roundtrip
 DEMO_OUT := results/psp-roundtrip
 
-.PHONY: demo psp-roundtrip test bench fuzz clean
+.PHONY: demo psp-roundtrip test bench fuzz lint validate clean
 
 $(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,12 +30,32 @@ psp-roundtrip: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The packet tier against the fleet model on every scenario of experiments/crosscheck/
+# (reports in results/scratch/crosscheck/; exit 1 if any comparison is outside its tolerance).
+validate: $(STAMP)
+	@mkdir -p results/scratch/crosscheck
+	@status=0; for f in experiments/crosscheck/*.toml; do \
+	  name=$$(basename $$f .toml); \
+	  $(PSPSIM) crosscheck $$f -o results/scratch/crosscheck/$$name.csv > results/scratch/crosscheck/$$name.txt 2>&1 || status=1; \
+	  echo "$$name: $$(tail -1 results/scratch/crosscheck/$$name.txt)"; \
+	done; exit $$status
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 # 1,000,000 generated inputs per decoder (PSP, ESP, TLS 1.3/1.2, pcap, cfg, header); a few minutes
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz_decoders --inputs 1000000
+# ruff (style, bugs, imports), import-linter (the layers of docs/DESIGN.md) and mypy (the modules
+# listed in pyproject.toml). All three run; any failing fails the target.
+LINT_STAMP := $(VENV)/.lint-installed
+$(LINT_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	@status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/lint-imports || status=1; \
+	  $(VENV)/bin/mypy || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so

@@ -174,7 +174,7 @@ def test_key_files_and_environment_give_the_same_bytes_as_the_command_line(tmp_p
     (('name = "tiny"', 'name = "/tmp/abs"'), "run.name: '/tmp/abs' is not a plain name"),
     (('name = "tiny"', 'name = ".hidden"'), "is not a plain name"),
     (("racks = 2\nhosts_per_rack = 2", "racks = 1\nhosts_per_rack = 1"), "fleet: one host has no peer"),
-    (("[packets]", '[costs.overrides]\n"nic.command_rate" = nan\n[packets]'), "Input should be a finite number"),
+    (("[packets]", '[costs.overrides]\n"nic.command_latency_s" = nan\n[packets]'), "Input should be a finite number"),
 ])
 def test_bad_scenario_values_are_refused(tmp_path, capsys, change, message):
     scenario = tmp_path / "s.toml"
@@ -191,7 +191,7 @@ def test_nan_override_is_refused_through_the_python_api_too():
 
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="non-negative number"):
-            load_parameter_set().with_overrides({"nic.command_rate": bad})
+            load_parameter_set().with_overrides({"nic.command_latency_s": bad})
 
 
 @pytest.mark.parametrize("change, setting", [

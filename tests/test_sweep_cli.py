@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -90,6 +91,20 @@ def test_sweep_refuses_a_non_empty_folder_without_resume(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
+def _live_processes(group: int) -> list[int]:
+    """Processes of process group ``group`` that are not zombies (Linux /proc)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_sigkill_then_resume_gives_the_same_folder(tmp_path):
     path = tiny(tmp_path, duration="30min", hosts_per_rack=4, connections=60, replications=2)  # 12 runs
     reference = tmp_path / "reference"
@@ -103,6 +118,10 @@ def test_sigkill_then_resume_gives_the_same_folder(tmp_path):
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # the sweep's own process, mid-way
         proc.wait()
+        deadline = time.time() + 20
+        while _live_processes(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _live_processes(proc.pid), "worker processes outlived the killed sweep"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # its worker processes, if any outlived it
@@ -132,14 +151,16 @@ def test_dask_local_from_the_command_line_and_report(tmp_path, capsys):
 
 
 def test_a_failed_run_sets_exit_status_1(tmp_path, capsys):
-    text = tiny(tmp_path).read_text().replace('[sweep.grid]', '[sweep.grid]\n"costs.overrides.nic.cmd_psp_gen_spi_s" = [0]')
+    text = tiny(tmp_path).read_text().replace("[sweep.grid]",
+                                              '[sweep.grid]\n"costs.overrides.nic.cmd_psp_gen_spi_s" = [0]')
     assert main(["sweep", str(write(tmp_path, text)), "-o", str(tmp_path / "out"), "-j", "1", "-q"]) == 1
     assert "12 of 12 runs failed" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 12
 
 
 def test_run_in_parallel_gives_the_serial_bytes(tmp_path):
-    text = tiny(tmp_path).read_text().split("[sweep]")[0].replace('window = "2min"', 'window = "2min"\nreplications = 2')
+    text = tiny(tmp_path).read_text().split("[sweep]")[0]
+    text = text.replace('window = "2min"', 'window = "2min"\nreplications = 2')
     path = write(tmp_path, text, "run.toml")
     assert main(["run", "-q", "--no-figure", str(path), "-o", str(tmp_path / "a")]) == 0
     assert main(["run", "-q", "--no-figure", "-j", "2", str(path), "-o", str(tmp_path / "b")]) == 0
@@ -153,24 +174,23 @@ def _readme_section() -> str:
     return text[text.index("## Sweeps"):].split("\n## ", 1)[0]
 
 
-def test_readme_sweep_example_runs_as_written(tmp_path):
+def test_readme_sweep_example_runs_as_written(tmp_path, monkeypatch, capsys):
     section = _readme_section()
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
     toml = [body for lang, body in blocks if lang == "toml"]
     shell = [body for lang, body in blocks if lang == "sh"][0]
     python = [body for lang, body in blocks if lang == "python" and "run_sweep" in body and "jobqueue" not in body][0]
     # the sweep file the README shows is the one shipped
-    shipped = (ROOT / "experiments" / "fan-out.toml").read_text()
+    shipped = (ROOT / "experiments" / "fan-out" / "sweep.toml").read_text()
     assert toml[0] in shipped
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "experiments", work / "experiments")
-    bin_dir = Path(sys.executable).parent
-    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    commands = [line for line in shell.splitlines() if line.startswith("pspsim ")]
-    assert commands
-    for line in commands:
-        done = subprocess.run(line, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, (line, done.stderr)
-    assert (work / "results" / "scratch" / "fan-out" / "summary.parquet").exists()
+    commands = [shlex.split(line) for line in shell.splitlines() if line.startswith("pspsim ")]
+    assert len(commands) == 2
+    monkeypatch.chdir(work)
+    for words in commands:  # the pspsim command's own entry point, in this process
+        assert main(words[1:]) == 0, capsys.readouterr().err
+    assert (work / "results" / "scratch" / "fan-out" / "report.png").exists()
+    assert len(pd.read_parquet(work / "results" / "scratch" / "fan-out" / "summary.parquet")) == 4 * 2
     done = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -15,7 +15,16 @@ outputs of openssl speed, iperf3 --json, mpstat -o JSON, perf stat -x, and
 ethtool -S; the format is in the README) and write a complete parameter set:
 fitted parameters become kind 'measured' with their uncertainty in the
 source, the rest keep the base set's values.  Prints each estimate with its
-standard error and relative residual, and the parameters left unconstrained."""
+standard error and relative residual, and the parameters left unconstrained.
+Estimates whose standard error exceeds a third of their value, or that have
+none, are flagged and shown in parentheses.
+
+With --cross-validate, -o names a folder: every group of measurements (one
+run configuration, or one point of a sweep) is held out in turn, the whole
+fit is redone without it, and the held-out points are predicted.  Prints the
+in-sample and out-of-sample relative error per point and their mean and
+max, and writes DIR/params.toml (the fit on all points),
+DIR/cross_validation.csv, DIR/identifiability.csv and DIR/validation.png."""
 
 VALIDATE_HELP = """\
 Re-run every measured configuration through the simulator's data plane with
@@ -29,8 +38,11 @@ def register(groups: argparse._SubParsersAction) -> None:
     cal = groups.add_parser("calibrate", help="fit the cost model to measurements", description=CALIBRATE_HELP,
                             formatter_class=fmt)
     cal.add_argument("measurements", type=Path, metavar="MEASUREMENTS", help="folder with measurements.toml")
-    cal.add_argument("-o", "--output", type=Path, required=True, metavar="PARAMS.toml")
+    cal.add_argument("-o", "--output", type=Path, required=True, metavar="PARAMS.toml",
+                     help="the parameter set to write (with --cross-validate: a folder)")
     cal.add_argument("--base", default="cx7-x86-2026", metavar="SET", help="parameter set to start from")
+    cal.add_argument("--cross-validate", action="store_true",
+                     help="leave-one-group-out cross-validation; -o is then a folder")
     cal.set_defaults(handler=calibrate_command)
 
     val = groups.add_parser("validate", help="compare the model with measurements", description=VALIDATE_HELP,
@@ -106,29 +118,56 @@ def _check_fitted(params, folder: Path) -> None:
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from pspsim.calibration.fit import calibrate, write_parameter_set
+    from pspsim.calibration.identify import format_estimates, identifiability
     from pspsim.costs.params import load_parameter_set
 
     outputs = Outputs(_measurement_files(args.measurements))
     base_path = Path(args.base)
     if base_path.suffix:
         outputs.add_input(base_path)
+    if args.cross_validate:
+        return _cross_validate(args, outputs)
     outputs.add(args.output)
     measurements = _load_measurements(args.measurements)
     base = load_parameter_set(args.base)
     result = calibrate(measurements, base)
     _check_fitted(result.parameters, args.measurements)
     outputs.commit({args.output: lambda tmp: write_parameter_set(result.parameters, tmp)})
-    table = result.table()
-    table["stderr"] = [("" if math.isnan(x) else f"{x:.3g}") for x in table["stderr"]]
-    with pd.option_context("display.width", 220, "display.max_colwidth", 70):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(format_estimates(identifiability(result, measurements)))
     print(f"\nunconstrained (kept from {base.name}): {', '.join(result.unconstrained)}")
     for line in result.not_fitted:
         print(f"read but not fitted: {line}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _cross_validate(args: argparse.Namespace, outputs: Outputs) -> int:
+    from pspsim.calibration.crossval import cross_validate, format_cross_validation
+    from pspsim.calibration.fit import write_parameter_set
+    from pspsim.calibration.identify import format_estimates, identifiability
+    from pspsim.costs.params import load_parameter_set
+    from pspsim.figures import save_figure, validation_figure
+    from pspsim.files import write_csv
+
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder (--cross-validate writes a folder)")
+    params, points, ident_csv, png = (outputs.add(out / name) for name in
+                                      ("params.toml", "cross_validation.csv", "identifiability.csv", "validation.png"))
+    measurements = _load_measurements(args.measurements)
+    base = load_parameter_set(args.base)
+    result = cross_validate(measurements, base)
+    _check_fitted(result.full.parameters, args.measurements)
+    ident = identifiability(result.full, measurements)
+    outputs.commit({params: lambda tmp: write_parameter_set(result.full.parameters, tmp),
+                    points: lambda tmp: write_csv(result.points, tmp),
+                    ident_csv: lambda tmp: write_csv(ident.table, tmp),
+                    png: lambda tmp: save_figure(validation_figure(result.validation), tmp)})
+    print(format_estimates(ident))
+    print(f"\nunconstrained (kept from {base.name}): {', '.join(result.full.unconstrained)}\n")
+    print(format_cross_validation(result))
+    print(f"wrote {out}/params.toml, cross_validation.csv, identifiability.csv, validation.png")
     return 0
 
 
@@ -151,9 +190,11 @@ def validate_command(args: argparse.Namespace) -> int:
         raise UserError(f"{args.measurements}: validation gives non-finite numbers; "
                         "a measurement file holds nan or inf")
     if args.output is not None:
-        from pspsim.figures import validation_figure, write_csv
+        from pspsim.figures import save_figure, validation_figure
+        from pspsim.files import write_csv
 
-        outputs.commit({csv: lambda tmp: write_csv(table, tmp), png: lambda tmp: validation_figure(table, tmp)})
+        outputs.commit({csv: lambda tmp: write_csv(table, tmp),
+                        png: lambda tmp: save_figure(validation_figure(table), tmp)})
     with pd.option_context("display.width", 220, "display.max_colwidth", 60):
         print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     errors = table["relative_error"].abs()

@@ -2,10 +2,11 @@
 
 Exit status: 0 success; 1 the command ran but some packets failed (for
 example a decrypt that dropped packets, or packets left out because the IV
-or sequence space ran out); 2 bad input (usage, unreadable or malformed
-files, outputs that cannot be written), reported as one line on standard
-error that starts ``pspsim: error:`` and never repeats a key; 130 and 143
-interrupted by SIGINT or SIGTERM (one line, nothing half-written).
+or sequence space ran out, or some sweep runs failed); 2 bad input (usage,
+unreadable or malformed files, outputs that cannot be written), reported as
+one line on standard error that starts ``pspsim: error:`` and never repeats
+a key; 130 and 143 interrupted by SIGINT or SIGTERM (one line, nothing
+half-written).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ simulated datacenter fleet ('pspsim run'), from cost parameters with sources
 and decrypts pcap files exactly as the public PSP reference implementation
 (google/psp) does, 'pspsim esp' does ESP as Linux and Wireshark read it."""
 
-#: Sixteen or more hex digits in a row (separators allowed): what a key looks like; never echoed.
-_KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?[0-9A-Fa-f](?:[\s:_-]?[0-9A-Fa-f]){15,}(?![0-9A-Za-z])")
+#: Fifteen or more hex digits in pairs (separators allowed between pairs): what a key looks like; never echoed.
+_KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?(?:[0-9A-Fa-f]{2}[\s:_-]?){7,}[0-9A-Fa-f]{1,2}(?![0-9A-Za-z])")
 
 
 class Terminated(KeyboardInterrupt):

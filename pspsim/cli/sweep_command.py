@@ -95,7 +95,8 @@ def sweep_command(args: argparse.Namespace) -> int:
 def sweep_report_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from pspsim.sweep_figure import sweep_figure
+    from pspsim.figures import save_figure
+    from pspsim.figures.sweep import sweep_figure
 
     folder: Path = args.folder
     try:
@@ -117,11 +118,12 @@ def sweep_report_command(args: argparse.Namespace) -> int:
     if summary.empty:
         raise ConfigError(f"{folder}: no finished runs to report")
     out = args.output or folder / "report.png"
-    sweep_figure(summary, x, units, [f for f in fields if f != x], metrics, out, record["name"])
+    save_figure(sweep_figure(summary, x, units, [f for f in fields if f != x], metrics, record["name"]), out)
     table = summary[["point", *fields, "variant", "replications"]].copy()
     for metric in metrics:
         half = (summary[f"{metric}_ci_high"] - summary[f"{metric}_ci_low"]) / 2
-        table[metric] = [f"{m:.4g} ± {h:.2g}" if h == h else f"{m:.4g}" for m, h in zip(summary[f"{metric}_mean"], half)]
+        table[metric] = [f"{m:.4g} ± {h:.2g}" if h == h else f"{m:.4g}"
+                         for m, h in zip(summary[f"{metric}_mean"], half)]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))
     print(f"wrote {out}")

@@ -14,10 +14,12 @@ Assumptions:
   a Poisson stream of its own rate, independent of the others.
 * One lookup per TSO/GSO burst, not per packet.  The stack hands the NIC
   one send descriptor (a WQE on mlx5) per GSO skb of up to ``tso_max_bytes``
-  (64 KiB by default, Linux ``GSO_LEGACY_MAX_SIZE``; BIG TCP raises it) and
-  the offload takes the key context once per descriptor; on receive, the
+  (64 KiB by default, Linux ``GSO_LEGACY_MAX_SIZE``; BIG TCP raises it), and
+  the offload names its key once per skb (mlx5: ``keyid`` in
+  ``struct mlx5e_accel_tx_psp_state``, en_accel/psp_rxtx.h), so the NIC
+  fetches the context once per descriptor (assumed).  On receive, the
   packets of one burst arrive back to back, so the first one brings the key
-  in and the rest hit.  Interleaving with other flows inside a burst and
+  in and the rest hit (assumed).  Interleaving with other flows inside a burst and
   pure ACKs (which carry no payload and are their own sends) are not
   counted: add ACK lookups to the rates if they matter.
 * Warm cache: a group whose active keys all fit misses nothing (compulsory

@@ -33,12 +33,16 @@ freezes above ``weight *`` the level of any resource it crosses):
   saturates now: its flows freeze at ``weight *`` their lowest level.
 
 The resource of globally lowest level always qualifies (or one of its flows
-freezes at demand), so every round makes progress; rounds are bounded by the
-depth of the chain of resources that limit one another, not by the number
-of distinct levels.  Each round is a handful of ``np.bincount`` and
-``np.minimum.reduceat`` passes over the triplets of the unfrozen flows, and
-frozen flows' triplets are dropped.  Zero-capacity resources freeze their
-flows at 0; flows crossing no finite resource get their demand.
+freezes at demand), so every round makes progress.  Where bottlenecks do
+not limit one another, a few rounds settle thousands of them; each round is
+a handful of ``np.bincount`` and ``np.minimum.reduceat`` passes over the
+triplets of the unfrozen flows, and frozen flows' triplets are dropped.
+Where resources are densely coupled (every one shares flows with the
+others) and saturate at many distinct levels, rounds settle one level each;
+the function then switches to rounds that cost O(resources) plus the
+triplets of the flows they freeze (resources indexed once by a sort).
+Zero-capacity resources freeze their flows at 0; flows crossing no finite
+resource get their demand.
 
 Sources: progressive filling and the bottleneck characterisation of max-min
 fairness, D. Bertsekas, R. Gallager, *Data Networks*, 2nd ed., 1992,
@@ -167,7 +171,7 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     flow_start[flows] = np.cumsum(counts) - counts
     flow_len = np.zeros(demand.size, np.intp)
     flow_len[flows] = counts
-    by_res = np.argsort(ro, kind="stable")
+    by_res = np.argsort(ro.astype(np.uint16) if n_res <= 1 << 16 else ro, kind="stable")  # radix sort if it fits
     res_len = np.bincount(ro, minlength=n_res)
     res_start = np.cumsum(res_len) - res_len
     open_flows = res_len.copy()

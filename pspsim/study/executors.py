@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -47,7 +49,21 @@ def default_jobs() -> int:
 
 
 def process_pool(jobs: int | None = None) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=jobs or default_jobs(), mp_context=multiprocessing.get_context("spawn"))
+    """``jobs`` worker processes (default: all cores), started with ``spawn``;
+    each exits when this process dies, even by SIGKILL (no orphaned workers)."""
+    return ProcessPoolExecutor(max_workers=jobs or default_jobs(), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Runs in each pool worker: a daemon thread ends the worker once ``parent`` is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pspsim-parent-watch", daemon=True).start()
 
 
 @contextmanager

@@ -42,10 +42,12 @@ from pspsim.study.runner import resolve_parameters
 from pspsim.wire.errors import ConfigError
 
 SAMPLERS = ("latin-hypercube", "sobol")
+_OVERRIDES = "costs.overrides."
 _SWEEP_KEYS = {"base", "replications", "grid", "sample"}
 _SAMPLE_KEYS = {"kind", "n", "seed", "bounds"}
 _NOT_SWEPT = {"run.variants": "variants are run at every point already",
-              "run.replications": "set [sweep] replications instead"}
+              "run.replications": "set [sweep] replications instead",
+              "run.seed": "replication r of every point draws from the r-th child of run.seed; add replications"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,11 @@ class Sweep:
         return tuple(self.base.run.variants)
 
     def units(self) -> dict[str, str]:
-        """The unit of each swept field ("s" for durations, "" otherwise)."""
-        return {f: field_unit(f) for f in self.fields}
+        """The unit of each swept field: "s" for durations, a cost parameter's
+        own unit, "" otherwise."""
+        params = self.points[0].params.parameters
+        return {f: params[f.removeprefix(_OVERRIDES)].unit if f.startswith(_OVERRIDES) else field_unit(f)
+                for f in self.fields}
 
 
 # ---------------------------------------------------------------- reading
@@ -178,7 +183,8 @@ def _check_field(name: Any, where: str) -> None:
             model = inner
         elif i < len(parts) - 1:
             raise ConfigError(f"{where}: {name!r} is not a scenario field ({part!r} has no fields)")
-    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel) and info.annotation is not _DISTRIBUTION:
+    table = isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    if table and info.annotation is not _DISTRIBUTION:
         raise ConfigError(f"{where}: {name!r} is a table; sweep one of its fields")
 
 
@@ -278,11 +284,11 @@ def _resolved(scenario: Scenario, name: str) -> Any:
 
 
 def _point(index: int, values: dict[str, Any], data: dict[str, Any], source: str) -> Point:
-    table = data
-    for name, value in values.items():
-        table = _with(table, name, value)
     where = f"{source}: point {index} ({_label(values)})"
     try:
+        table = data
+        for name, value in values.items():
+            table = _with(table, name, value)
         scenario = scenario_from_dict(table, where)
         params = resolve_parameters(scenario)
         params.costs()

@@ -1,17 +1,19 @@
 """The sweep figure: chosen metrics against a swept field, one line per variant
 (and per value of the other swept fields), the band the 95% Student-t
-interval of the replications' mean (``summary.parquet``)."""
+interval of the replications' mean, as ``summary.parquet`` of a sweep holds
+it (:mod:`pspsim.study.aggregate`).  With other swept fields, colour tells
+their values apart and line style the variants; without, each variant has
+its own colour and style."""
 
 from __future__ import annotations
 
-import os
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from pspsim.figures import STYLE, VARIANT_COLORS, save_figure
+from pspsim.figures.style import InlineFigure, style, variant_style
 
 _STYLES = ("-", "--", ":", "-.")
 _STATS = ("_mean", "_peak", "_max", "_min", "_p50", "_p99")
@@ -34,15 +36,16 @@ def axis_label(name: str, unit: str) -> str:
 
 
 def sweep_figure(summary: pd.DataFrame, x: str, units: dict[str, str], others: list[str], metrics: list[str],
-                 path: str | os.PathLike[str], title: str) -> None:
+                 title: str) -> Figure:
     """One panel per metric; ``others`` are the swept fields other than ``x``;
     ``units`` gives each swept field's unit ("" for none)."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 3.2 * len(metrics)), squeeze=False)
+    with style():
+        fig = InlineFigure(figsize=(7, 3.2 * len(metrics)), layout="constrained")
+        axes = fig.subplots(len(metrics), 1, squeeze=False)
         groups = list(summary.groupby(["variant", *others], sort=False, dropna=False))
         combos = list(dict.fromkeys(tuple(k)[1:] if isinstance(k, tuple) else () for k, _ in groups))
         variants = list(dict.fromkeys(summary["variant"]))
-        shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(combos), 1)))
+        shades = colormaps["viridis"](np.linspace(0.0, 0.85, max(len(combos), 1)))
         for ax, metric in zip(axes[:, 0], metrics):
             for keys, group in groups:
                 keys = keys if isinstance(keys, tuple) else (keys,)
@@ -51,10 +54,11 @@ def sweep_figure(summary: pd.DataFrame, x: str, units: dict[str, str], others: l
                                                     else f"{o} = {v} {units[o]}".rstrip()
                                                     for o, v in zip(others, keys[1:])])
                 if others:  # colour: the other fields' values; line style: the variant
-                    color, style = shades[combos.index(keys[1:])], _STYLES[variants.index(keys[0]) % len(_STYLES)]
+                    color, line = shades[combos.index(keys[1:])], _STYLES[variants.index(keys[0]) % len(_STYLES)]
                 else:
-                    color, style = VARIANT_COLORS.get(keys[0]), "-"
-                ax.plot(group[x], group[f"{metric}_mean"], style, marker="o", ms=3, lw=1.4, color=color, label=label)
+                    color, line = variant_style(keys[0])["color"], variant_style(keys[0])["linestyle"]
+                ax.plot(group[x], group[f"{metric}_mean"], linestyle=line, marker="o", ms=3, lw=1.4, color=color,
+                        label=label)
                 ax.fill_between(group[x], group[f"{metric}_ci_low"], group[f"{metric}_ci_high"],
                                 color=color, alpha=0.18, lw=0)
             values = pd.to_numeric(summary[x], errors="coerce")
@@ -69,5 +73,4 @@ def sweep_figure(summary: pd.DataFrame, x: str, units: dict[str, str], others: l
         n = int(np.nanmax(summary["replications"])) if len(summary) else 0
         axes[0, 0].set_title(f"{title}: mean of {n} replications, band = 95% confidence interval (Student t)")
         axes[0, 0].legend(fontsize=7, frameon=False)
-        fig.tight_layout()
-        save_figure(fig, path)
+    return fig
