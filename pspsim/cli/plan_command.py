@@ -78,14 +78,15 @@ def plan_command(args: argparse.Namespace) -> int:
     with open_executor(args.jobs, args.dask) as executor:
         result = make_plan(scenario, opts, executor, progress)
 
-    from pspsim.plan_figures import plan_figure
+    from pspsim.figures import save_figure
+    from pspsim.figures.plan import plan_figure
 
     figure = plan_figure(result.answers)
     outputs.commit({
         names["plan.json"]: lambda p: p.write_text(plan_json(result.answers, scenario, params)),
         names["plan.md"]: lambda p: p.write_text(plan_markdown(result.answers, scenario, params, ["plan.png"])),
         names["plan_runs.csv"]: lambda p: result.runs.to_csv(p, index=False),
-        names["plan.png"]: lambda p: figure.savefig(p, format="png", dpi=110),
+        names["plan.png"]: lambda p: save_figure(figure, p),
     })
     print(summary_text(result.answers), end="")
     print(f"wrote {out}/plan.md, plan.json, plan_runs.csv, plan.png")

@@ -1,7 +1,7 @@
 """The figure of ``pspsim plan``: its answers and the runs each boundary took.
 
-Four panels, drawn on a plain ``matplotlib.figure.Figure`` (no pyplot, no
-backend change, so a notebook shows it when a cell returns it):
+Four panels, drawn without pyplot on an ``InlineFigure`` (no backend change;
+a notebook shows it when a cell returns it):
 
 1. cores per host by variant, mean with the 95% interval over replications;
 2. the rotation search: stale events (sum over replications) against the
@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import matplotlib
 from matplotlib.figure import Figure
 
-from pspsim.figures import STYLE, VARIANT_COLORS
+from pspsim.figures.style import VARIANT_COLORS, InlineFigure, style
 
 
 def _err(stat: dict[str, Any]) -> tuple[float, list[float]]:
@@ -32,8 +31,8 @@ def _err(stat: dict[str, Any]) -> tuple[float, list[float]]:
 
 
 def plan_figure(answers: dict[str, Any]) -> Figure:
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(11, 7.5), layout="constrained")
+    with style():
+        fig = InlineFigure(figsize=(11, 7.5), layout="constrained")
         (cores, rotation), (rate, storm) = fig.subplots(2, 2)
         _cores(cores, answers)
         _rotation(rotation, answers["rotation"])
