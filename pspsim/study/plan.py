@@ -413,9 +413,10 @@ def make_plan(scenario: Scenario, opts: PlanOptions, executor: Any = None,
     if opts.setup_p99_s <= 0 or not math.isfinite(opts.setup_p99_s):
         raise ConfigError(f"--setup-p99: must be a positive number of milliseconds (got {opts.setup_p99_s * 1e3:g})")
     runner = Runner(scenario, opts.replications, executor, progress)
-    base_runs = runner.run("variants", "base", [{"run.seed": scenario.run.seed}], variants, keep_series=True)
+    as_is = {"run.name": scenario.run.name}  # the scenario itself, as a one-point sweep
+    base_runs = runner.run("variants", "base", [as_is], variants, keep_series=True)
     runner.frames.pop()  # kept again below, with the median host's peak
-    runner.frames.append(add_median_host(base_runs, runner.series[-1]).drop(columns=["run.seed"]))
+    runner.frames.append(add_median_host(base_runs, runner.series[-1]).drop(columns=list(as_is)))
     answers_variants = _variants_answer(add_median_host(base_runs, runner.series[-1]), variants, opts.current,
                                         scenario, params)
     rotation = rotation_boundary(runner, opts)
