@@ -9,47 +9,67 @@ values are refused with the field's dotted path and what is wrong.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pspsim.wire.errors import ConfigError
 
 VARIANTS = ("psp", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "tls-user", "ktls-sw",
             "ktls-offload", "plaintext")
+MAX_FILE_BYTES = 16 << 20  # a scenario is a few KiB; a larger file (or a device) is a mistake
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "ms": 1e-3, "us": 1e-6}
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*")
+
+
+def _finite(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
+    return seconds
 
 
 def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '30min'")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value))
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match and match.group(2) in _UNITS:
-            return float(match.group(1)) * _UNITS[match.group(2)]
+            return _finite(float(match.group(1)) * _UNITS[match.group(2)])
         if match and match.group(2) == "":
-            return float(match.group(1))
+            return _finite(float(match.group(1)))
     raise ValueError(f"{value!r} is not a duration (examples: 90, '90s', '30min', '24h', '2d')")
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _plain_name(name: str) -> str:
+    """``run.name`` names the folder results/<name>: no path, no '..', nothing hidden."""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain name: use letters, digits, '.', '_' and '-' "
+                         "(at most 100, not starting with '.' or '-'; no '/')")
+    return name
 
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every number read is finite (NaN and infinity are refused)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Distribution(_Strict):
     """A positive random quantity: fixed, exponential, lognormal or pareto."""
 
     kind: Literal["fixed", "exponential", "lognormal", "pareto"] = "fixed"
-    mean: float = Field(gt=0, default=1.0)
+    mean: float = Field(ge=0, default=1.0)
     sigma: float = Field(ge=0, default=1.0)  # lognormal shape
     alpha: float = Field(gt=1, default=2.5)  # pareto shape (finite mean)
 
@@ -123,7 +143,7 @@ class CostsConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = "scenario"
+    name: Annotated[str, AfterValidator(_plain_name)] = "scenario"
     seed: int = Field(ge=0, default=1)
     duration: Duration = 3600.0
     window: Duration = 60.0
@@ -153,11 +173,17 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
+        if self.fleet.hosts < 2:
+            raise ValueError("fleet: one host has no peer to connect to; give at least 2 hosts "
+                             "(racks x hosts_per_rack)")
         if self.workload.peers_per_host.mean >= self.fleet.hosts:
             raise ValueError(f"workload.peers_per_host must be below the {self.fleet.hosts} hosts of the fleet")
         for host in self.packets.hosts or []:
             if not 0 <= host < self.fleet.hosts:
                 raise ValueError(f"packets.hosts: host {host} is not in the fleet (0..{self.fleet.hosts - 1})")
+        if "psp" in self.run.variants and self.keys.psp_rotation_period < self.run.window:
+            raise ValueError(f"keys.psp_rotation_period ({self.keys.psp_rotation_period:g} s) must be at least "
+                             f"run.window ({self.run.window:g} s): shorten run.window")
         if self.packets.duration > self.run.duration:
             raise ValueError("packets.duration must not exceed run.duration")
         return self
@@ -183,12 +209,25 @@ def scenario_from_dict(data: dict[str, Any], source: str = "scenario") -> Scenar
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
+    """Read and validate a scenario file (a ``[sweep]`` table in it is for ``pspsim sweep``:
+    running the file as a scenario runs its base point)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > MAX_FILE_BYTES):
+            raise ConfigError(f"{path}: not a scenario file (a regular file of at most {MAX_FILE_BYTES >> 20} MiB)")
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such scenario file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a scenario file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a scenario is TOML)") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the scenario file is empty")
+    data.pop("sweep", None)
     return scenario_from_dict(data, str(path))

@@ -31,3 +31,11 @@ def simulate(sc: Scenario, variant: str, overrides: dict | None = None, seed: in
     workload = generate_workload(sc, streams.workload)
     sim = FleetSimulation(sc, make_variant(variant, costs, sc.keys), workload, costs, streams)
     return sim, sim.run(), workload
+
+
+def summarize(sc: Scenario, variant: str, overrides: dict | None = None, replication: int = 0) -> dict:
+    """The summary row ``pspsim run`` writes for one variant (common random numbers per replication)."""
+    from pspsim.study.runner import resolve_parameters, run_one
+
+    params = resolve_parameters(sc).with_overrides(overrides or {})
+    return run_one(sc, params, replication, variant).summary

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspsim.cli.main import main
 from pspsim.calibration.fit import calibrate, run_cycles, validate
 from pspsim.calibration.measurements import TrafficRun, load_measurements
-from pspsim.costs.params import load_parameter_set
 from pspsim.calibration.parsers import (
     MeasurementError,
     ethtool_stats,
@@ -19,6 +17,8 @@ from pspsim.calibration.parsers import (
     openssl_speed,
     perf_stat_csv,
 )
+from pspsim.cli.main import main
+from pspsim.costs.params import load_parameter_set
 from pspsim.model.variants import make_variant
 from pspsim.scenario import KeysConfig
 
@@ -95,7 +95,8 @@ TRUTH = {"host.stack_cycles_per_packet": 1100.0, "host.ipsec_sw_cycles_per_packe
          "host.ktls_sw_copy_cycles_per_byte": 0.1, "host.aes_gcm_cycles_per_byte": 0.5,
          "host.aes_gcm_cycles_per_call": 300.0, "host.tls_full_handshake_server_cycles": 450000.0,
          "host.psp_key_exchange_cycles": 30000.0, "host.ike_child_rekey_cycles_pfs": 250000.0,
-         "host.tls_key_update_cycles": 15000.0, "nic.ipsec_sa_cache_entries": 3000.0, "nic.ipsec_sa_miss_cost": 2.0, "nic.command_latency_s": 20e-6}
+         "host.tls_key_update_cycles": 15000.0, "nic.ipsec_sa_cache_entries": 3000.0, "nic.ipsec_sa_miss_cost": 2.0,
+         "nic.command_latency_s": 20e-6}
 # Relative tolerances; the two small per-packet costs (60-80 cycles next to a
 # 1,100-cycle stack cost) are only known to within the 1 % noise on the total
 # per-packet cycles, so theirs is absolute: +-35 cycles (about 3 sigma of 8 noisy
@@ -109,7 +110,8 @@ def _synthetic(tmp_path, seed=0):
     rng = np.random.default_rng(seed)
     costs = load_parameter_set().with_overrides(TRUTH).costs()
     clock = costs.host_clock_hz
-    lines = ["[platform]", f"clock_ghz = {clock / 1e9}", "[[crypto]]", 'algorithm = "aes-128-gcm"', "[crypto.bytes_per_s]"]
+    lines = ["[platform]", f"clock_ghz = {clock / 1e9}", "[[crypto]]", 'algorithm = "aes-128-gcm"',
+             "[crypto.bytes_per_s]"]
     for size in (16, 64, 256, 1024, 8192, 16384):
         ops = clock / (TRUTH["host.aes_gcm_cycles_per_call"] + TRUTH["host.aes_gcm_cycles_per_byte"] * size)
         lines.append(f"{size} = {ops * size * (1 + rng.normal(0, 0.01))}")

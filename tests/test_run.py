@@ -39,7 +39,7 @@ def test_run_writes_tables_manifest_and_figure(tmp_path, capsys):
     path = _write(tmp_path, SMALL.format(seed=1))
     out = tmp_path / "out"
     assert main(["run", str(path), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "summary.parquet",
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "nic_counters.parquet", "summary.parquet",
                                                      "timeseries.parquet"]
     summary = pd.read_parquet(out / "summary.parquet")
     assert list(summary["variant"]) == ["psp", "ipsec-sw", "ktls-offload", "plaintext"]

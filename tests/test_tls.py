@@ -58,8 +58,7 @@ def test_rfc8448_client_records():
 
 
 def test_rfc8448_server_records_after_the_session_ticket():
-    server = Tls13RecordProtection(AES128, S_AP)
-    server.seq = 1  # sequence 0 carried the NewSessionTicket
+    server = Tls13RecordProtection(AES128, S_AP, seq=1)  # sequence 0 carried the NewSessionTicket
     assert server.open(S_APP_RECORD) == (CONTENT_APPLICATION_DATA, bytes(range(50)))
     assert server.open(S_ALERT_RECORD) == (CONTENT_ALERT, b"\x01\x00")
 
@@ -84,10 +83,9 @@ def test_round_trip_every_suite_and_key_update(name, padding):
 
 
 def test_limits_and_errors():
-    tx = Tls13RecordProtection(AES128, C_AP)
+    tx = Tls13RecordProtection(AES128, C_AP, seq=2**64 - 1)
     with pytest.raises(ConfigError):
         tx.seal(b"x" * (MAX_PLAINTEXT + 1))
-    tx.seq = 2**64 - 1
     tx.seal(b"last")
     with pytest.raises(TlsSequenceExhausted):
         tx.seal(b"wraps")

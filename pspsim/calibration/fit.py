@@ -30,13 +30,16 @@ and are listed as such.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from pspsim.calibration.identify import status
 from pspsim.calibration.measurements import OPERATIONS, Measurements, TrafficRun
 from pspsim.costs.params import Costs, Parameter, ParameterSet, field_name
+from pspsim.files import write_text
 from pspsim.model.variants import make_variant
 from pspsim.scenario import KeysConfig
 
@@ -59,6 +62,13 @@ REKEY_PARAMETER = {
     "ipsec-packet-offload": "host.ike_child_rekey_cycles_pfs",
     "tls-user": "host.tls_key_update_cycles",
     "ktls-sw": "host.tls_key_update_cycles",
+}
+#: The context cache (size, miss cost) a state-scaling sweep of each variant measures.
+CACHE_PARAMETERS = {
+    "psp": ("nic.psp_tx_key_cache_entries", "nic.psp_tx_key_miss_cost"),
+    "ipsec-crypto-offload": ("nic.ipsec_sa_cache_entries", "nic.ipsec_sa_miss_cost"),
+    "ipsec-packet-offload": ("nic.ipsec_sa_cache_entries", "nic.ipsec_sa_miss_cost"),
+    "ktls-offload": ("nic.ktls_context_cache_entries", "nic.ktls_context_miss_cost"),
 }
 FIT_ORDER = ["plaintext", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "psp", "ktls-offload",
              "tls-user", "ktls-sw"]
@@ -159,8 +169,8 @@ def cache_fit(entries: np.ndarray, gbps: np.ndarray) -> tuple[float, float, floa
 
 def _cache(meas: Measurements) -> list[Estimate]:
     points = meas.state_scaling
-    if len(points) < 3:
-        return []
+    if len(points) < 3 or points[0].variant not in CACHE_PARAMETERS:
+        return []  # a cache cliff needs three points, and a variant whose keys go through a NIC cache
     entries = np.array([p.entries for p in points])
     gbps = np.array([p.gbps for p in points])
     cache, k, t0 = cache_fit(entries, gbps)
@@ -171,8 +181,9 @@ def _cache(meas: Measurements) -> list[Estimate]:
     predicted = t0 / (1 + np.clip(1 - cache / entries, 0, None) * k)
     rms = float(np.sqrt(np.mean(((predicted - gbps) / gbps) ** 2)))
     basis = f"state-scaling sweep, {n} points"
-    return [Estimate("nic.ipsec_sa_cache_entries", cache, float(stderr[0]), n, rms, basis),
-            Estimate("nic.ipsec_sa_miss_cost", k, float(stderr[1]), n, rms, basis)]
+    size, miss_cost = CACHE_PARAMETERS[points[0].variant]
+    return [Estimate(size, cache, float(stderr[0]), n, rms, basis),
+            Estimate(miss_cost, k, float(stderr[1]), n, rms, basis)]
 
 
 def _control(meas: Measurements) -> list[Estimate]:
@@ -241,12 +252,12 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     cache = _cache(meas)
     adopt(cache)
     if cache:  # the engine's packet rate that makes the model reach T0 with no misses
-        variant = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
+        engine = make_variant(meas.state_scaling[0].variant, costs, KeysConfig())
         t0 = cache_fit(np.array([p.entries for p in meas.state_scaling]),
                        np.array([p.gbps for p in meas.state_scaling]))[2]
-        pps = t0 * 1e9 / 8 / variant.mss  # full-size packets carrying T0 of payload
+        pps = t0 * 1e9 / 8 / engine.mss  # full-size packets carrying T0 of payload
         adopt([Estimate("nic.crypto_pps", pps, float("nan"), len(meas.state_scaling), 0.0,
-                        f"throughput before the cache cliff ({t0:g} Gb/s) over {variant.name} packets")])
+                        f"throughput before the cache cliff ({t0:g} Gb/s) over {engine.name} packets")])
     adopt(_control(meas))
     adopt([Estimate("host.clock_hz", meas.clock_hz, 0.0, 1, 0.0, "platform.clock_ghz")])
     if meas.mtu != base.parameters["net.mtu_bytes"].value:
@@ -255,8 +266,10 @@ def calibrate(meas: Measurements, base: ParameterSet) -> Calibration:
     for e in estimates:
         old = params[e.parameter]
         uncertainty = "" if math.isnan(e.stderr) else f" ± {e.stderr:.4g}"
+        flag = {"weak": "; WEAK: standard error above a third of the value",
+                "no error estimate": "; no error estimate"}.get(status(e.parameter, e.value, e.stderr), "")
         params[e.parameter] = Parameter(e.parameter, e.value, old.unit, "measured",
-                                        f"calibrated from {meas.folder.name}: {e.basis}{uncertainty}")
+                                        f"calibrated from {meas.folder.name}: {e.basis}{flag}{uncertainty}")
     unconstrained = sorted(set(base.parameters) - {e.parameter for e in estimates})
     not_fitted = []
     if meas.loss_runs:
@@ -280,42 +293,77 @@ def write_parameter_set(params: ParameterSet, path) -> None:
     for p in params.parameters.values():
         lines += [f'[param."{p.name}"]', f"value = {p.value!r}", f"unit = {quote(p.unit)}",
                   f"kind = {quote(p.kind)}", f"source = {quote(p.source)}", ""]
-    from pspsim.figures import write_text
-
     write_text("\n".join(lines), path)
 
 
 def validate(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
     """Every measured configuration re-run through the simulator's data plane:
-    predicted against measured, with the relative error."""
-    from pspsim.model.dataplane import HostRates, window_costs
+    predicted against measured, with the relative error, and the prediction's
+    standard error propagated from the parameters' (``predicted_stderr``:
+    first order, each parameter moved by its standard error, independent)."""
+    table = _predict(meas, params)
+    variance = np.zeros(len(table))
+    for name, stderr in parameter_stderrs(params).items():
+        moved = _predict(meas, params.with_overrides({name: params.parameters[name].value + stderr}))
+        variance += (moved["predicted"].to_numpy() - table["predicted"].to_numpy()) ** 2
+    table.insert(table.columns.get_loc("predicted") + 1, "predicted_stderr", np.sqrt(variance))
+    return table
+
+
+_STDERR = re.compile(r" ± ([0-9.eE+-]+)$")
+
+
+def parameter_stderrs(params: ParameterSet) -> dict[str, float]:
+    """The standard errors a calibrated set carries (written by :func:`calibrate` as ``... ± SE`` in the source)."""
+    found = {}
+    for name, p in params.parameters.items():
+        match = _STDERR.search(p.source)
+        if match and float(match.group(1)) > 0:
+            found[name] = float(match.group(1))
+    return found
+
+
+def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
+    """Each measured configuration through the data plane's own functions.
+
+    CPU runs: the host's stack and protection cycles for the run's packets,
+    bytes and records (:func:`~pspsim.model.dataplane.host_cycles`), plus its
+    handshakes and rekeys.  State points: the NIC crypto engine
+    (:func:`~pspsim.model.dataplane.engine_load`) offered the line rate in
+    full-size packets, its context cache holding ``entries`` keys looked up
+    at equal rates (miss ratio from :func:`~pspsim.model.cache.lru_miss_ratio`),
+    one lookup per packet: the published sweep forwards packets one by one
+    (XDP), with no TSO bursts to share a lookup."""
+    from pspsim.model.cache import lru_miss_ratio
+    from pspsim.model.dataplane import engine_load, host_cycles, wire_bytes
 
     costs = params.costs()
     rows = []
     for run in meas.runs:
         variant = make_variant(run.variant, costs, KeysConfig())
-        rates = HostRates.zeros(1)
-        rates.tx_bytes[:] = run.bytes_per_s
-        rates.tx_packets[:] = run.packets_per_s
-        rates.tx_records[:] = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
-        handshake = np.array([run.connections_per_s * variant.handshake_cycles()])
-        result = window_costs(variant, costs, rates, np.zeros(1), handshake, np.zeros(1), np.zeros(1, dtype=int),
-                              1e15, 1.0, 1)
-        predicted = float(result["cores_total"][0])
+        records = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
+        stack, crypto = host_cycles(variant, costs, np.float64(run.packets_per_s), np.float64(run.bytes_per_s),
+                                    np.float64(records))
+        cycles = (float(stack) + float(crypto) + run.connections_per_s * variant.handshake_cycles()
+                  + run.rekeys_per_s * variant.rekey_cycles())
+        predicted = cycles / costs.host_clock_hz
         measured = run.cycles_per_s / costs.host_clock_hz
         rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
-                     "measured": measured, "predicted": predicted, "relative_error": predicted / measured - 1,
-                     "source": run.source})
+                     "group": run.group, "measured": measured, "predicted": predicted,
+                     "relative_error": predicted / measured - 1, "source": run.source})
     for point in meas.state_scaling:
         variant = make_variant(point.variant, costs, KeysConfig())
-        rates = HostRates.zeros(1)
-        line = costs.nic_line_rate_bps / 8
-        rates.tx_bytes[:] = line
-        rates.tx_packets[:] = line / variant.mss
-        result = window_costs(variant, costs, rates, np.array([point.entries]), np.zeros(1), np.zeros(1),
-                              np.zeros(1, dtype=int), 1e15, 1.0, 1)
-        predicted = float(result["achieved_bps"][0]) / 1e9
+        cache, miss_cost = variant.context_cache(costs)
+        payload = costs.nic_line_rate_bps / 8
+        packets = payload / variant.mss
+        miss = 0.0
+        if cache is not None:
+            miss = float(lru_miss_ratio(np.ones(1), np.array([point.entries]), np.zeros(1, dtype=int),
+                                        np.array([cache]), 1)[0])
+        load = float(engine_load(costs, packets, packets, wire_bytes(variant, payload, packets, 0.0), miss,
+                                 miss_cost))
+        predicted = payload * 8 / max(load, 1.0) / 1e9
         rows.append({"kind": "state", "variant": point.variant, "configuration": f"{point.entries:g} entries",
-                     "metric": "gbps", "measured": point.gbps, "predicted": predicted,
+                     "metric": "gbps", "group": point.group, "measured": point.gbps, "predicted": predicted,
                      "relative_error": predicted / point.gbps - 1, "source": point.source})
     return pd.DataFrame(rows)

@@ -34,6 +34,10 @@ published figures) or point at the tools' own outputs, parsed by
     [[state_scaling]]               # throughput against concurrent offloaded keys/SAs
     variant = "ipsec-packet-offload"; entries = 2000; gbps = 190.5
 
+Every entry may carry ``group = "name"``: entries with the same group are
+repeats of one run configuration, and cross-validation holds them out
+together.  Without it each entry (each point of a sweep) is its own group.
+
     [[control_plane]]               # NIC firmware commands (ip xfrm state add ... offload, PSP rx-assoc, ...)
     operation = "ipsec_sa_add"; latency_us = [12.0, 15.5, 11.2]   # or file = "cp.txt", one per line
     rate_per_s = 95000              # highest rate of this operation: fits its command's service time
@@ -85,6 +89,7 @@ OPERATIONS: dict[str, tuple[str, int]] = {
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = ""
+    group: str = ""  # entries sharing a group are one run configuration (repeats): held out together
 
 
 class PlatformEntry(_Entry):
@@ -182,6 +187,7 @@ class TrafficRun:
     source: str
     label: str
     rekeys_per_s: float = 0.0
+    group: str = ""  # the run configuration it belongs to (cross-validation holds a group out at once)
 
 
 @dataclass(frozen=True)
@@ -251,20 +257,21 @@ def load_measurements(folder: str | Path) -> Measurements:
     loss_runs = [(_traffic(e, f"loss_injection[{i}]", read, clock, spec.platform.mtu, index, folder), e.loss_percent)
                  for i, e in enumerate(spec.loss_injection)]
     control = []
-    for i, c in enumerate(spec.control_plane):
-        if c.file:
-            text = read(f"control_plane[{i}]", "file", c.file)
+    for i, command in enumerate(spec.control_plane):
+        if command.file:
+            text = read(f"control_plane[{i}]", "file", command.file)
             try:
                 samples = [float(x) for x in text.split()]
             except ValueError:
-                raise MeasurementError(f"{folder / c.file}: latencies must be numbers (microseconds)") from None
+                raise MeasurementError(f"{folder / command.file}: latencies must be numbers (microseconds)") from None
         else:
-            samples = list(c.latency_us or [])
-        if not samples and c.rate_per_s is None:
+            samples = list(command.latency_us or [])
+        if not samples and command.rate_per_s is None:
             raise MeasurementError(f"{index}: control_plane[{i}]: give latency_us, file or rate_per_s")
-        control.append((c.operation, [s * 1e-6 for s in samples], c.rate_per_s))
+        control.append((command.operation, [s * 1e-6 for s in samples], command.rate_per_s))
+    state = [p.model_copy(update={"group": p.group or f"state_scaling[{i}]"}) for i, p in enumerate(spec.state_scaling)]
     return Measurements(folder, clock, spec.platform.mtu, spec.platform.model_dump(), crypto, runs,
-                        list(spec.state_scaling), control, latencies, loss_runs)
+                        state, control, latencies, loss_runs)
 
 
 def _costs(mtu: int):
@@ -318,4 +325,5 @@ def _traffic(e: ThroughputEntry, where: str, read, clock: float, mtu: int, index
     rekeys = getattr(e, "rekeys_per_s", 0.0)
     label = (f"{e.variant} {e.cores:g} cores" + (f", {connections:g} conn/s" if connections else "")
              + (f", {rekeys:g} rekeys/s" if rekeys else ""))
-    return TrafficRun(e.variant, e.cores, gbps, bytes_per_s, packets, cycles, connections, e.source, label, rekeys)
+    return TrafficRun(e.variant, e.cores, gbps, bytes_per_s, packets, cycles, connections, e.source, label, rekeys,
+                      e.group or where)

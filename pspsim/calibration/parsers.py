@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from pspsim.wire.errors import ConfigError
 
@@ -31,7 +32,7 @@ def openssl_speed(text: str, name: str = "openssl speed") -> dict[str, dict[int,
     """{algorithm: {block bytes: bytes per second}} from ``openssl speed`` output."""
     sizes: list[int] | None = None
     out: dict[str, dict[int, float]] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for line in text.splitlines():
         if line.startswith("type") and "bytes" in line:
             sizes = [int(s) for s in _SIZE.findall(line)]
             continue
@@ -41,15 +42,17 @@ def openssl_speed(text: str, name: str = "openssl speed") -> dict[str, dict[int,
         fields = line.split()
         rates = fields[-len(sizes):]
         algorithm = " ".join(fields[: -len(sizes)])
-        if not algorithm or not all(_RATE.match(r) for r in rates):
+        matches = [_RATE.match(r) for r in rates]
+        values = [float(m.group(1)) * 1000 for m in matches if m is not None]
+        if not algorithm or len(values) != len(sizes):
             continue  # other sections (sign/verify tables) are not block-cipher speeds
-        out[algorithm.lower()] = {size: float(_RATE.match(r).group(1)) * 1000 for size, r in zip(sizes, rates)}
+        out[algorithm.lower()] = dict(zip(sizes, values))
     if sizes is None or not out:
         raise MeasurementError(f"{name}: no 'type ... bytes' speed table found (is it 'openssl speed' output?)")
     return out
 
 
-def _json(text: str, name: str) -> object:
+def _json(text: str, name: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

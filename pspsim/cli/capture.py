@@ -3,7 +3,8 @@
 Each packet goes through a transform; a packet the transform rejects with a
 :class:`~pspsim.wire.errors.WireError` is reported on standard error (with
 its index and reason) and left out.  The output appears only if the whole
-file was processed; timestamps are kept.
+file was processed; timestamps are kept.  Input and output are checked
+before the first packet (:mod:`pspsim.cli.outputs`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from pspsim.cli.common import UserError
-from pspsim.wire.errors import WireError
+from pspsim.cli.outputs import Outputs
+from pspsim.wire.errors import IvSpaceExhausted, WireError
+from pspsim.wire.esp import EspSequenceExhausted
 from pspsim.wire.pcap import LINKTYPE_ETHERNET, PcapHeader, PcapReader, PcapRecord, PcapWriter
 
 #: Largest frame the PSP reference writes (Ethernet jumbo); also its output snaplen.
@@ -26,15 +29,8 @@ Describe = Callable[[WireError], tuple[str, str]]
 
 
 def prepare_output(path: Path, input_path: Path | None = None) -> None:
-    """Create the output's folder; refuse a folder or the input itself as output."""
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a file name")
-    if input_path is not None and path.exists() and path.resolve() == input_path.resolve():
-        raise UserError(f"{path}: output would overwrite the input")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path.parent}: cannot create folder: {exc.strerror}") from None
+    """Check an output file before any work (see :class:`~pspsim.cli.outputs.Outputs`)."""
+    Outputs([input_path]).add(path)
 
 
 class PacketTime:
@@ -45,41 +41,59 @@ class PacketTime:
 
 def rewrite_capture(
     input_path: Path, output_path: Path, transform: Transform, describe: Describe, *, snaplen: int = JUMBO_FRAME,
-    clock: PacketTime | None = None, quiet: tuple[str, ...] = (),
+    inputs: Iterable[Path] = (), clock: PacketTime | None = None, quiet: tuple[str, ...] = (),
 ) -> tuple[int, Counter[str]]:
     """Apply ``transform`` to every packet; returns (packets written, tally of the rest).
-    ``clock.now`` holds each packet's timestamp; rejections labelled in ``quiet`` are
-    tallied without a line on standard error."""
-    prepare_output(output_path, input_path)
+
+    The input's file header and every output check come first; the output
+    appears only when the whole input was read (a truncated or corrupt
+    record leaves nothing behind).  ``inputs`` are other files the command
+    reads (key files), which the output must not overwrite either.
+    ``clock.now`` holds each packet's timestamp while it is transformed;
+    rejections labelled in ``quiet`` are tallied without a line on standard error."""
+    outputs = Outputs([input_path, *inputs])
+    outputs.add(output_path)
     tally: Counter[str] = Counter()
+    written = 0
     with PcapReader(input_path) as reader:
         if reader.header.linktype != LINKTYPE_ETHERNET:
             raise UserError(f"{input_path}: link type {reader.header.linktype} is not Ethernet (1)")
-        with PcapWriter(output_path, PcapHeader(LINKTYPE_ETHERNET, snaplen, reader.header.nanosecond)) as writer:
-            for index, record in enumerate(reader):
-                if record.truncated:
-                    tally["truncated"] += 1
-                    print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
-                    continue
-                if clock is not None:
-                    clock.now = record.ts_sec + record.ts_frac * (1e-9 if reader.header.nanosecond else 1e-6)
-                try:
-                    frame = transform(record.data)
-                except WireError as exc:
-                    label, message = describe(exc)
-                    tally[label] += 1
-                    if label not in quiet:
-                        print(f"packet {index}: {message}", file=sys.stderr)
-                    continue
-                if len(frame) > snaplen:
-                    tally["skipped"] += 1
-                    print(f"packet {index}: skipped: {len(frame)}-byte result exceeds snaplen {snaplen}", file=sys.stderr)
-                    continue
-                writer.write(PcapRecord(record.ts_sec, record.ts_frac, frame, len(frame)))
-    return writer.count, tally
+
+        def write(tmp: Path) -> None:
+            nonlocal written
+            with PcapWriter(tmp, PcapHeader(LINKTYPE_ETHERNET, snaplen, reader.header.nanosecond)) as writer:
+                for index, record in enumerate(reader):
+                    if record.truncated:
+                        tally["truncated"] += 1
+                        print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
+                        continue
+                    if clock is not None:
+                        clock.now = record.ts_sec + record.ts_frac * (1e-9 if reader.header.nanosecond else 1e-6)
+                    try:
+                        frame = transform(record.data)
+                    except WireError as exc:
+                        label, message = describe(exc)
+                        tally[label] += 1
+                        if label not in quiet:
+                            print(f"packet {index}: {message}", file=sys.stderr)
+                        continue
+                    if len(frame) > snaplen:
+                        tally["skipped"] += 1
+                        print(f"packet {index}: skipped: {len(frame)}-byte result exceeds snaplen {snaplen}",
+                              file=sys.stderr)
+                        continue
+                    writer.write(PcapRecord(record.ts_sec, record.ts_frac, frame, len(frame)))
+            written = writer.count
+
+        outputs.commit({output_path: write})
+    return written, tally
 
 
 def skipped(exc: WireError) -> tuple[str, str]:
+    """A sender skip; a skip because the IV or sequence space ran out is tallied as
+    ``exhausted`` (exit status 1: those packets were not sent, rekey)."""
+    if isinstance(exc, (EspSequenceExhausted, IvSpaceExhausted)):
+        return "exhausted", f"skipped: {exc}"
     return "skipped", f"skipped: {exc}"
 
 

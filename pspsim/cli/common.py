@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from pathlib import Path
 
 from pspsim.wire.errors import ConfigError
 
@@ -21,7 +23,7 @@ def hex_bytes(length: int | tuple[int, ...], what: str):
         try:
             value = bytes.fromhex(cleaned)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} is not hex: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{what} is not hex (value not shown)") from None
         if len(value) not in lengths:
             sizes = " or ".join(str(n) for n in lengths)
             raise argparse.ArgumentTypeError(f"{what} must be {sizes} bytes, got {len(value)}")
@@ -50,3 +52,54 @@ def non_negative_int(text: str) -> int:
 
 class UserError(ConfigError):
     """A problem with the user's input: reported as one line, exit status 2."""
+
+
+MAX_KEY_FILE_BYTES = 64 << 10
+
+
+def _read_key_file(path: Path, what: str) -> str:
+    try:
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES):
+            raise UserError(f"{path}: cannot be the {what} file (it must be a regular file of at most "
+                            f"{MAX_KEY_FILE_BYTES >> 10} KiB)")
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise UserError(f"{path}: cannot read {what}: {problem}") from None
+
+
+def key_from_file(path: Path, length: int | tuple[int, ...], what: str) -> bytes:
+    """A key written in hex in a file (spaces, colons and newlines allowed), so that
+    it stays out of ``ps`` and the shell history.  ``env:NAME`` reads the
+    environment variable ``NAME`` instead of a file."""
+    text = str(path)
+    if text.startswith("env:"):
+        name = text[4:]
+        if name not in os.environ:
+            raise UserError(f"{what}: environment variable {name!r} is not set")
+        content = os.environ[name]
+    else:
+        content = _read_key_file(Path(path), what)
+    try:
+        return hex_bytes(length, what)("".join(content.split()))
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def keys_from_file(path: Path, length: int, what: str) -> list[bytes]:
+    """One or two keys from a file (or ``env:NAME``), one per line."""
+    text = str(path)
+    if text.startswith("env:"):
+        lines = os.environ.get(text[4:], "").splitlines()
+        if text[4:] not in os.environ:
+            raise UserError(f"{what}: environment variable {text[4:]!r} is not set")
+    else:
+        lines = _read_key_file(Path(path), what).splitlines()
+    lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not 1 <= len(lines) <= 2:
+        raise UserError(f"{path}: expected one or two {what}s, one per line, found {len(lines)}")
+    parse = hex_bytes(length, what)
+    try:
+        return [parse("".join(line.split())) for line in lines]
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{path}: {exc}") from None

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pspsim.cli.capture import prepare_output
+from pspsim.cli.outputs import Outputs
+from pspsim.cli.run_command import add_force, check_budget, scenario_inputs
 from pspsim.study.crosscheck import crosscheck
 from pspsim.scenario import load_scenario
 
@@ -27,6 +28,7 @@ def register(groups: argparse._SubParsersAction) -> None:
                                description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
     parser.add_argument("-o", "--output", type=Path, metavar="CSV", help="also write the report as CSV")
+    add_force(parser)
     parser.set_defaults(handler=crosscheck_command)
 
 
@@ -34,15 +36,17 @@ def crosscheck_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     scenario = load_scenario(args.scenario)
+    outputs = Outputs(scenario_inputs(args.scenario, scenario))
     if args.output:
-        prepare_output(args.output)
+        outputs.add(args.output)
+    check_budget(scenario, args.force, packets=True)
     report = crosscheck(scenario, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    if args.output:
+        from pspsim.figures import write_csv
+
+        outputs.commit({args.output: lambda tmp: write_csv(report, tmp)})
     with pd.option_context("display.width", 250, "display.max_colwidth", 90):
         print(report.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     outside = report[~report["within"]]
     print(f"{len(report) - len(outside)} of {len(report)} comparisons within tolerance")
-    if args.output:
-        from pspsim.figures import write_csv
-
-        write_csv(report, args.output)
     return 1 if len(outside) else 0

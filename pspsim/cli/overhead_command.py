@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pspsim.cli.capture import prepare_output
 from pspsim.cli.common import UserError, non_negative_int
+from pspsim.cli.outputs import Outputs, figure_suffixes
 from pspsim.wire.overhead import DEFAULT_PAYLOADS, overhead_rows
 
 HELP = """\
@@ -34,17 +34,21 @@ def overhead_command(args: argparse.Namespace) -> int:
     payloads = tuple(args.payload) if args.payload else DEFAULT_PAYLOADS
     if max(payloads) > 9000:
         raise UserError("--payload must be at most 9000 bytes")
-    for path in (args.output, args.plot):
-        if path is not None:
-            prepare_output(path)
+    outputs = Outputs()
+    if args.output is not None:
+        outputs.add(args.output)
+    if args.plot is not None:
+        outputs.add(args.plot, suffixes=figure_suffixes())
     table = pd.DataFrame(overhead_rows(payloads))
-    print(table.to_string(index=False))
-    if args.output:
+    writers = {}
+    if args.output is not None:
         from pspsim.figures import write_csv
 
-        write_csv(table, args.output)
-    if args.plot:
+        writers[args.output] = lambda tmp: write_csv(table, tmp)
+    if args.plot is not None:
         from pspsim.figures import overhead_figure
 
-        overhead_figure(table, args.plot)
+        writers[args.plot] = lambda tmp: overhead_figure(table, tmp)
+    outputs.commit(writers)
+    print(table.to_string(index=False))
     return 0

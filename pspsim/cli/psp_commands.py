@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pspsim.cli.capture import JUMBO_FRAME, dropped, rewrite_capture, skipped
-from pspsim.cli.common import UserError, hex_bytes, hex_u32, non_negative_int
+from pspsim.cli.common import UserError, hex_bytes, hex_u32, keys_from_file, non_negative_int
 from pspsim.wire.errors import EncapsulationError, NotPspPacket, WireError
+from pspsim.wire.frames import parse_ip
 from pspsim.wire.psp_cfg import load_encrypt_config, load_master_keys
 from pspsim.wire.psp_kdf import VERSION_NAMES, derive_sa_key, derive_sa_key_from_pair
 from pspsim.wire.psp_packet import MAX_IV, PspSender, decapsulate
@@ -22,7 +24,13 @@ header.  The configuration file uses the reference's cfg format: master keys
 aes-gmac-128|aes-gmac-256), three crypt offsets, vc|no-vc.  Packets that
 cannot be encrypted (not IP, crypt offset larger than the packet, ...) are
 listed on standard error and left out, as the reference does; --strict
-makes that an error."""
+makes that an error.  Packets left out because the IV space ran out make
+the exit status 1.
+
+Nonce reuse: IVs start at 1, as in the reference, so encrypting a second
+file with the same cfg reuses every nonce under the same key (the XOR of two
+ciphertexts is then the XOR of the plaintexts).  Continue a sequence with
+--first-iv (the summary line says which value), or use a new SPI."""
 
 DECRYPT_HELP = """\
 Verify and decrypt every PSP packet of IN.pcap with the master keys in the
@@ -34,7 +42,10 @@ rx-bad, as Linux reports them); the exit status is then 1."""
 DERIVE_HELP = """\
 Print the SA key that a PSP device derives for an SPI (NIST SP800-108 counter
 mode, AES-CMAC).  Give --master-key twice (keys 0 and 1; SPI bit 31 picks
-one), once (that key is used whatever bit 31 says), or --cfg with a cfg file."""
+one), once (that key is used whatever bit 31 says), --master-key-file with a
+file holding one or two keys in hex, one per line (env:NAME reads the
+environment variable NAME; either keeps keys out of 'ps' and the shell
+history), or --cfg with a cfg file."""
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -44,8 +55,9 @@ def register(groups: argparse._SubParsersAction) -> None:
 
     enc = commands.add_parser("encrypt", help="encrypt a pcap file", description=ENCRYPT_HELP, formatter_class=fmt)
     enc.add_argument("--cfg", required=True, type=Path, metavar="FILE", help="reference-format encrypt cfg")
-    enc.add_argument("--first-iv", type=non_negative_int, default=1, metavar="N",
-                     help="IV of the first packet; +1 per packet (default: 1, as the reference)")
+    enc.add_argument("--first-iv", type=non_negative_int, default=None, metavar="N",
+                     help="IV of the first packet; +1 per packet (default: 1, as the reference; give the next "
+                          "IV the previous run reported when encrypting more traffic with the same cfg)")
     enc.add_argument("--strict", action="store_true", help="exit 1 if any packet could not be encrypted")
     enc.add_argument("input", type=Path, metavar="IN.pcap")
     enc.add_argument("output", type=Path, metavar="OUT.pcap")
@@ -69,6 +81,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     source = der.add_mutually_exclusive_group(required=True)
     source.add_argument("--master-key", action="append", type=hex_bytes(32, "master key"), metavar="HEX",
                         help="256-bit master key in hex; give twice for keys 0 and 1")
+    source.add_argument("--master-key-file", type=Path, metavar="FILE",
+                        help="file with one or two master keys in hex, one per line (env:NAME: from the environment)")
     source.add_argument("--cfg", type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
     der.add_argument("--spi", required=True, type=hex_u32, metavar="HEX", help="SPI in hex, e.g. 9A345678")
     der.add_argument("--version", type=int, choices=sorted(VERSION_NAMES), default=0,
@@ -79,29 +93,37 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def encrypt_command(args: argparse.Namespace) -> int:
     cfg = load_encrypt_config(args.cfg)
-    if args.first_iv > MAX_IV:
-        raise UserError(f"--first-iv {args.first_iv} does not fit in 64 bits")
-    sender = PspSender(cfg.sa(), cfg.encap, first_iv=args.first_iv)
+    first_iv = 1 if args.first_iv is None else args.first_iv
+    if first_iv > MAX_IV:
+        raise UserError(f"--first-iv {first_iv} does not fit in 64 bits")
+    sender = PspSender(cfg.sa(), cfg.encap, first_iv=first_iv)
 
     def seal(frame: bytes) -> bytes:
-        sealed = sender.seal(frame)
-        if len(sealed) > JUMBO_FRAME:  # not sent, as in the reference: its IV stays unused
-            sender.next_iv -= 1
-            raise EncapsulationError(f"encrypted frame of {len(sealed)} bytes exceeds {JUMBO_FRAME} (jumbo)")
-        return sealed
+        # not sent, as in the reference, when over a jumbo frame: checked first, so its IV stays unused
+        _, ip_version, _, _, end = parse_ip(frame, EncapsulationError)
+        size = end + cfg.encap.overhead(ip_version)
+        if size > JUMBO_FRAME:
+            raise EncapsulationError(f"encrypted frame of {size} bytes exceeds {JUMBO_FRAME} (jumbo)")
+        return sender.seal(frame)
 
-    written, tally = rewrite_capture(args.input, args.output, seal, skipped)
-    ivs = f"IV {args.first_iv}..{sender.next_iv - 1}" if written else "no IV used"
+    written, tally = rewrite_capture(args.input, args.output, seal, skipped, inputs=[args.cfg])
+    ivs = f"IV {first_iv}..{sender.next_iv - 1}" if written else "no IV used"
     print(
         f"encrypted {written} packets into {args.output} "
         f"(SPI {cfg.spi:08x}, {VERSION_NAMES[cfg.version]}, {cfg.encap.mode}, {ivs}); "
-        f"skipped {tally['skipped'] + tally['truncated']}"
+        f"skipped {sum(tally.values())}"
     )
-    return 1 if (tally and args.strict) else 0
+    if tally["exhausted"]:
+        print(f"pspsim: error: {tally['exhausted']} packets not encrypted: the IV space of SPI {cfg.spi:08x} ran out; "
+              "use a new SPI", file=sys.stderr)
+    elif args.first_iv is None and written:
+        print(f"pspsim: warning: IVs started at 1 (the default): encrypting more traffic with this cfg reuses "
+              f"nonces unless it continues with --first-iv {sender.next_iv}", file=sys.stderr)
+    return 1 if (tally["exhausted"] or (tally and args.strict)) else 0
 
 
-def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes | None]:
-    """Start times, device keys and (if given) the host's IPv4 address from a keys CSV."""
+def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes | None, list[Path]]:
+    """Start times, device keys, the host's IPv4 address (if given) and the cfg files of a keys CSV."""
     import csv
     import ipaddress
 
@@ -126,7 +148,7 @@ def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes |
         packed = ipaddress.IPv4Address(address).packed if address else None
     except ValueError:
         raise UserError(f"{path}: address {address!r} is not an IPv4 address") from None
-    return starts, keys, packed
+    return starts, keys, packed, [path.parent / row["cfg"] for row in rows]
 
 
 def decrypt_command(args: argparse.Namespace) -> int:
@@ -136,9 +158,9 @@ def decrypt_command(args: argparse.Namespace) -> int:
     from pspsim.wire.frames import parse_ip
 
     if args.keys is not None:
-        starts, periods, address = load_key_periods(args.keys)
+        starts, periods, address, key_cfgs = load_key_periods(args.keys)
     else:
-        starts, periods, address = [0.0], [DeviceKeys(*load_master_keys(args.cfg))], None
+        starts, periods, address, key_cfgs = [0.0], [DeviceKeys(*load_master_keys(args.cfg))], None, []
     if args.direction == "rx" and address is None:
         raise UserError("--direction rx needs --keys with an address column (the receiving host)")
     rx_bytes = 0
@@ -160,7 +182,8 @@ def decrypt_command(args: argparse.Namespace) -> int:
             return "sent", f"skipped: {exc}"
         return ("not PSP", f"skipped: not PSP: {exc}") if isinstance(exc, NotPspPacket) else dropped(exc)
 
-    written, tally = rewrite_capture(args.input, args.output, open_, describe, clock=clock,
+    key_files = [args.cfg] if args.cfg is not None else [args.keys, *key_cfgs]
+    written, tally = rewrite_capture(args.input, args.output, open_, describe, inputs=key_files, clock=clock,
                                      quiet=("sent", "not PSP") if args.keys is not None else ())
     print(
         f"decrypted {written} packets into {args.output} (rx-packets {written}, rx-bytes {rx_bytes}); "
@@ -178,6 +201,10 @@ class NotReceived(WireError):
 def derive_key_command(args: argparse.Namespace) -> int:
     if args.cfg is not None:
         key = derive_sa_key_from_pair(load_master_keys(args.cfg), args.spi, args.version)
+    elif args.master_key_file is not None:
+        keys = keys_from_file(args.master_key_file, 32, "master key")
+        key = (derive_sa_key_from_pair(tuple(keys), args.spi, args.version) if len(keys) == 2
+               else derive_sa_key(keys[0], args.spi, args.version))
     elif len(args.master_key) == 2:
         key = derive_sa_key_from_pair(args.master_key, args.spi, args.version)
     elif len(args.master_key) == 1:

@@ -11,19 +11,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pspsim.wire.errors import ConfigError
-
+from pspsim.cli.sweep_command import positive_int
+from pspsim.study.executors import open_executor
+from pspsim.cli.common import UserError
+from pspsim.cli.outputs import check_writable_folder, inside
+from pspsim.costs.params import SETS_DIR
+from pspsim.scenario import Scenario, load_scenario
+from pspsim.study import budget
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
-from pspsim.scenario import load_scenario
 
 HELP = """\
 Simulate the fleet, workload and key management that SCENARIO.toml
 describes, once per protocol variant (and replication), and write
 timeseries.parquet, summary.parquet, manifest.json and comparison.png to
 DIR (default: results/<scenario name>); an earlier results folder there is
-replaced, any other folder is refused.  The scenario is validated first:
-an unknown key, a wrong type or an impossible value is reported as one line
-naming the field, with exit status 2 and nothing written."""
+replaced as a whole (the new results are written beside it and swapped in
+at the end; a run that fails or is interrupted leaves the earlier results
+as they were), any other folder is refused.  The scenario is validated
+first: an unknown key, a wrong type or an impossible value is reported as
+one line naming the field, with exit status 2 and nothing written.  A run
+estimated to need more memory than this machine has, or more than
+{hours:g} hours, is refused in one line naming the setting to change;
+--force runs it anyway.""".format(hours=budget.MAX_HOURS)
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -46,7 +55,10 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.add_argument("--pcap-max-bytes", type=byte_count, default=64 << 30, metavar="N",
                         help="refuse, before any work, a capture estimated above N bytes (suffixes K, M, G; "
                              "default 64G); the capture must also fit the free space of the output's file system")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="run variants and replications in N worker processes (default 1); same results")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the output folder")
+    add_force(parser)
     parser.set_defaults(handler=run_command)
 
 
@@ -78,12 +90,12 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
     from pspsim.study.runner import resolve_parameters
 
     if not 0 <= args.pcap < scenario.fleet.hosts:
-        raise ConfigError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+        raise UserError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
     names = scenario.run.variants if args.pcap_variants == "all" else \
         [n.strip() for n in args.pcap_variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in scenario.run.variants]
     if unknown or not names:
-        raise ConfigError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
+        raise UserError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
                           f"variants ({', '.join(scenario.run.variants)})")
     costs = resolve_parameters(scenario).costs()
     workload = generate_workload(scenario, RandomStreams.from_sequence(replication_sequence(scenario.run.seed, 0)).workload)
@@ -93,33 +105,64 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
         packets, size = packets + p, size + b
     free = shutil.disk_usage(out.parent if out.parent.exists() else Path(".")).free
     if size > args.pcap_max_bytes:
-        raise ConfigError(f"--pcap {args.pcap}: the capture would hold about {packets:,} packets, "
+        raise UserError(f"--pcap {args.pcap}: the capture would hold about {packets:,} packets, "
                           f"{_size(size)}, above --pcap-max-bytes {_size(args.pcap_max_bytes)}: "
                           f"raise --pcap-max-bytes, or shorten [packets] duration or max_connections")
     if size + (1 << 30) > free:  # the capture, with a GiB to spare
-        raise ConfigError(f"--pcap {args.pcap}: the capture would need about {_size(size)} and "
+        raise UserError(f"--pcap {args.pcap}: the capture would need about {_size(size)} and "
                           f"{_size(free)} is free under {out.parent}: shorten [packets] duration or "
                           f"max_connections, or choose another -o")
     return names
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="run even when the estimate says the run needs more memory or time than this machine has")
+
+
+def check_budget(scenario: Scenario, force: bool, packets: bool = False) -> None:
+    """Refuse (one line) a run that cannot fit this machine, unless ``force``."""
+    if not force:
+        budget.check_budget(scenario, packets=packets)
+
+
+def scenario_inputs(path: Path, scenario: Scenario) -> list[Path]:
+    """The files a scenario reads: itself and its parameter-set file, if a path."""
+    inputs = [path]
+    named = Path(scenario.costs.parameter_set)
+    inputs.append(named if named.suffix else SETS_DIR / f"{named}.toml")
+    return inputs
 
 
 def run_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     out = args.output or Path("results") / scenario.run.name
     check_results_folder(out)  # before any work
+    for source in scenario_inputs(args.scenario, scenario):
+        if out.exists() and inside(source, out):
+            raise UserError(f"{out}: replacing it would delete the input {source}")
+    check_writable_folder(out.parent, out)
+    if args.pcap is not None and not 0 <= args.pcap < scenario.fleet.hosts:
+        raise UserError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+    from pspsim.study.runner import resolve_parameters
+
+    params = resolve_parameters(scenario)  # a bad parameter set fails here, before any work
+    check_budget(scenario, args.force, packets=args.pcap is not None)
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    if args.pcap is None:
-        results = run_scenario(scenario, progress=progress)
-        write_results(results, out, figure=not args.no_figure)
-    else:
-        variants = check_capture(scenario, args, out)
-        signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
-            os.chmod(captures, 0o755)  # becomes DIR/pcap
-            results = run_scenario(scenario, progress=progress, capture_host=args.pcap, capture_dir=captures,
-                                   capture_variants=variants)
-            write_results(results, out, figure=not args.no_figure, captures=captures)
+    with open_executor(args.jobs) as executor:
+        parallel = None if args.jobs == 1 else executor
+        if args.pcap is None:
+            results = run_scenario(scenario, params, progress=progress, executor=parallel)
+            write_results(results, out, figure=not args.no_figure)
+        else:
+            variants = check_capture(scenario, args, out)
+            signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
+                os.chmod(captures, 0o755)  # becomes DIR/pcap
+                results = run_scenario(scenario, params, progress=progress, capture_host=args.pcap,
+                                       capture_dir=captures, executor=parallel, capture_variants=variants)
+                write_results(results, out, figure=not args.no_figure, captures=captures)
     if not args.quiet:
         import pandas as pd
 

@@ -11,6 +11,7 @@ the model does not know, is refused when it is loaded.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,8 @@ class ParameterSet:
         for name, value in overrides.items():
             if name not in params:
                 raise ConfigError(f"unknown cost parameter {name!r}; see 'pspsim params show'")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
                 raise ConfigError(f"cost parameter {name!r} must be a non-negative number, got {value!r}")
             old = params[name]
             params[name] = Parameter(name, float(value), old.unit, "override", "scenario override")
@@ -148,22 +150,41 @@ def load_parameter_set(name_or_path: str | Path = DEFAULT_SET) -> ParameterSet:
     if not path.suffix:
         path = SETS_DIR / f"{name_or_path}.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > 16 << 20):
+            raise ConfigError(f"{path}: not a parameter set file (a regular file of at most 16 MiB)")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.stem for p in SETS_DIR.glob("*.toml")))
         raise ConfigError(f"no parameter set {str(name_or_path)!r} (shipped: {shipped})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a parameter set file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a parameter set is TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     table = data.get("param", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'param' must be tables [param.\"group.name\"]")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"{path}: {key} must be a string")
     params = {}
     for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: param {name!r} must be a table with value, unit, kind and source")
         missing = {"value", "unit", "kind", "source"} - set(entry)
         if missing:
             raise ConfigError(f"{path}: param {name!r} lacks {', '.join(sorted(missing))}")
         if entry["kind"] not in KINDS:
             raise ConfigError(f"{path}: param {name!r}: kind must be one of {', '.join(KINDS)}")
-        if isinstance(entry["value"], bool) or not isinstance(entry["value"], (int, float)):
-            raise ConfigError(f"{path}: param {name!r}: value must be a number")
+        if isinstance(entry["value"], bool) or not isinstance(entry["value"], (int, float)) \
+                or not math.isfinite(entry["value"]):
+            raise ConfigError(f"{path}: param {name!r}: value must be a finite number")
+        for key in ("unit", "source"):
+            if not isinstance(entry[key], str):
+                raise ConfigError(f"{path}: param {name!r}: {key} must be a string")
         params[name] = Parameter(name, float(entry["value"]), entry["unit"], entry["kind"], entry["source"])
     unknown = set(params) - set(PARAMETER_NAMES)
     absent = set(PARAMETER_NAMES) - set(params)

@@ -1,24 +1,28 @@
-"""The data plane of one window: host aggregates turned into costs, per host.
+"""The data plane of one window: flows share the network and NIC engines max-min
+fairly, and hosts pay CPU for the traffic actually carried.
 
-Inputs are per-host rates (bytes, packets and records per second, each
-direction) and per-host state counts; outputs are per-host arrays.  Model,
-per host:
+Per window, from the traffic ledger's time-averaged flow quantities:
 
-* CPU: every packet pays the plain stack cost; the variant adds its
-  protection cycles (per packet, byte, record), handshakes and rekeys.
-  Cores = cycles per second / clock.
-* NIC crypto engine (offloaded variants): packets and bytes per direction
-  against the engine's capacity.  Keys looked up in a NIC table go through
-  a context cache; with uniform access over ``entries`` live keys and a
-  cache of ``C`` entries the miss ratio is ``1 - C/entries``, and each miss
-  costs ``miss_cost`` packet-times of the engine (a fetch over PCIe), so
-  capacity falls by ``1 + miss_ratio * miss_cost``.  PSP receive derives
-  keys and never misses; PSP transmit with keys in the descriptor neither.
-* Achieved throughput = offered, scaled down to the tightest of: host link,
-  NIC line rate, engine capacity, and the rack's share of the spine
-  (oversubscription) for cross-rack traffic.
-* Added latency per packet: software crypto cycles / clock, or the NIC's
-  crypto latency stretched by cache misses.
+* Demand: each host-pair flow's bytes per second in the categories that send
+  (the variant's own path and its software fallback); waiting and stale
+  traffic sends nothing.
+* Sharing: weighted max-min fairness (progressive filling,
+  :mod:`pspsim.model.sharing`; weight = the flow's connections) over every
+  host's uplink and downlink (``min(host link, NIC line rate)``), each rack's
+  spine uplink and downlink (``hosts_per_rack * link / oversubscription``) for
+  cross-rack flows, and, for offloaded traffic, each NIC's transmit and
+  receive crypto engine (packets per second, stretched by context-cache
+  misses, or bits per second, whichever binds).  A congested receiver limits
+  exactly the flows into it.  Assumption: TCP converges to max-min fair shares.
+* Context caches: keys that data packets look up in a NIC table (PSP TX
+  keys in a NIC table, IPsec SAs both ways, kTLS TX and RX contexts) go
+  through an LRU cache; its miss ratio per NIC follows the lookup rate each
+  key carries (Che's approximation, :mod:`pspsim.model.cache`), one lookup per
+  TSO burst.  PSP receive derives its keys and never looks one up.  A miss
+  costs ``miss_cost`` engine packet-times and ``nic.cache_miss_latency_s``.
+* CPU: every packet sent or received pays the plain stack; each category its
+  variant's protection cycles per packet, byte and record, from the achieved
+  traffic only.  Cores = cycles per second / clock.
 """
 
 from __future__ import annotations
@@ -28,103 +32,178 @@ from dataclasses import dataclass
 import numpy as np
 
 from pspsim.costs.params import Costs
+from pspsim.model.cache import lru_miss_ratio
+from pspsim.model.sharing import max_min_rates
+from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, \
+    WAITING, Flows
 from pspsim.model.variants import Variant
 
+FRAMING = 78  # bytes per packet on the wire: Ethernet 14 + FCS 4 + preamble/IFG 20 + IPv4 20 + TCP 20
 
-@dataclass
-class HostRates:
-    """Per-host offered rates (arrays of length hosts), maintained by the simulation."""
 
-    tx_bytes: np.ndarray
-    rx_bytes: np.ndarray
-    tx_packets: np.ndarray
-    rx_packets: np.ndarray
-    tx_records: np.ndarray
-    rx_records: np.ndarray
-    cross_rack_tx_bytes: np.ndarray
-    connections: np.ndarray  # live connection endpoints on the host
-    tls_rekeys: np.ndarray  # expected TLS rekeys per second (fluid)
+@dataclass(frozen=True)
+class Network:
+    link_bps: float  # per host and direction: min(host link, NIC line rate)
+    spine_bps: float  # per rack and direction, for cross-rack traffic
+    rack_of: np.ndarray
 
     @classmethod
-    def zeros(cls, hosts: int) -> HostRates:
-        return cls(*(np.zeros(hosts) for _ in range(9)))
+    def of(cls, fleet, costs: Costs, rack_of: np.ndarray) -> Network:
+        link = min(fleet.host_link_gbps * 1e9, costs.nic_line_rate_bps)
+        return cls(link, fleet.hosts_per_rack * fleet.host_link_gbps * 1e9 / fleet.spine_oversubscription, rack_of)
 
 
-def window_costs(
-    variant: Variant,
-    costs: Costs,
-    rates: HostRates,
-    nic_entries: np.ndarray,
-    handshake_cycles: np.ndarray,
-    rekey_cycles: np.ndarray,
-    rack_of: np.ndarray,
-    link_bps: float,
-    oversubscription: float,
-    hosts_per_rack: int,
-) -> dict[str, np.ndarray]:
-    """Per-host results of one window (all arrays of length hosts); cycles are per second."""
-    packets = rates.tx_packets + rates.rx_packets
-    payload = rates.tx_bytes + rates.rx_bytes
-    records = rates.tx_records + rates.rx_records
-    stack = packets * costs.host_stack_cycles_per_packet
-    crypto = np.broadcast_to(variant.crypto_cycles(packets, payload, records), packets.shape)
-    handshake, rekey = handshake_cycles, rekey_cycles
-    clock = costs.host_clock_hz
+def wire_bytes(v: Variant, payload, packets, records):
+    """Bytes on the wire: payload, protocol overhead, TCP/IP headers and Ethernet framing."""
+    return payload + packets * (v.per_packet_overhead + FRAMING) + records * v.per_record_overhead
 
-    overhead = packets * variant.per_packet_overhead + records * variant.per_record_overhead
-    # On the wire: payload, protocol overhead, and 78 B per packet of TCP/IP headers and Ethernet framing.
-    tx_wire_bits = 8 * (rates.tx_bytes + rates.tx_packets * (variant.per_packet_overhead + 78)
-                        + rates.tx_records * variant.per_record_overhead)
-    rx_wire_bits = 8 * (rates.rx_bytes + rates.rx_packets * (variant.per_packet_overhead + 78)
-                        + rates.rx_records * variant.per_record_overhead)
 
-    hosts = len(packets)
+def host_cycles(v: Variant, c: Costs, packets, payload, records) -> tuple[np.ndarray, np.ndarray]:
+    """(stack, protection) cycles per second of a host's packets, bytes and records."""
+    crypto = np.broadcast_to(v.crypto_cycles(packets, payload, records), np.shape(packets))
+    return packets * c.host_stack_cycles_per_packet, crypto
+
+
+def engine_load(c: Costs, packets, lookups, wire, miss, miss_cost):
+    """Share of a NIC crypto engine (one direction) taken: packets, plus a miss cost per
+    missed lookup, against its packet rate, or bits against its bit rate."""
+    return np.maximum((packets + lookups * miss * miss_cost) / c.nic_crypto_pps, 8 * wire / c.nic_crypto_bps)
+
+
+@dataclass(frozen=True)
+class PathVariants:
+    own: Variant  # OFFLOAD category
+    fallback: Variant  # SOFTWARE category
+
+
+def window_dataplane(paths: PathVariants, c: Costs, flows: Flows, average: np.ndarray,
+                     network: Network) -> dict[str, np.ndarray]:
+    """Per-host results of one window from the flows' time-averaged quantities
+    ``average[category, quantity, flow]``; rates per second, arrays of length hosts."""
+    hosts = len(network.rack_of)
+    own, sw = paths.own, paths.fallback
+    q_own, q_sw = average[OFFLOAD], average[SOFTWARE]
+    demand = q_own[BYTES] + q_sw[BYTES]
+    active = np.flatnonzero(demand > 0)
+    s, r = flows.sender[active], flows.receiver[active]
+    d = demand[active]
+    wire_own = wire_bytes(own, q_own[BYTES][active], q_own[PACKETS][active], q_own[RECORDS][active])
+    wire_sw = wire_bytes(sw, q_sw[BYTES][active], q_sw[PACKETS][active], q_sw[RECORDS][active])
+    per_byte_bits = 8 * (wire_own + wire_sw) / d
+
     miss = np.zeros(hosts)
-    engine_util = np.zeros(hosts)
-    scale = np.ones(hosts)
-    latency = np.zeros(hosts)
-    if variant.crypto_on_nic:
-        if variant.nic_table_lookups():
-            cache = costs.nic_ipsec_sa_cache_entries
-            miss = np.where(nic_entries > cache, 1 - cache / np.maximum(nic_entries, 1), 0.0)
-        if variant.name == "psp":
-            tx_miss, rx_miss = miss, np.zeros(hosts)  # RX derives keys: no lookups
-        else:
-            tx_miss = rx_miss = miss
-        pps = costs.nic_crypto_pps
-        bps = costs.nic_crypto_bps
-        tx_need = np.maximum(rates.tx_packets * (1 + tx_miss * costs.nic_ipsec_sa_miss_cost) / pps, tx_wire_bits / bps)
-        rx_need = np.maximum(rates.rx_packets * (1 + rx_miss * costs.nic_ipsec_sa_miss_cost) / pps, rx_wire_bits / bps)
-        engine_util = np.maximum(tx_need, rx_need)
-        scale = np.minimum(scale, 1 / np.maximum(engine_util, 1))
-        latency += costs.nic_crypto_latency_s + miss * costs.nic_cache_miss_latency_s
-    else:
-        per_packet = np.divide(crypto, packets, out=np.zeros(hosts), where=packets > 0)
-        latency += per_packet / clock
-    link = min(link_bps, costs.nic_line_rate_bps)
-    scale = np.minimum(scale, link / np.maximum(np.maximum(tx_wire_bits, rx_wire_bits), 1))
-    scale = np.minimum(scale, 1.0)
-    # Spine: each rack's cross-rack traffic shares hosts_per_rack * link / oversubscription.
-    cross_bits = 8 * rates.cross_rack_tx_bytes * np.divide(tx_wire_bits, 8 * np.maximum(rates.tx_bytes, 1e-9))
-    racks = rack_of.max() + 1
-    demand = np.bincount(rack_of, weights=cross_bits * scale, minlength=racks)
-    uplink = hosts_per_rack * link_bps / oversubscription
-    rack_scale = np.minimum(1.0, uplink / np.maximum(demand, 1e-9))[rack_of]
-    local_share = 1 - np.divide(cross_bits, np.maximum(tx_wire_bits, 1e-9))
-    achieved_scale = scale * (local_share + (1 - local_share) * rack_scale)
+    cache, miss_cost = own.context_cache(c)
+    if own.crypto_on_nic and cache is not None:
+        miss = _miss_ratio(own, flows, q_own, cache, hosts)
+    # Resources: uplinks, downlinks, rack spine up and down, engines tx and rx.
+    racks = int(network.rack_of.max()) + 1
+    up, down, spine_up, spine_down = 0, hosts, 2 * hosts, 2 * hosts + racks
+    eng_tx, eng_rx = 2 * hosts + 2 * racks, 3 * hosts + 2 * racks
+    capacity = np.concatenate([np.full(2 * hosts, network.link_bps), np.full(2 * racks, network.spine_bps),
+                               np.ones(2 * hosts)])
+    idx = np.arange(len(active))
+    cross = network.rack_of[s] != network.rack_of[r]
+    flow_of = [idx, idx, idx[cross], idx[cross]]
+    resource = [up + s, down + r, spine_up + network.rack_of[s][cross], spine_down + network.rack_of[r][cross]]
+    coefficient = [per_byte_bits, per_byte_bits, per_byte_bits[cross], per_byte_bits[cross]]
+    tx_lookup, rx_lookup = own.lookups_tx(), own.lookups_rx()
+    if own.crypto_on_nic:
+        pk, lk = q_own[PACKETS][active], q_own[LOOKUPS][active]
+        tx_load = engine_load(c, pk, lk * tx_lookup, wire_own, miss[s], miss_cost)
+        rx_load = engine_load(c, pk, lk * rx_lookup, wire_own, miss[r], miss_cost)
+        on = q_own[BYTES][active] > 0
+        flow_of += [idx[on], idx[on]]
+        resource += [eng_tx + s[on], eng_rx + r[on]]
+        coefficient += [tx_load[on] / d[on], rx_load[on] / d[on]]
+    weight = np.maximum(q_own[CONNECTIONS][active] + q_sw[CONNECTIONS][active], 1e-9)
+    rate = max_min_rates(d, weight, np.concatenate(flow_of), np.concatenate(resource),
+                         np.concatenate(coefficient), capacity)
+    scale = np.where(d > 0, rate / d, 0.0)
 
-    cycles = stack + crypto + handshake + rekey
-    return {
-        "offered_bps": 8 * payload,
-        "achieved_bps": 8 * payload * achieved_scale,
-        "wire_bps": (tx_wire_bits + rx_wire_bits) * achieved_scale,
-        "overhead_bps": 8 * overhead * achieved_scale,
-        "cores_total": cycles / clock,
+    def per_host(values: np.ndarray) -> np.ndarray:  # sent plus received, per host
+        return np.bincount(s, values, hosts) + np.bincount(r, values, hosts)
+
+    result: dict[str, np.ndarray] = {}
+    stack = crypto = 0.0
+    achieved = wire = overhead = np.zeros(hosts)
+    latency_weighted = np.zeros(hosts)
+    packets_total = np.zeros(hosts)
+    for v, q, is_own in ((own, q_own, True), (sw, q_sw, False)):
+        b, p, rec = (per_host(q[k][active] * scale) for k in (BYTES, PACKETS, RECORDS))
+        tag = "own" if is_own else "software"
+        for k, name in ((PACKETS, "packets"), (BYTES, "bytes")):
+            result[f"{tag}_tx_{name}"] = np.bincount(s, q[k][active] * scale, hosts)
+            result[f"{tag}_rx_{name}"] = np.bincount(r, q[k][active] * scale, hosts)
+        st, cr = host_cycles(v, c, p, b, rec)
+        stack, crypto = stack + st, crypto + cr
+        achieved = achieved + b
+        w_bytes = wire_bytes(v, b, p, rec)
+        wire, overhead = wire + w_bytes, overhead + (w_bytes - b - p * FRAMING)
+        if v.crypto_on_nic:
+            lat = c.nic_crypto_latency_s + miss * c.nic_cache_miss_latency_s
+        else:
+            lat = np.divide(cr, np.maximum(p, 1e-300)) / c.host_clock_hz
+        latency_weighted += lat * p
+        packets_total += p
+        if is_own and v.crypto_on_nic:
+            lk = q[LOOKUPS][active] * scale
+            tx = np.bincount(s, engine_load(c, q[PACKETS][active] * scale, lk * tx_lookup, wire_bytes(
+                v, q[BYTES][active] * scale, q[PACKETS][active] * scale, q[RECORDS][active] * scale), miss[s],
+                miss_cost), hosts)
+            rx = np.bincount(r, engine_load(c, q[PACKETS][active] * scale, lk * rx_lookup, wire_bytes(
+                v, q[BYTES][active] * scale, q[PACKETS][active] * scale, q[RECORDS][active] * scale), miss[r],
+                miss_cost), hosts)
+            result["nic_engine_util"] = np.maximum(tx, rx)
+    result.setdefault("nic_engine_util", np.zeros(hosts))
+    clock = c.host_clock_hz
+    offered = per_host_all(flows, average[:, BYTES], hosts)
+    result.update({
+        "offered_bps": 8 * offered,
+        "achieved_bps": 8 * achieved,
+        "software_bps": 8 * per_host(q_sw[BYTES][active] * scale),
+        "waiting_bps": 8 * _per_host_flows(flows, average[WAITING, BYTES], hosts),
+        "lost_bps": 8 * _per_host_flows(flows, average[STALE, BYTES], hosts),
+        "wire_bps": 8 * wire,
+        "overhead_bps": 8 * overhead,
         "cores_stack": stack / clock,
         "cores_crypto": crypto / clock,
-        "cores_handshake": handshake / clock,
-        "cores_rekey": rekey / clock,
-        "nic_engine_util": engine_util,
         "cache_miss_ratio": miss,
-        "added_latency_us": latency * 1e6,
-    }
+        "added_latency_us": np.divide(latency_weighted, np.maximum(packets_total, 1e-300)) * 1e6,
+    })
+    return result
+
+
+def _per_host_flows(flows: Flows, values: np.ndarray, hosts: int) -> np.ndarray:
+    return np.bincount(flows.sender, values, hosts) + np.bincount(flows.receiver, values, hosts)
+
+
+def per_host_all(flows: Flows, values: np.ndarray, hosts: int) -> np.ndarray:
+    """Sent plus received per host, summed over categories (``values[category, flow]``)."""
+    return _per_host_flows(flows, values.sum(axis=0), hosts)
+
+
+def _miss_ratio(v: Variant, flows: Flows, q: np.ndarray, cache: float, hosts: int) -> np.ndarray:
+    """Per NIC, the miss ratio of its context cache over the keys its offloaded traffic looks up.
+    A flow's ``n`` connections are ``n`` keys (one per connection: PSP TX keys, kTLS contexts, per
+    connection SAs) or one key (host-pair SAs: the pair's SA), each with an equal share of the lookups."""
+    conns, lookups = q[CONNECTIONS], q[LOOKUPS]
+    live = (conns > 0) & (lookups > 0)
+    keys = conns[live] if v.key_per_connection() else np.ones(live.sum())
+    rate = lookups[live] / np.maximum(keys, 1e-12)
+    parts_rate, parts_mult, parts_group = [], [], []
+    if v.lookups_tx():
+        parts_rate.append(rate)
+        parts_mult.append(keys)
+        parts_group.append(flows.sender[live])
+    if v.lookups_rx():
+        parts_rate.append(rate)
+        parts_mult.append(keys)
+        parts_group.append(flows.receiver[live])
+    if not parts_rate:
+        return np.zeros(hosts)
+    size = np.full(hosts, cache)
+    group = np.concatenate(parts_group)
+    if (np.bincount(group, np.concatenate(parts_mult), hosts) <= size).all():
+        return np.zeros(hosts)  # every NIC's keys fit its cache
+    return lru_miss_ratio(np.concatenate(parts_rate), np.concatenate(parts_mult), np.concatenate(parts_group),
+                          size, hosts)

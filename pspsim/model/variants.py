@@ -63,14 +63,27 @@ class Variant:
     commands_per_rekey = 0
     nic_capacity = float("inf")
 
-    @property
-    def command_service_s(self) -> float:
-        """Mean NIC command service time of the commands this variant issues (1 s when it issues none)."""
-        return 1.0
+    fallback = "plaintext"  # the variant whose path traffic takes when this one's offload is not available
 
     def nic_table_lookups(self) -> bool:
         """Do data packets look their key up in a NIC table (and so in its cache)?"""
         return self.nic_entries_per_connection > 0
+
+    def lookups_tx(self) -> float:
+        """1 if transmitted packets look a key up in a NIC table, else 0."""
+        return 0.0
+
+    def lookups_rx(self) -> float:
+        """1 if received packets look a key up in a NIC table, else 0."""
+        return 0.0
+
+    def key_per_connection(self) -> bool:
+        """Is each connection its own key in the NIC cache (else one key per host pair)?"""
+        return True
+
+    def context_cache(self, costs: Costs) -> tuple[float | None, float]:
+        """(entries, miss cost in engine packet-times) of the NIC context cache the keys go through."""
+        return None, 0.0
 
 
 class Plaintext(Variant):
@@ -90,8 +103,16 @@ class Psp(Variant):
     def crypto_cycles(self, packets, payload_bytes, records):
         return packets * self.costs.host_offload_driver_cycles_per_packet
 
+    fallback = "tls-user"  # the connection stays on the userspace TLS it started with (fbthrift/Fizz)
+
     def handshake_cycles(self) -> float:  # TLS handshake, then the PSP upgrade
         return _tls_handshake_per_end(self.costs) + self.costs.host_psp_key_exchange_cycles
+
+    def lookups_tx(self) -> float:  # TX keys in a NIC table; RX keys are derived, never looked up
+        return 1.0 if self.tx_key_placement == "nic-table" else 0.0
+
+    def context_cache(self, costs: Costs) -> tuple[float | None, float]:
+        return costs.nic_psp_tx_key_cache_entries, costs.nic_psp_tx_key_miss_cost
 
     def rekey_cycles(self) -> float:
         return self.costs.host_psp_key_exchange_cycles
@@ -128,13 +149,6 @@ class Psp(Variant):
     def nic_capacity(self) -> float:  # type: ignore[override]
         return self.costs.nic_psp_tx_key_capacity
 
-    @property
-    def command_service_s(self) -> float:  # type: ignore[override]
-        c = self.costs
-        if self.nic_entries_per_connection:  # PSP_GEN_SPI and a TX key create per set-up
-            return (c.nic_cmd_psp_gen_spi_s + c.nic_cmd_psp_tx_key_create_s) / 2
-        return c.nic_cmd_psp_gen_spi_s
-
 
 @dataclass(frozen=True)
 class IpsecSoftware(Variant):
@@ -144,6 +158,10 @@ class IpsecSoftware(Variant):
     sa_based = True
     per_packet_overhead = esp_overhead("transport", 4, False, 1000)
     pfs: bool = True
+    sa_per_connection: bool = False
+
+    def key_per_connection(self) -> bool:
+        return self.sa_per_connection
 
     def crypto_cycles(self, packets, payload_bytes, records):
         c = self.costs
@@ -193,9 +211,16 @@ class IpsecCryptoOffload(IpsecSoftware):
     def nic_capacity(self) -> float:  # type: ignore[override]
         return self.costs.nic_ipsec_sa_capacity
 
-    @property
-    def command_service_s(self) -> float:  # type: ignore[override]
-        return self.costs.nic_cmd_ipsec_sa_add_s
+    fallback = "ipsec-sw"  # strongSwan hw_offload = auto: the SA runs in software ESP
+
+    def lookups_tx(self) -> float:  # outbound SA
+        return 1.0
+
+    def lookups_rx(self) -> float:  # inbound SA
+        return 1.0
+
+    def context_cache(self, costs: Costs) -> tuple[float | None, float]:
+        return costs.nic_ipsec_sa_cache_entries, costs.nic_ipsec_sa_miss_cost
 
 
 @dataclass(frozen=True)
@@ -282,9 +307,16 @@ class KtlsOffload(TlsUser):
     def nic_capacity(self) -> float:  # type: ignore[override]
         return self.costs.nic_ktls_tx_context_capacity
 
-    @property
-    def command_service_s(self) -> float:  # type: ignore[override]
-        return self.costs.nic_cmd_ktls_context_create_s
+    fallback = "ktls-sw"  # Linux keeps the socket on software kTLS when device offload fails
+
+    def lookups_tx(self) -> float:
+        return 1.0
+
+    def lookups_rx(self) -> float:
+        return 1.0
+
+    def context_cache(self, costs: Costs) -> tuple[float | None, float]:
+        return costs.nic_ktls_context_cache_entries, costs.nic_ktls_context_miss_cost
 
 
 def _tls_handshake_per_end(costs: Costs) -> float:
@@ -306,7 +338,7 @@ def make_variant(name: str, costs: Costs, keys) -> Variant:
     if cls is Psp:
         return Psp(costs, tx_key_placement=keys.psp_tx_key_placement)
     if issubclass(cls, IpsecSoftware):
-        return cls(costs, pfs=keys.ipsec_pfs)
+        return cls(costs, pfs=keys.ipsec_pfs, sa_per_connection=keys.ipsec_sa_granularity == "connection")
     if issubclass(cls, TlsUser):
         return cls(costs, rekey_by_reconnect=keys.tls_rekey == "reconnect" or cls is KtlsOffload)
     return cls(costs)

@@ -5,10 +5,13 @@ Each host is a client of a number of connections (drawn per host from
 random; how many peers (the fan-out) is drawn per host from
 ``peers_per_host``, rounded and kept between 1 and the other hosts.
 
-The fleet starts in steady state: the initial connections start at time 0
-with exponential residual lifetimes (memoryless, so they look like
-connections already running), and new ones arrive as a Poisson process at
-the rate that keeps each host's mean count (count / mean lifetime).  Each connection carries messages of one size at
+The fleet starts in steady state.  Connections alive at time 0 have the
+stationary age and residual life of exponential lifetimes (mean L) under
+Poisson arrivals: age ~ Exp(L) and residual ~ Exp(L), independent; their
+``start`` is minus their age, so every age-driven event (TLS KeyUpdates,
+CHILD_SA rekeys) falls where a long-running fleet would have it.  New
+connections arrive as a Poisson process at the rate that keeps each host's
+mean count (count / mean lifetime).  Each connection carries messages of one size at
 one rate, both drawn from the scenario's distributions: ``rpc`` traffic is
 a request of that size and a response ``response_ratio`` times as large;
 ``bulk`` traffic flows client to server only.
@@ -44,12 +47,12 @@ class Workload:
     hosts: int
     client: np.ndarray  # int32
     server: np.ndarray  # int32
-    start: np.ndarray  # float64 seconds
+    start: np.ndarray  # float64 seconds; negative for connections already open at time 0
     end: np.ndarray  # float64 seconds
     msg_bytes: np.ndarray  # float32, request size
     msgs_per_s: np.ndarray  # float32
     response_ratio: float
-    running: int = 0  # connections 0..running-1 were already open at time 0 (no set-up cost)
+    running: int = 0  # connections 0..running-1 were already open at time 0 (no set-up cost in the run)
 
     def __len__(self) -> int:
         return len(self.client)
@@ -75,7 +78,6 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     counts = np.maximum(0, np.rint(draw(w.connections_per_host, rng, hosts))).astype(np.int64)
 
     initial_client = np.repeat(np.arange(hosts, dtype=np.int32), counts)
-    initial_start = np.zeros(len(initial_client))
     if life > 0:
         arrivals = rng.poisson(counts * duration / life)
         arrival_client = np.repeat(np.arange(hosts, dtype=np.int32), arrivals)
@@ -83,17 +85,23 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     else:
         arrival_client, arrival_start = np.empty(0, np.int32), np.empty(0)
     client = np.concatenate([initial_client, arrival_client])
-    start = np.concatenate([initial_start, arrival_start])
     n = len(client)
     lifetime = rng.exponential(life, n) if life > 0 else np.full(n, np.inf)
+    # The running ones: age ~ Exp(L), independent of the residual life drawn above.  Without churn
+    # (lifetime 0: connections never end) ages are uniform over 30 days, so rekey phases are uniform.
+    initial_start = -(rng.exponential(life, len(initial_client)) if life > 0
+                      else rng.uniform(0, 30 * 86400.0, len(initial_client)))
+    start = np.concatenate([initial_start, arrival_start])
+    end = start + lifetime
+    end[: len(initial_client)] = lifetime[: len(initial_client)]  # residual life from time 0
     server = peers[peer_start[client] + (rng.uniform(0, 1, n) * fanout[client]).astype(np.int64)]
-    order = np.argsort(start, kind="stable")  # the running ones (start 0) stay first
+    order = np.argsort(start, kind="stable")  # the running ones (negative start) come first
     return Workload(
         hosts=hosts,
         client=client[order],
         server=server[order].astype(np.int32),
         start=start[order],
-        end=(start + lifetime)[order],
+        end=end[order],
         msg_bytes=draw(w.message_bytes, rng, n).astype(np.float32)[order],
         msgs_per_s=draw(w.messages_per_second, rng, n).astype(np.float32)[order],
         response_ratio=0.0 if w.traffic == "bulk" else w.response_ratio,

@@ -12,7 +12,8 @@ variant and replication), ``summary.parquet`` (one row per variant and
 replication), ``manifest.json`` (the resolved scenario, the resolved cost
 parameters, seed, package versions, wall time) and ``comparison.png``.
 They are written to a temporary folder beside the target and moved into
-place at the end, so a failed run leaves nothing half-written.
+place at the end, so a failed run leaves nothing half-written, and the
+leftovers of a run killed while moving them are repaired by the next.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,6 +37,7 @@ import pandas as pd
 
 from pspsim import __version__
 from pspsim.costs.params import ParameterSet, load_parameter_set
+from pspsim.model.control import REKEY_KINDS
 from pspsim.model.simulation import FleetSimulation, VariantRun
 from pspsim.model.streams import RandomStreams, replication_seed, replication_sequence
 from pspsim.model.variants import make_variant
@@ -47,38 +52,50 @@ class Results:
     summary: pd.DataFrame
     manifest: dict
     packets: pd.DataFrame | None = None  # packet-tier summary, when a capture was asked for
+    nic_counters: pd.DataFrame | None = None  # per NIC at run end, Linux counter names (one row per NIC)
 
 
 def _summary_row(run: VariantRun, scenario: Scenario) -> dict[str, float]:
+    """The summary of one run; every column is defined in the README ("Result columns")."""
     ts = pd.DataFrame(run.rows)
-    hosts = scenario.fleet.hosts
-    duration = scenario.run.duration
+    hosts, duration = scenario.fleet.hosts, scenario.run.duration
     t = run.totals
-    achieved = ts["achieved_gbps"].mean()
+    span = ts["window_s"]
+    mean = lambda col: float((ts[col] * span).sum() / span.sum())  # noqa: E731  time-weighted
+    achieved = mean("achieved_gbps")
+    per_s = {f"{kind}_per_s": t[kind] / duration for kind in REKEY_KINDS}
     return {
-        "nic_entries_per_host_peak": float(run.host_peak_nic_entries.max()),
-        "nic_entries_per_host_mean": float(ts["nic_entries_total"].mean() / hosts),
+        "nic_entries_per_host_peak": float(ts["nic_entries_host_max"].max()),
+        "nic_entries_per_host_mean": mean("nic_entries_total") / hosts,
         "nic_bytes_per_host_peak": float(ts["nic_bytes_host_max"].max()),
-        "host_state_bytes_per_host_mean": float(ts["host_state_bytes_total"].mean() / hosts),
+        "host_state_bytes_per_host_mean": mean("host_state_bytes_total") / hosts,
         "hosts_over_nic_capacity_peak": float(ts["hosts_over_nic_capacity"].max()),
-        "cores_mean": float(ts["cores_total"].mean()),
-        "cores_crypto_mean": float(ts["cores_crypto"].mean()),
-        "cores_per_100gbps": float(ts["cores_total"].mean() / max(achieved / 100, 1e-12)),
+        "cores_mean": mean("cores_total"),
+        "cores_peak": float(ts["cores_total"].max()),
+        "cores_crypto_mean": mean("cores_crypto"),
+        "cores_per_100gbps": mean("cores_total") / (achieved / 100) if achieved > 0 else float("nan"),
         "handshakes_per_s": t["handshakes"] / duration,
-        "rekeys_per_s": t["rekeys"] / duration,
-        "key_rotations": t["rotations"],
-        "nic_commands_per_s": t["commands"] / duration,
-        "command_delay_p50_us": float(ts["command_delay_p50_us"].median()),
-        "command_delay_p99_us": float(ts["command_delay_p99_us"].max()),
+        "handshakes_per_s_peak": float(ts["handshakes_per_s"].max()),
+        "rekeys_per_s": sum(t[kind] for kind in REKEY_KINDS) / duration,
+        "rekeys_per_s_peak": float(ts["rekeys_per_s"].max()),
+        **per_s,
+        "key_rotations": t["key_rotations"],
+        "psp_stale_events": t["psp_stale_events"],
+        "offload_fallbacks": t["offload_fallbacks"],
+        "offload_failures": t["offload_failures"],
+        "nic_commands_per_s": t["nic_commands"] / duration,
+        "command_delay_p50_us": run.command_delay_p50_s * 1e6,
+        "command_delay_p99_us": run.command_delay_p99_s * 1e6,
+        "command_delay_max_us": run.command_delay_max_s * 1e6,
         "connections_lost": t["connections_lost"],
-        "bytes_lost": t["bytes_lost"],
-        "offered_gbps_mean": float(ts["offered_gbps"].mean()),
-        "achieved_gbps_mean": float(achieved),
-        # delivered: what the network carried, less the traffic dropped on expired keys
-        "achieved_fraction": float((t["achieved_bits"] - 8 * t["bytes_lost"]) / max(t["offered_bits"], 1e-12)),
-        "overhead_gbps_mean": float(ts["overhead_gbps"].mean()),
+        "bytes_lost": t["lost_bits"] / 8,
+        "offered_gbps_mean": mean("offered_gbps"),
+        "achieved_gbps_mean": achieved,
+        "achieved_fraction": t["achieved_bits"] / t["offered_bits"] if t["offered_bits"] > 0 else float("nan"),
+        "software_fallback_gbps_mean": mean("software_fallback_gbps"),
+        "overhead_gbps_mean": mean("overhead_gbps"),
         "cache_miss_ratio_max": float(ts["cache_miss_ratio_max"].max()),
-        "added_latency_us_mean": float(ts["added_latency_us_mean"].mean()),
+        "added_latency_us_mean": mean("added_latency_us_mean"),
     }
 
 
@@ -90,6 +107,7 @@ class RunOutput:
     timeseries: pd.DataFrame
     summary: dict[str, object]
     wall_time_s: float
+    nic_counters: pd.DataFrame | None = None  # one row per NIC at the end of the run
 
 
 def resolve_parameters(scenario: Scenario) -> ParameterSet:
@@ -113,7 +131,13 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
     key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
            "seed": replication_seed(seq), "spawn_key": str(replication)}
     timeseries = pd.DataFrame([key | row for row in run.rows])
-    return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0)
+    counters = None
+    if run.nic_counters:
+        counters = pd.DataFrame({"nic": np.arange(scenario.fleet.hosts)} | {
+            name: np.asarray(values, dtype=np.float64) for name, values in run.nic_counters.items()})
+        for column, value in reversed(key.items()):
+            counters.insert(0, column, value)
+    return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0, counters)
 
 
 def manifest_for(scenario: Scenario, params: ParameterSet, wall_time_s: float) -> dict:
@@ -135,32 +159,40 @@ def run_scenario(
     capture_host: int | None = None,
     capture_dir: str | os.PathLike[str] | None = None,
     capture_variants: Sequence[str] = ("psp",),
+    executor: Executor | None = None,
 ) -> Results:
     """Run every replication and variant of ``scenario``; returns tidy tables.
 
     With ``capture_host``, replication 0 also runs the packet tier for each
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
-    writes its traffic as pcap files into ``capture_dir``, for ``capture_variants``."""
+    writes its traffic as pcap files into ``capture_dir``, for ``capture_variants``.  With ``executor`` (a
+    ``concurrent.futures.Executor``), the runs go through it: same tables."""
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
-    series, summary, packet_rows = [], [], []
-    for replication in range(scenario.run.replications):
-        for name in scenario.run.variants:
-            out = run_one(scenario, params, replication, name)
-            series.append(out.timeseries)
-            summary.append(out.summary)
-            if capture_host is not None and replication == 0 and name in capture_variants:
-                seq = replication_sequence(scenario.run.seed, replication)
-                streams = RandomStreams.from_sequence(seq)
-                workload = generate_workload(scenario, streams.workload)
-                key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
-                packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
-            if progress:
-                progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
+    series, summary, packet_rows, counters = [], [], [], []
+    runs = [(replication, name) for replication in range(scenario.run.replications) for name in scenario.run.variants]
+    if executor is None:
+        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name) for r, name in runs)
+    else:  # all submitted at once, collected in order: the same tables as one after another
+        outputs = (f.result() for f in [executor.submit(run_one, scenario, params, r, name) for r, name in runs])
+    for (replication, name), out in zip(runs, outputs):
+        series.append(out.timeseries)
+        if out.nic_counters is not None:
+            counters.append(out.nic_counters)
+        summary.append(out.summary)
+        if capture_host is not None and replication == 0 and name in capture_variants:
+            seq = replication_sequence(scenario.run.seed, replication)
+            streams = RandomStreams.from_sequence(seq)
+            workload = generate_workload(scenario, streams.workload)
+            key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
+            packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
+        if progress:
+            progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
     manifest = manifest_for(scenario, params, time.time() - started)
     return Results(pd.concat(series, ignore_index=True), pd.DataFrame(summary), manifest,
-                   pd.DataFrame(packet_rows) if packet_rows else None)
+                   pd.DataFrame(packet_rows) if packet_rows else None,
+                   pd.concat(counters, ignore_index=True) if counters else None)
 
 
 def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str, object]:
@@ -175,8 +207,52 @@ def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str,
     return result_row(tier.run())
 
 
+_PID_FILE = ".pspsim-writing"
+
+
+def _writer_alive(folder: Path) -> bool:
+    """Whether the run that is writing ``folder`` (its pid file) is still running."""
+    try:
+        pid = int((folder / _PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_results_folder(out: Path) -> list[str]:
+    """Clean up after a run that was killed while writing ``out``; returns what was done.
+
+    A kill between the two renames that swap new results in leaves ``out``
+    missing and the earlier results in ``.out.old``: they are put back.  A
+    kill after the swap leaves ``.out.old`` beside the new ``out``: it is
+    removed.  A kill while writing leaves a ``.out.xxxxxxxx`` folder: it is
+    removed unless the run that writes it is still alive."""
+    done: list[str] = []
+    parent = out.parent if str(out.parent) else Path(".")
+    old = parent / f".{out.name}.old"
+    if old.is_dir() and not old.is_symlink():
+        if not out.exists() and not out.is_symlink():
+            old.rename(out)
+            done.append(f"restored the earlier results from {old}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old}")
+    if parent.is_dir():
+        pattern = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}")
+        for leftover in parent.iterdir():
+            if pattern.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink() \
+                    and not _writer_alive(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+                done.append(f"removed {leftover}, left by an interrupted run")
+    return done
+
+
 def check_results_folder(out: Path) -> None:
     """Refuse to replace anything but an empty folder or an earlier pspsim results folder."""
+    out = Path(out)
+    if out.is_symlink():
+        raise ConfigError(f"{out}: is a symbolic link; give the folder it points to")
     if not out.exists():
         return
     if not out.is_dir():
@@ -188,15 +264,26 @@ def check_results_folder(out: Path) -> None:
 def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
                   captures: str | os.PathLike[str] | None = None) -> Path:
     """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
-    the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``."""
+    the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``.
+
+    The files are written to a hidden folder beside the target (holding the
+    writer's pid until complete), then swapped in with two renames: the
+    earlier folder to ``.NAME.old``, the new one to ``NAME``, and the old one
+    removed.  Leftovers of a run killed at any point are repaired by the next
+    call (:func:`recover_results_folder`)."""
     out = Path(out_dir)
+    recover_results_folder(out)
     check_results_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        (tmp / _PID_FILE).write_text(str(os.getpid()))
         results.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
         results.summary.to_parquet(tmp / "summary.parquet", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(results.manifest, indent=2, sort_keys=True,
+                                                      allow_nan=False) + "\n")
+        if results.nic_counters is not None:
+            results.nic_counters.to_parquet(tmp / "nic_counters.parquet", index=False)
         if results.packets is not None:
             results.packets.to_parquet(tmp / "packets.parquet", index=False)
         if captures is not None:  # moved, not copied: captures can be large
@@ -206,6 +293,7 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
             from pspsim.figures import comparison_figure
 
             comparison_figure(results.timeseries, tmp / "comparison.png")
+        (tmp / _PID_FILE).unlink()
         os.chmod(tmp, 0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old")

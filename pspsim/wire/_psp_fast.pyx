@@ -15,7 +15,7 @@ from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
 
-from pspsim.wire.errors import EncapsulationError, PspAuthFailure
+from pspsim.wire.errors import IvSpaceExhausted, PspAuthFailure
 
 
 cdef inline unsigned int rd16(const unsigned char* p) noexcept:
@@ -97,7 +97,7 @@ cdef class Sealer:
     def seal(self, frame):
         """The frame encapsulated and sealed with the next IV (see ``PspSender.seal``)."""
         if self.exhausted:
-            raise EncapsulationError("IV space of this SA is exhausted: rekey")
+            raise IvSpaceExhausted("IV space of this SA is exhausted: rekey")
         cdef unsigned long long iv = self.next_iv
         out = None
         if type(frame) is bytes:

@@ -58,3 +58,28 @@ class PcapFormatError(WireError):
 
 class ConfigError(WireError, ValueError):
     """A key or configuration file (or command-line value) is invalid."""
+
+
+class IvSpaceExhausted(EncapsulationError):
+    """The sender's IV counter is used up: the SA must be rekeyed; the frame is not sent."""
+
+
+class NonceReuseError(ConfigError):
+    """An operation that would reuse a nonce under one key: an SPI handed out twice in
+    one key phase, a counter moved backwards, or a copy of an SA holding a counter."""
+
+
+def refuse_copy(obj: object, *_: object) -> None:
+    """``__copy__``/``__deepcopy__``/``__reduce_ex__`` of an object holding a nonce counter."""
+    raise NonceReuseError(f"{type(obj).__name__} holds a nonce counter and cannot be copied: "
+                          "a copy would reuse its nonces; create a new SA (new key or SPI) instead")
+
+
+def as_bytes(data: object) -> bytes:
+    """``data`` as ``bytes``: any bytes-like object (``bytearray``, ``memoryview``) is accepted."""
+    if type(data) is bytes:
+        return data  # type: ignore[return-value]
+    try:
+        return memoryview(data).tobytes()  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"expected a bytes-like object, got {type(data).__name__}") from None

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pspsim.wire._compiled import compiled
-from pspsim.wire.errors import ConfigError, EncapsulationError, WireError
+from pspsim.wire.errors import ConfigError, EncapsulationError, NonceReuseError, WireError, as_bytes, refuse_copy
 from pspsim.wire.esp_replay import EspOutsideWindow, EspRejected, EspReplay, ReplayWindow
 from pspsim.wire.frames import (
     ETHERTYPE_IPV4,
@@ -89,36 +88,31 @@ class NotEspPacket(WireError):
     """The frame is not ESP (not IP, or neither IP protocol 50 nor UDP port 4500)."""
 
 
-class EspSequenceExhausted(WireError):
+class EspSequenceExhausted(EncapsulationError):
     """The outbound sequence number would wrap: the SA must be rekeyed (RFC 4303 3.3.3)."""
 
     counter = "XfrmOutStateSeqError"
 
 
-@dataclass(slots=True)
 class EspSA:
     """One unidirectional ESP SA with AES-GCM.
 
     ``key`` is key material plus the 4-byte salt.  The outbound side uses
-    ``next_seq``; the inbound side uses ``window`` (anti-replay).
+    ``next_seq`` (the counter moves only forward: setting it back raises
+    :class:`NonceReuseError`, since the sequence number is the IV); the
+    inbound side uses ``window`` (anti-replay).  An SA cannot be copied (a
+    copy would send the same sequence numbers, hence nonces, again).
     """
 
-    spi: int
-    key: bytes = field(repr=False)
-    mode: str = "transport"
-    esn: bool = False
-    replay_window: int = 64
-    udp_encap: bool = False
-    tunnel_src: str | None = None
-    tunnel_dst: str | None = None
-    next_seq: int = 1
-    window: ReplayWindow = field(init=False, repr=False)
-    max_seq: int = field(init=False, repr=False)
-    _aead: AESGCM = field(init=False, repr=False)
-    _salt: bytes = field(init=False, repr=False)
-    _outer_addresses: tuple[int, bytes] | None = field(init=False, repr=False)
+    __slots__ = ("spi", "key", "mode", "esn", "replay_window", "udp_encap", "tunnel_src", "tunnel_dst",
+                 "_next_seq", "window", "max_seq", "_aead", "_salt", "_outer_addresses")
 
-    def __post_init__(self) -> None:
+    def __init__(self, spi: int, key: bytes, mode: str = "transport", esn: bool = False, replay_window: int = 64,
+                 udp_encap: bool = False, tunnel_src: str | None = None, tunnel_dst: str | None = None,
+                 next_seq: int = 1) -> None:
+        self.spi, self.key, self.mode, self.esn = spi, bytes(key), mode, esn
+        self.replay_window, self.udp_encap = replay_window, udp_encap
+        self.tunnel_src, self.tunnel_dst = tunnel_src, tunnel_dst
         if len(self.key) not in (20, 28, 36):
             raise ConfigError(
                 f"ESP AES-GCM key material is key + 4-byte salt: 20, 28 or 36 bytes, got {len(self.key)}"
@@ -128,11 +122,12 @@ class EspSA:
         if self.mode not in ("transport", "tunnel"):
             raise ConfigError(f"mode must be 'transport' or 'tunnel', got {self.mode!r}")
         self.max_seq = (1 << 64) - 1 if self.esn else _SEQ32 - 1
-        if not 1 <= self.next_seq <= self.max_seq + 1:
+        if not 1 <= next_seq <= self.max_seq + 1:
             raise ConfigError(f"first sequence number must be in 1..{self.max_seq}")
+        self._next_seq = next_seq
         if (self.tunnel_src is None) != (self.tunnel_dst is None):
             raise ConfigError("give both tunnel end points or neither")
-        self._outer_addresses = None
+        self._outer_addresses: tuple[int, bytes] | None = None
         if self.tunnel_src is not None:
             try:
                 src, dst = ipaddress.ip_address(self.tunnel_src), ipaddress.ip_address(self.tunnel_dst)
@@ -145,6 +140,30 @@ class EspSA:
         self._aead = AESGCM(self.key[:-SALT_LEN])
         self._salt = self.key[-SALT_LEN:]
 
+    def __repr__(self) -> str:  # never print the key
+        return (f"EspSA(spi={self.spi:#010x}, mode={self.mode!r}, esn={self.esn}, udp_encap={self.udp_encap}, "
+                f"next_seq={self._next_seq})")
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = refuse_copy
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number (and IV) of the next outbound packet."""
+        return self._next_seq
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        if value < self._next_seq:
+            raise NonceReuseError(f"sequence counter cannot move back (from {self._next_seq} to {value}): "
+                                  "those numbers, the IVs, may have been sent")
+        if value > self.max_seq + 1:
+            raise ConfigError(f"sequence number must be at most {self.max_seq + 1}")
+        self._next_seq = value
+
+    def sealed_len(self, data_len: int) -> int:
+        """Bytes :meth:`seal` returns for ``data_len`` bytes of data."""
+        return ESP_HEADER_LEN + IV_LEN + data_len + (-(data_len + 2) % 4) + 2 + ICV_LEN
+
     def seal(self, data: bytes, next_header: int, *, seq: int | None = None, iv: bytes | None = None) -> bytes:
         """ESP header, IV, encrypted ``data`` with trailer, and ICV.
 
@@ -152,11 +171,13 @@ class EspSA:
         past the last number :class:`EspSequenceExhausted` is raised.
         ``iv`` defaults to the 64-bit sequence number.
         """
+        if type(data) is not bytes:
+            data = as_bytes(data)
         if seq is None:
-            seq = self.next_seq
+            seq = self._next_seq
             if seq > self.max_seq:
                 raise EspSequenceExhausted(f"SA {self.spi:08x}: sequence numbers exhausted, rekey")
-            self.next_seq = seq + 1
+            self._next_seq = seq + 1
         elif not 0 < seq <= self.max_seq:
             raise ConfigError(f"sequence number must be in 1..{self.max_seq}")
         if iv is None:  # IV = sequence number
@@ -177,6 +198,8 @@ class EspSA:
         The replay window is consulted before the ICV is checked and moved
         only after it verified.
         """
+        if type(packet) is not bytes:
+            packet = as_bytes(packet)
         if len(packet) < ESP_HEADER_LEN + IV_LEN + 4 + ICV_LEN:
             raise EspMalformed("ESP packet shorter than header, IV, trailer and ICV")
         spi, seq_low = _HEADER.unpack_from(packet)
@@ -185,6 +208,8 @@ class EspSA:
         window = self.window
         if self.esn:
             seq = window.checked_sequence(seq_low)
+            if seq > self.max_seq:  # past 2**64 - 1: only a forgery or a replayed old SA
+                raise EspOutsideWindow(f"sequence number {seq_low} would be past 2**64 - 1")
             aad = _ESN_AAD.pack(spi, seq >> 32, seq_low)
         else:
             seq, aad = seq_low, packet[:ESP_HEADER_LEN]
@@ -218,15 +243,22 @@ class EspOpened(NamedTuple):
 
 
 def esp_encapsulate(frame: bytes, sa: EspSA) -> bytes:
-    """Protect one Ethernet frame with ``sa`` (transport or tunnel mode)."""
+    """Protect one Ethernet frame with ``sa`` (transport or tunnel mode).  A frame
+    whose result would not fit in an IP packet raises :class:`EncapsulationError`
+    before it is sealed (no sequence number is used)."""
+    if type(frame) is not bytes:
+        frame = as_bytes(frame)
     l2, ip_version, ip_hlen, protocol, end = parse_ip(frame, EncapsulationError)
     udp_len = UDP_HEADER_LEN if sa.udp_encap else 0
     outer_protocol = IPPROTO_UDP if sa.udp_encap else IPPROTO_ESP
     if sa.mode == "transport":
+        _check_ip_size(ip_version, ip_hlen + udp_len + sa.sealed_len(end - l2 - ip_hlen))
         esp = sa.seal(frame[l2 + ip_hlen : end], protocol)
         outer = rewritten_ip_header(frame, l2, ip_version, ip_hlen, udp_len + len(esp), outer_protocol)
         l2_header = frame[:l2]
     else:
+        outer_v = sa._outer_addresses[0] if sa._outer_addresses is not None else ip_version
+        _check_ip_size(outer_v, (20 if outer_v == 4 else 40) + udp_len + sa.sealed_len(end - l2))
         esp = sa.seal(frame[l2:end], IPPROTO_IPIP if ip_version == 4 else IPPROTO_IPV6)
         outer_version = ip_version
         template = frame[l2 : l2 + (20 if ip_version == 4 else 40)]
@@ -247,6 +279,13 @@ def esp_encapsulate(frame: bytes, sa: EspSA) -> bytes:
     return b"".join((l2_header, *outer, udp, esp))
 
 
+def _check_ip_size(ip_version: int, header_and_payload: int) -> None:
+    """Refuse a packet whose IP length field would exceed 65,535 (IPv6: payload only)."""
+    length = header_and_payload - (40 if ip_version == 6 else 0)
+    if length > 0xFFFF:
+        raise EncapsulationError(f"ESP packet would be {length} bytes, over the 65,535 an IP length field holds")
+
+
 def _tunnel_template(version: int, inner: bytes, addresses: bytes) -> bytes:
     """An outer header for the configured tunnel end points, inheriting TTL/hop limit."""
     if version == 4:
@@ -260,8 +299,11 @@ def esp_decapsulate(frame: bytes, sas: Mapping[int, EspSA]) -> EspOpened:
     """Find the SA by SPI, check replay, verify, decrypt and decapsulate.
 
     Raises :class:`EspRejected` subclasses, or :class:`NotEspPacket` for
-    frames that are not ESP; nothing else, whatever the bytes.
+    frames that are not ESP; nothing else, whatever the bytes (any bytes-like
+    object is accepted).
     """
+    if type(frame) is not bytes:
+        frame = as_bytes(frame)
     l2, ip_version, ip_hlen, protocol, end = parse_ip(frame, NotEspPacket)
     start = l2 + ip_hlen
     if protocol == IPPROTO_UDP:

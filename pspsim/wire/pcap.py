@@ -49,14 +49,21 @@ class PcapHeader:
 
 
 class PcapReader:
-    """Iterate over the records of a classic pcap file (a context manager)."""
+    """Iterate over the records of a classic pcap file (a context manager).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            self._file: BinaryIO = open(self.path, "rb")
-        except OSError as exc:
-            raise PcapFormatError(f"{self.path}: cannot open: {exc.strerror}") from None
+    ``source`` is a path, or an open binary file (``io.BytesIO`` for bytes in memory)."""
+
+    def __init__(self, source: str | os.PathLike[str] | BinaryIO) -> None:
+        if hasattr(source, "read"):
+            self.path = Path(getattr(source, "name", "<memory>") if isinstance(getattr(source, "name", None), str)
+                             else "<memory>")
+            self._file: BinaryIO = source  # type: ignore[assignment]
+        else:
+            self.path = Path(source)  # type: ignore[arg-type]
+            try:
+                self._file = open(self.path, "rb")
+            except OSError as exc:
+                raise PcapFormatError(f"{self.path}: cannot open: {exc.strerror}") from None
         raw = self._file.read(24)
         if len(raw) < 24:
             self._file.close()

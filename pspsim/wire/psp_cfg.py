@@ -25,6 +25,7 @@ from pspsim.wire.psp_sa import PspSA
 
 _HEX_BYTE = re.compile(r"(0[xX])?[0-9a-fA-F]{1,2}")
 _HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]{1,8}")
+MAX_CFG_BYTES = 64 << 10  # a cfg holds about 400 bytes; anything this large is not one
 _VERSION_BY_NAME = {name: version for version, name in VERSION_NAMES.items()}
 
 
@@ -45,15 +46,23 @@ class PspEncryptConfig:
         return PspSA(self.spi, derive_sa_key_from_pair(self.master_keys, self.spi, self.version), self.version)
 
 
+def _read(path: Path) -> str:
+    try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
+        if path.stat().st_size > MAX_CFG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a PSP configuration "
+                              f"file (at most {MAX_CFG_BYTES:,})")
+        return path.read_bytes().decode("ascii")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text configuration file") from None
+
+
 class _Tokens:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        try:
-            text = path.read_text(encoding="ascii")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text configuration file") from None
         self.items = [
             (lineno, token)
             for lineno, line in enumerate(text.splitlines(), start=1)
@@ -89,20 +98,30 @@ class _Tokens:
 
     def crypt_offset(self, field: str) -> int:
         lineno, token = self.next(field)
-        if not token.isdigit() or int(token) > MAX_CRYPT_OFFSET:
+        if not (token.isascii() and token.isdigit()) or int(token) > MAX_CRYPT_OFFSET:
             raise self.fail(lineno, field, f"{token!r} is not an integer in 0..{MAX_CRYPT_OFFSET}")
         return int(token)
 
 
 def load_master_keys(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
     """Master keys 0 and 1 from a decrypt (or encrypt) configuration file."""
-    tokens = _Tokens(Path(path))
+    return parse_master_keys(_read(Path(path)), Path(path))
+
+
+def parse_master_keys(text: str, name: Path = Path("<cfg>")) -> tuple[bytes, bytes]:
+    """Master keys 0 and 1 from the text of a configuration file."""
+    tokens = _Tokens(name, text)
     return tokens.master_key(0), tokens.master_key(1)
 
 
 def load_encrypt_config(path: str | os.PathLike[str]) -> PspEncryptConfig:
     """Parse an encrypt configuration file; errors name the file, line and field."""
-    tokens = _Tokens(Path(path))
+    return parse_encrypt_config(_read(Path(path)), Path(path))
+
+
+def parse_encrypt_config(text: str, name: Path = Path("<cfg>")) -> PspEncryptConfig:
+    """Parse the text of an encrypt configuration; errors name the file, line and field."""
+    tokens = _Tokens(name, text)
     keys = (tokens.master_key(0), tokens.master_key(1))
     lineno, token = tokens.next("SPI")
     if not _HEX_WORD.fullmatch(token):

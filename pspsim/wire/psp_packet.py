@@ -31,9 +31,13 @@ from pspsim.wire._compiled import compiled
 from pspsim.wire.errors import (
     ConfigError,
     EncapsulationError,
+    IvSpaceExhausted,
+    NonceReuseError,
     NotPspPacket,
     PspBadPacket,
     PspFramingError,
+    as_bytes,
+    refuse_copy,
 )
 from pspsim.wire.frames import (
     ETHERTYPE_IPV4,
@@ -115,6 +119,8 @@ class PspOpened(NamedTuple):
 
 def encapsulate(frame: bytes, sa: PspSA, iv: int, encap: PspEncap = PspEncap()) -> bytes:
     """Encapsulate and seal one Ethernet frame; raises :class:`EncapsulationError`."""
+    if type(frame) is not bytes:
+        frame = as_bytes(frame)
     if _psp_fast is not None and encap.vc is None and type(frame) is bytes and 0 <= iv <= MAX_IV:
         out = _psp_fast.encapsulate(
             frame, sa._aead, sa.spi, sa.version, iv, encap.mode == "tunnel",
@@ -179,8 +185,11 @@ def decapsulate(
     The SA key is derived from ``keys`` (the receiver's master keys) and the
     packet's SPI.  Raises :class:`NotPspPacket` for frames that are not PSP,
     and a :class:`~pspsim.wire.errors.PspRejected` subclass for PSP packets
-    that must be dropped; nothing else, whatever the bytes.
+    that must be dropped; nothing else, whatever the bytes (any bytes-like
+    object is accepted).
     """
+    if type(frame) is not bytes:
+        frame = as_bytes(frame)
     if _psp_fast is not None and type(frame) is bytes:
         opened = _psp_fast.decapsulate(frame, keys, None if versions is ALL_VERSIONS else versions, PspOpened)
         if opened is not None:
@@ -242,7 +251,10 @@ class PspSender:
     IV is a 64-bit counter (the reference implementation's choice; the
     specification suggests a timestamp).  A frame that cannot be
     encapsulated does not use up an IV.  When the counter would wrap, the SA
-    must be rekeyed: ``seal`` raises instead of reusing a nonce.  With the
+    must be rekeyed: ``seal`` raises :class:`IvSpaceExhausted` instead of
+    reusing a nonce.  The counter only moves forward (``next_iv`` can be set
+    ahead, never back), and a sender cannot be copied: either would send two
+    packets with one nonce under one key.  With the
     compiled fast path, ``seal`` is the compiled sealer's own method (no
     Python frame per packet).
     """
@@ -265,13 +277,15 @@ class PspSender:
         else:
             self.seal = self._seal_python
 
+    __copy__ = __deepcopy__ = __reduce_ex__ = refuse_copy
+
     def _general(self, frame: bytes, iv: int) -> bytes:
         return _encapsulate(frame, self.sa, iv, self.encap)
 
     def _seal_python(self, frame: bytes) -> bytes:
         iv = self._iv
         if iv > MAX_IV:
-            raise EncapsulationError("IV space of this SA is exhausted: rekey")
+            raise IvSpaceExhausted("IV space of this SA is exhausted: rekey")
         out = _encapsulate(frame, self.sa, iv, self.encap)
         self._iv = iv + 1
         return out
@@ -287,6 +301,9 @@ class PspSender:
     def next_iv(self, value: int) -> None:
         if not 0 <= value <= MAX_IV + 1:
             raise ConfigError(f"IV must fit in 64 bits, got {value}")
+        if value < self.next_iv:
+            raise NonceReuseError(f"IV counter cannot move back (from {self.next_iv} to {value}): "
+                                  "those IVs may have been sent")
         self._iv = value
         if self._sealer is not None:
             self._sealer.exhausted = value > MAX_IV

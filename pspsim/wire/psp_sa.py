@@ -24,7 +24,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pspsim.wire.errors import ConfigError, PspAuthFailure, PspBadPacket
+from pspsim.wire.errors import ConfigError, NonceReuseError, PspAuthFailure, PspBadPacket
 from pspsim.wire.psp_header import ICV_LEN
 from pspsim.wire.psp_kdf import (
     ENCRYPTING_VERSIONS,
@@ -88,6 +88,8 @@ class DeviceKeys:
     installs a fresh key in the other slot and makes it active, so the
     previously active key keeps serving existing SAs for one more period and
     the key before it is gone (Linux ``Documentation/networking/psp.rst``).
+    :meth:`new_sa` hands each SPI out once per key phase: two senders with
+    one SPI would share one key and IV space, and reuse nonces.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class DeviceKeys:
         self.cache_hits = 0
         self.cache_misses = 0
         self._cache: dict[int, PspSA] = {}
+        self._issued: tuple[set[int], set[int]] = (set(), set())  # SPIs handed out, per master-key slot
 
     def __repr__(self) -> str:  # never print the keys
         return f"DeviceKeys(active_phase={self.active_phase}, cached={len(self._cache)})"
@@ -137,11 +140,19 @@ class DeviceKeys:
         return sa
 
     def new_sa(self, spi_id: int, version: int = 0) -> PspSA:
-        """The SA for SPI id ``spi_id`` (31 bits) under the active master key."""
+        """The SA for SPI id ``spi_id`` (31 bits) under the active master key, for a
+        new sender; raises :class:`NonceReuseError` for an SPI id already handed
+        out under this key (whatever the version: the SPI names the flow)."""
         if not 0 < spi_id < SPI_KEY_PHASE_BIT:
             raise ConfigError("SPI id must be in 1..2**31-1 (id 0 is reserved)")
+        issued = self._issued[self.active_phase]
+        if spi_id in issued:
+            raise NonceReuseError(f"SPI id {spi_id:#x} was already handed out under the active key: "
+                                  "a second sender would reuse its IVs; take a new SPI")
         spi = spi_id | (SPI_KEY_PHASE_BIT if self.active_phase else 0)
-        return self.sa_for(spi, version)
+        sa = self.sa_for(spi, version)
+        issued.add(spi_id)
+        return sa
 
     def rotate(self, new_key: bytes) -> int:
         """Replace the older master key with ``new_key`` and make it active."""
@@ -149,6 +160,7 @@ class DeviceKeys:
             raise ConfigError(f"master key must be {MASTER_KEY_LEN} bytes, got {len(new_key)}")
         phase = 1 - self.active_phase
         self._keys[phase] = bytes(new_key)
+        self._issued[phase].clear()  # a new key: its SPIs start afresh
         self.active_phase = phase
         stale_bit = SPI_KEY_PHASE_BIT if phase else 0
         self._cache = {

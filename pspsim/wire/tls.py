@@ -17,6 +17,10 @@ version || plaintext length.
 
 A record's sequence number never wraps: at 2**64 - 1 the connection must
 rekey (KeyUpdate) or close, and :class:`TlsSequenceExhausted` is raised.
+The sequence number is the nonce counter, so it is read-only (a first value
+can be given when the protection is created), and a record protection
+cannot be copied.  ``seal`` takes content types 1..255 (0 is padding in TLS
+1.3 and never a record type).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from pspsim.wire.errors import ConfigError, WireError
+from pspsim.wire.errors import ConfigError, WireError, as_bytes, refuse_copy
 
 RECORD_HEADER_LEN = 5
 MAX_PLAINTEXT = 1 << 14
@@ -138,6 +142,7 @@ def key_update_message(request_update: bool = False) -> bytes:
 
 def iter_records(stream: bytes) -> Iterator[bytes]:
     """Split a byte stream into whole TLS records (a trailing partial one is an error)."""
+    stream = as_bytes(stream)
     pos = 0
     while pos < len(stream):
         if len(stream) - pos < RECORD_HEADER_LEN:
@@ -149,45 +154,73 @@ def iter_records(stream: bytes) -> Iterator[bytes]:
         pos = end
 
 
-class Tls13RecordProtection:
-    """One direction of TLS 1.3 record protection, from a traffic secret."""
+def _check_content_type(content_type: int) -> None:
+    if type(content_type) is not int or not 1 <= content_type <= 255:
+        raise ConfigError(f"TLS content type must be 1..255, got {content_type!r}")
 
-    def __init__(self, cs: CipherSuite | str, traffic_secret: bytes) -> None:
+
+def _first_seq(seq: int) -> int:
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ + 1:
+        raise ConfigError(f"first record sequence number must be in 0..2**64, got {seq!r}")
+    return seq
+
+
+class Tls13RecordProtection:
+    """One direction of TLS 1.3 record protection, from a traffic secret.
+
+    ``seq`` is the sequence number of the first record (0 for a fresh
+    secret; more when records were already sent with it)."""
+
+    def __init__(self, cs: CipherSuite | str, traffic_secret: bytes, seq: int = 0) -> None:
         self.suite = suite(cs) if isinstance(cs, str) else cs
         if len(traffic_secret) != self.suite.hash_len:
             raise ConfigError(f"{self.suite.name} traffic secret must be {self.suite.hash_len} bytes")
-        self._install(traffic_secret)
+        self._install(bytes(traffic_secret))
+        self._seq = _first_seq(seq)
         self.key_updates = 0
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = refuse_copy
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the next record (read-only: it is the nonce counter)."""
+        return self._seq
 
     def _install(self, secret: bytes) -> None:
         self._secret = secret
         key, self._iv = traffic_key_and_iv(self.suite, secret)
         self._iv_int = int.from_bytes(self._iv, "big")
         self._aead = self.suite.aead(key)
-        self.seq = 0
+        self._seq = 0
 
     def __repr__(self) -> str:  # never print secrets
         return f"Tls13RecordProtection({self.suite.name}, seq={self.seq}, key_updates={self.key_updates})"
 
     def _nonce(self) -> bytes:
-        if self.seq > MAX_SEQ:
+        if self._seq > MAX_SEQ:
             raise TlsSequenceExhausted("TLS record sequence number exhausted: update the keys")
-        return (self._iv_int ^ self.seq).to_bytes(12, "big")
+        return (self._iv_int ^ self._seq).to_bytes(12, "big")
 
     def seal(self, content: bytes, content_type: int = CONTENT_APPLICATION_DATA, padding: int = 0) -> bytes:
         """One protected record carrying ``content`` (at most 16 KiB)."""
         if len(content) + 1 + padding > MAX_PLAINTEXT + 1 or padding < 0:
             raise ConfigError(f"record content plus padding exceeds {MAX_PLAINTEXT} bytes")
-        seq = self.seq
+        if content_type != CONTENT_APPLICATION_DATA:
+            _check_content_type(content_type)
+        if type(content) is not bytes:
+            content = as_bytes(content)
+        seq = self._seq
         if seq > MAX_SEQ:
             raise TlsSequenceExhausted("TLS record sequence number exhausted: update the keys")
         inner = content + (_TYPE_BYTE[content_type] if not padding else bytes((content_type,)) + bytes(padding))
         header = _HEADER.pack(CONTENT_APPLICATION_DATA, 0x0303, len(inner) + TAG_LEN)
-        self.seq = seq + 1
+        self._seq = seq + 1
         return header + self._aead.encrypt((self._iv_int ^ seq).to_bytes(12, "big"), inner, header)
 
     def open(self, record: bytes) -> tuple[int, bytes]:
         """Verify and decrypt one record: (content type, content)."""
+        if type(record) is not bytes:
+            record = as_bytes(record)
         if len(record) < RECORD_HEADER_LEN + TAG_LEN + 1:
             raise TlsMalformed("record too short")
         outer_type, _version, length = _HEADER.unpack_from(record)
@@ -200,8 +233,8 @@ class Tls13RecordProtection:
         try:
             inner = self._aead.decrypt(self._nonce(), record[RECORD_HEADER_LEN:], record[:RECORD_HEADER_LEN])
         except InvalidTag:
-            raise TlsAuthFailure(f"record {self.seq} failed authentication") from None
-        self.seq += 1
+            raise TlsAuthFailure(f"record {self._seq} failed authentication") from None
+        self._seq += 1
         stripped = inner.rstrip(b"\x00")
         if not stripped:
             raise TlsMalformed("inner plaintext has no content type")
@@ -249,25 +282,38 @@ class Tls12GcmRecordProtection:
     def __init__(self, key: bytes, salt: bytes, seq: int = 0) -> None:
         if len(key) not in (16, 32) or len(salt) != 4:
             raise ConfigError("TLS 1.2 GCM needs a 16- or 32-byte key and a 4-byte salt")
-        self._aead = AESGCM(key)
-        self._salt = salt
-        self.seq = seq
+        self._aead = AESGCM(bytes(key))
+        self._salt = bytes(salt)
+        self._seq = _first_seq(seq)
 
     def __repr__(self) -> str:
-        return f"Tls12GcmRecordProtection(seq={self.seq})"
+        return f"Tls12GcmRecordProtection(seq={self._seq})"
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = refuse_copy
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the next record (read-only: it is the explicit nonce)."""
+        return self._seq
 
     def seal(self, content: bytes, content_type: int = CONTENT_APPLICATION_DATA) -> bytes:
         if len(content) > MAX_PLAINTEXT:
             raise ConfigError(f"record content exceeds {MAX_PLAINTEXT} bytes")
-        if self.seq > MAX_SEQ:
+        if content_type != CONTENT_APPLICATION_DATA:
+            _check_content_type(content_type)
+        if type(content) is not bytes:
+            content = as_bytes(content)
+        if self._seq > MAX_SEQ:
             raise TlsSequenceExhausted("TLS record sequence number exhausted: renegotiate or close")
-        explicit = self.seq.to_bytes(EXPLICIT_NONCE_LEN, "big")
+        explicit = self._seq.to_bytes(EXPLICIT_NONCE_LEN, "big")
         aad = explicit + _HEADER.pack(content_type, 0x0303, len(content))
         sealed = self._aead.encrypt(self._salt + explicit, content, aad)
-        self.seq += 1
+        self._seq += 1
         return _HEADER.pack(content_type, 0x0303, EXPLICIT_NONCE_LEN + len(sealed)) + explicit + sealed
 
     def open(self, record: bytes) -> tuple[int, bytes]:
+        if type(record) is not bytes:
+            record = as_bytes(record)
         if len(record) < RECORD_HEADER_LEN + EXPLICIT_NONCE_LEN + TAG_LEN:
             raise TlsMalformed("record too short")
         content_type, version, length = _HEADER.unpack_from(record)
@@ -275,16 +321,16 @@ class Tls12GcmRecordProtection:
             raise TlsMalformed("record length field disagrees with the record")
         if length > MAX_PLAINTEXT + 2048:
             raise TlsMalformed("record_overflow")
-        if self.seq > MAX_SEQ:
+        if self._seq > MAX_SEQ:
             raise TlsSequenceExhausted("TLS record sequence number exhausted")
         explicit = record[RECORD_HEADER_LEN : RECORD_HEADER_LEN + EXPLICIT_NONCE_LEN]
         plain_len = length - EXPLICIT_NONCE_LEN - TAG_LEN
-        aad = self.seq.to_bytes(8, "big") + _HEADER.pack(content_type, version, plain_len)
+        aad = self._seq.to_bytes(8, "big") + _HEADER.pack(content_type, version, plain_len)
         try:
             content = self._aead.decrypt(self._salt + explicit, record[RECORD_HEADER_LEN + EXPLICIT_NONCE_LEN :], aad)
         except InvalidTag:
-            raise TlsAuthFailure(f"record {self.seq} failed authentication") from None
-        self.seq += 1
+            raise TlsAuthFailure(f"record {self._seq} failed authentication") from None
+        self._seq += 1
         return content_type, content
 
 

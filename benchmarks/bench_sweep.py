@@ -1,0 +1,86 @@
+"""Sweep speed: the same 16 runs one after another and on 2 worker processes.
+
+1. A 16-run sweep (8 rotation periods x 2 replications, PSP, 40 hosts, one
+   simulated hour, about a second a run) in this process, then through a
+   2-process pool (start-up included).  Ratio: serial wall time / pool wall
+   time.  Target >= 1.6 on 2 idle cores (2 is the ceiling).
+2. Dask overhead per run: 32 tiny runs on a LocalCluster of one worker
+   process against the same runs in this process; (Dask - serial) / runs is
+   what Dask adds to each run (transfer of the task and its tables,
+   scheduling).  The cluster's start-up is reported on its own.
+The datasets are compared byte for byte (checks_ok).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pspsim.study.executors import process_pool
+from pspsim.study.sweep import sweep_from_dict
+from pspsim.study.sweep_runner import run_sweep
+
+TARGET = 1.6
+BASE = {
+    "run": {"name": "bench", "seed": 1, "duration": "1h", "window": "60s", "variants": ["psp"]},
+    "fleet": {"racks": 8, "hosts_per_rack": 5},
+    "workload": {"connections_per_host": {"kind": "fixed", "mean": 200}, "peers_per_host": 8,
+                 "connection_lifetime": "20min"},
+}
+TINY = copy.deepcopy(BASE) | {"run": BASE["run"] | {"duration": "10min"},
+                              "fleet": {"racks": 2, "hosts_per_rack": 3},
+                              "workload": BASE["workload"] | {"connections_per_host": {"mean": 10}, "peers_per_host": 2}}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _timed(sweep, folder: Path, executor=None) -> float:
+    start = time.perf_counter()
+    run_sweep(sweep, folder, executor=executor)
+    return time.perf_counter() - start
+
+
+def run() -> dict[str, float]:
+    from dask.distributed import Client, LocalCluster
+
+    periods = ["4min", "5min", "6min", "8min", "10min", "15min", "20min", "30min"]
+    sweep = sweep_from_dict(BASE, {"replications": 2, "grid": {"keys.psp_rotation_period": periods}}, "bench")
+    tiny = sweep_from_dict(TINY, {"replications": 4, "grid": {"keys.psp_rotation_period": periods}}, "tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        serial = _timed(sweep, root / "serial")
+        with process_pool(2) as pool:
+            start = time.perf_counter()
+            run_sweep(sweep, root / "pool", executor=pool)
+            pooled = time.perf_counter() - start
+        tiny_serial = _timed(tiny, root / "tiny-serial")
+        start = time.perf_counter()
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            started = time.perf_counter() - start
+            client.submit(len, [1]).result()  # the worker is up
+            tiny_dask = _timed(tiny, root / "tiny-dask", client)
+        same = _files(root / "serial") == _files(root / "pool") and \
+            _files(root / "tiny-serial") == _files(root / "tiny-dask")
+    return {
+        "ratio": serial / pooled,
+        "target": TARGET,
+        "runs": 16.0,
+        "serial_s": serial,
+        "pool_2_workers_s": pooled,
+        "dask_overhead_per_run_ms": 1000 * (tiny_dask - tiny_serial) / 32,
+        "tiny_run_serial_ms": 1000 * tiny_serial / 32,
+        "dask_localcluster_start_s": started,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine: the ratio needs 2 idle cores
+        "checks_ok": float(same),
+    }
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(f"{key}: {value:,.3f}")

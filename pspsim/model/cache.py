@@ -1,0 +1,138 @@
+"""NIC context-cache miss ratio under skewed per-key traffic (Che's approximation for LRU).
+
+What it models: a NIC keeps its key contexts (PSP TX keys, IPsec SAs, kTLS
+contexts) in a table in host or NIC memory and caches ``C`` of them on chip.
+A lookup of a key that is not cached is a miss (a fetch over PCIe).  Keys
+carry very different traffic, so the miss ratio is not the uniform
+``1 - C/N``: busy keys stay cached, idle ones do not.
+
+Assumptions:
+
+* The cache is LRU (the replacement policy of ConnectX context caches is not
+  published; LRU is the standard stand-in).
+* Lookups follow the independent reference model: each key is looked up as
+  a Poisson stream of its own rate, independent of the others.
+* One lookup per TSO/GSO burst, not per packet.  The stack hands the NIC
+  one send descriptor (a WQE on mlx5) per GSO skb of up to ``tso_max_bytes``
+  (64 KiB by default, Linux ``GSO_LEGACY_MAX_SIZE``; BIG TCP raises it), and
+  the offload names its key once per skb (mlx5: ``keyid`` in
+  ``struct mlx5e_accel_tx_psp_state``, en_accel/psp_rxtx.h), so the NIC
+  fetches the context once per descriptor (assumed).  On receive, the
+  packets of one burst arrive back to back, so the first one brings the key
+  in and the rest hit (assumed).  Interleaving with other flows inside a burst and
+  pure ACKs (which carry no payload and are their own sends) are not
+  counted: add ACK lookups to the rates if they matter.
+* Warm cache: a group whose active keys all fit misses nothing (compulsory
+  misses after a key is installed are ignored).  Keys of zero rate occupy
+  nothing.
+
+Che's approximation: an LRU cache of ``C`` entries behaves as if each key
+stays for a fixed characteristic time ``T`` after its last lookup, with
+``T`` solving ``sum_i (1 - exp(-rate_i T)) = C``; key ``i`` then misses with
+probability ``exp(-rate_i T)``, and the request-weighted miss ratio is
+``sum_i rate_i exp(-rate_i T) / sum_i rate_i``.  It is exact for uniform
+popularity; against a simulated LRU fed by 200,000 independent references
+over 2,000 Zipf-like keys it is within 0.1 percentage point
+(tests/test_cache.py).  ``T`` is found for every group (NIC) at once by
+Newton steps on ``log T`` kept inside a bisection bracket, each step one
+``np.bincount`` over the keys.
+
+Sources: H. Che, Y. Tung, Z. Wang, "Hierarchical Web caching systems:
+modeling, design and experimental results", IEEE JSAC 20(7), 2002;
+C. Fricker, P. Robert, J. Roberts, "A versatile and accurate approximation
+for LRU cache performance", ITC 24, 2012 (why it is accurate, and its use
+for Poisson request streams).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TSO_MAX_BYTES = 65536  # Linux GSO_LEGACY_MAX_SIZE: largest TSO/GSO burst without BIG TCP
+_MAX_STEPS = 200
+_LOG_TOLERANCE = 1e-10  # on log T; the miss ratio moves by at most 1/e times this
+
+
+def lru_miss_ratio(
+    rate: np.ndarray,
+    multiplicity: np.ndarray,
+    group: np.ndarray,
+    cache_size: np.ndarray,
+    groups: int,
+) -> np.ndarray:
+    """Per group (a NIC), the request-weighted miss ratio of an LRU cache.
+
+    The cache of group ``g`` holds ``cache_size[g]`` entries; keys are
+    looked up at ``rate[i]`` lookups/s each, row ``i`` standing for
+    ``multiplicity[i]`` identical keys of group ``group[i]``.  Che's
+    approximation (see the module docstring).  Groups whose active keys fit
+    (``sum m_i <= C_g``) miss 0; a group without lookups reports 0 (it has
+    no misses); a cache of size 0 misses every lookup.
+    """
+    rate = np.asarray(rate, dtype=float)
+    multiplicity = np.asarray(multiplicity, dtype=float)
+    group = np.asarray(group, dtype=np.intp)
+    cache_size = np.broadcast_to(np.asarray(cache_size, dtype=float), (groups,))
+    _check(rate, multiplicity, group, cache_size, groups)
+    active = (rate > 0) & (multiplicity > 0)
+    rate, multiplicity, group = rate[active], multiplicity[active], group[active]
+    keys = np.bincount(group, multiplicity, groups)
+    lookups = np.bincount(group, multiplicity * rate, groups)
+    miss = np.zeros(groups)
+    spill = keys > cache_size
+    miss[spill & (cache_size <= 0)] = 1.0
+    solve = spill & (cache_size > 0)
+    if not solve.any():
+        return miss
+    rows = solve[group]
+    r, m = rate[rows], multiplicity[rows]
+    local = (np.cumsum(solve) - 1)[group[rows]]
+    c, n, total = cache_size[solve], keys[solve], lookups[solve]
+    slowest = np.full(c.size, np.inf)
+    np.minimum.at(slowest, local, r)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        # Bracket on u = log T: occupancy(T) <= T * sum(m r) gives the low end,
+        # occupancy(T) >= n (1 - exp(-r_min T)) the high end.
+        lo = np.log(c) - np.log(total)
+        hi = np.maximum(np.log(-np.log1p(-c / n)) - np.log(slowest), lo)
+        u = 0.5 * (lo + hi)
+        done = np.zeros(c.size, bool)
+        for _ in range(_MAX_STEPS):
+            rt = r * np.exp(u)[local]
+            excess = np.bincount(local, m * -np.expm1(-rt), c.size) - c
+            slope = np.bincount(local, m * rt * np.exp(-rt), c.size)  # d occupancy / d log T
+            high = excess > 0
+            hi = np.where(high, u, hi)
+            lo = np.where(high, lo, u)
+            newton = u - excess / slope
+            step = np.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+            done |= (np.abs(step - u) < _LOG_TOLERANCE) | (hi - lo < _LOG_TOLERANCE)
+            u = np.where(done, u, step)
+            if done.all():
+                break
+        t = np.exp(u)[local]
+        miss[solve] = np.bincount(local, m * r * np.exp(-r * t), c.size) / total
+    return miss
+
+
+def lookups_per_s(messages_per_s, message_bytes, tso_max_bytes: float = TSO_MAX_BYTES) -> np.ndarray:
+    """Key lookups per second in one direction: one per TSO/GSO burst.
+
+    A message of ``message_bytes`` leaves as ``ceil(message_bytes /
+    tso_max_bytes)`` bursts, each one descriptor and one key lookup.
+    """
+    bursts = np.ceil(np.asarray(message_bytes, dtype=float) / tso_max_bytes)
+    return np.asarray(messages_per_s, dtype=float) * bursts
+
+
+def _check(rate, multiplicity, group, cache_size, groups) -> None:
+    if not (rate.ndim == 1 and rate.shape == multiplicity.shape == group.shape):
+        raise ValueError("rate, multiplicity and group must be 1-d arrays of the same length")
+    if not (np.isfinite(rate).all() and (rate >= 0).all()):
+        raise ValueError("rate must be finite and >= 0")
+    if not (np.isfinite(multiplicity).all() and (multiplicity >= 0).all()):
+        raise ValueError("multiplicity must be finite and >= 0")
+    if np.isnan(cache_size).any() or (cache_size < 0).any():
+        raise ValueError("cache_size must be >= 0")
+    if group.size and (group.min() < 0 or group.max() >= groups):
+        raise ValueError("group out of range")

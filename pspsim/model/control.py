@@ -1,0 +1,104 @@
+"""What a variant's control plane did in one window, and small columnar helpers.
+
+Every control plane (PSP, IPsec, TLS) reports into one :class:`ControlWindow`:
+event counts under the names of the summary (``handshakes``, ``psp_rekeys``,
+``child_sa_rekeys``, ``ike_sa_rekeys``, ``tls_key_updates``,
+``key_reconnects``, ``psp_stale_events``, ``offload_fallbacks``,
+``offload_failures``, ``key_rotations``) and the CPU cycles it spent per host,
+split into set-up (handshakes) and re-keying.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from pspsim.model.workload import Workload
+
+COUNTS = ("handshakes", "psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects",
+          "psp_stale_events", "offload_fallbacks", "offload_failures", "key_rotations")
+REKEY_KINDS = ("psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects")
+
+
+class ControlWindow:
+    def __init__(self, hosts: int, t0: float, t1: float) -> None:
+        self.t0, self.t1 = t0, t1
+        self.counts = dict.fromkeys(COUNTS, 0.0)
+        self.setup_cycles = np.zeros(hosts)
+        self.rekey_cycles = np.zeros(hosts)
+
+    def count(self, name: str, n: float) -> None:
+        self.counts[name] += n
+
+    def _add(self, target: np.ndarray, hosts: np.ndarray, cycles: float) -> None:
+        if len(hosts) and cycles:
+            target += np.bincount(hosts, minlength=len(target)) * cycles
+
+    def handshakes(self, clients: np.ndarray, servers: np.ndarray, client_cycles: float, server_cycles: float,
+                   rekey: bool = False) -> None:
+        """One key-establishment exchange per (client, server) pair of ends; re-keying ones
+        (reconnects) are charged as re-key CPU."""
+        target = self.rekey_cycles if rekey else self.setup_cycles
+        self.count("handshakes", len(clients))
+        self._add(target, np.asarray(clients, dtype=np.int64), client_cycles)
+        self._add(target, np.asarray(servers, dtype=np.int64), server_cycles)
+
+    def cycles_at_both(self, a: np.ndarray, b: np.ndarray, cycles: float, rekey: bool = False) -> None:
+        target = self.rekey_cycles if rekey else self.setup_cycles
+        self._add(target, np.asarray(a, dtype=np.int64), cycles)
+        self._add(target, np.asarray(b, dtype=np.int64), cycles)
+
+    def rekey_cycles_at(self, hosts: np.ndarray, cycles: float) -> None:
+        self._add(self.rekey_cycles, np.asarray(hosts, dtype=np.int64), cycles)
+
+    @property
+    def rekeys(self) -> float:
+        return sum(self.counts[k] for k in REKEY_KINDS)
+
+
+def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
+    """A function from a host to every connection (over the whole run) with an end on it."""
+    ends = np.concatenate([w.client, w.server]).astype(np.int64)
+    conn = np.concatenate([np.arange(len(w)), np.arange(len(w))])
+    order = np.argsort(ends, kind="stable")
+    ends, conn = ends[order], conn[order]
+    bounds = np.searchsorted(ends, np.arange(w.hosts + 1))
+
+    def of(host: int) -> np.ndarray:
+        return conn[bounds[host]:bounds[host + 1]]
+
+    return of
+
+
+def rank_within(groups: np.ndarray) -> np.ndarray:
+    """For items already in order, each one's rank among the earlier items of its group."""
+    n = len(groups)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - start
+    return rank
+
+
+def fits_on_both(nic_a: np.ndarray, nic_b: np.ndarray, when: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """Installs that each need one free slot on two NICs, taken in time order: which fit.
+
+    Each install takes the next slot on both of its NICs (an install that fails on one
+    NIC still takes its turn on the other: conservative by at most the failures)."""
+    n = len(nic_a)
+    order = np.argsort(when, kind="stable")
+    nics = np.concatenate([nic_a[order], nic_b[order]])
+    slot = np.concatenate([np.arange(n), np.arange(n)])  # interleave by time: a then b of each install
+    by_time = np.argsort(slot, kind="stable")
+    rank = np.empty(2 * n, dtype=np.int64)
+    rank[by_time] = rank_within(nics[by_time])
+    ok = (rank[:n] < free[nic_a[order]]) & (rank[n:] < free[nic_b[order]])
+    fits = np.empty(n, dtype=bool)
+    fits[order] = ok
+    return fits

@@ -1,0 +1,229 @@
+"""IPsec's control plane (IKEv2 + xfrm, software or NIC offload), columnar.
+
+* One IKE SA per host pair, alive while any connection of the pair lives,
+  whatever the CHILD_SA granularity: IKE_SA_INIT + IKE_AUTH when the pair's
+  first connection opens (initiator: the lower-numbered host; responder: the
+  other), re-keyed at ages ``k * ipsec_ike_rekey``.  Its first CHILD_SA comes
+  with IKE_AUTH (RFC 7296 1.2).
+* CHILD_SAs per host pair or per connection (``ipsec_sa_granularity``); every
+  further CHILD_SA of an IKE SA is a CREATE_CHILD_SA.  A CHILD_SA re-keys at
+  ages ``k * I``, ``I = ipsec_child_rekey * (1 - jitter * U)``, ``U ~ U(0, 1)``
+  per SA from the re-key jitter stream (the same draw for every IPsec
+  variant), never after it is gone; make-before-break keeps the old pair
+  installed ``ipsec_rekey_overlap`` after each re-key (strongSwan
+  ``make_before_break``).
+* Offload: each end holds an inbound and an outbound SA per CHILD_SA pair on
+  its NIC; set-up adds them (two ``ipsec_sa_add`` per end), teardown deletes
+  them, a re-key adds the new pair and deletes the old after the overlap.
+  Traffic of a new SA waits until its adds complete.  A full table: strongSwan
+  ``hw_offload = auto`` runs that SA in software ESP; ``yes`` fails it, and
+  its traffic waits until a slot frees (retried each window).  Re-keys are
+  assumed to find room (the old pair is deleted after the overlap).
+* SAs alive at time 0 have re-key phases uniform over their interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pspsim.model.calendar import Calendar
+from pspsim.model.commands import COMMAND, CommandQueues
+from pspsim.model.control import ControlWindow, fits_on_both, rank_within
+from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
+from pspsim.model.workload import Workload
+
+
+def _csr(groups: np.ndarray, n: int):
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n + 1))
+    return order, bounds
+
+
+def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarray):
+    """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time)."""
+    first = np.maximum(1.0, np.ceil((t0 - start) / interval))
+    last = np.ceil((t1 - start) / interval) - 1
+    count = np.maximum(0, last - first + 1).astype(np.int64)
+    pos = np.repeat(np.arange(len(start)), count)
+    k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    return pos, start[pos] + k * interval[pos]
+
+
+class IpsecControl:
+    def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
+                 offload: bool, jitter_rng: np.random.Generator, window: float) -> None:
+        self.keys, self.c, self.w, self.ledger, self.queues, self.offload = keys, costs, workload, ledger, queues, offload
+        w, hosts = workload, workload.hosts
+        lo, hi = np.minimum(w.client, w.server).astype(np.int64), np.maximum(w.client, w.server).astype(np.int64)
+        ike_ids, self.ike_of = np.unique(lo * hosts + hi, return_inverse=True)
+        self.ike_a, self.ike_b = ike_ids // hosts, ike_ids % hosts
+        if keys.ipsec_sa_granularity == "host-pair":
+            self.sa_of = self.ike_of
+            self.sa_a, self.sa_b, self.sa_ike = self.ike_a, self.ike_b, np.arange(len(ike_ids))
+        else:
+            self.sa_of = np.arange(len(w))
+            self.sa_a, self.sa_b, self.sa_ike = lo, hi, self.ike_of
+        n_sa, n_ike = len(self.sa_a), len(ike_ids)
+        self.interval = keys.ipsec_child_rekey * (1 - keys.ipsec_rekey_jitter * jitter_rng.uniform(0, 1, n_sa))
+        self.phase_rng = jitter_rng
+        self.sa_count = np.zeros(n_sa, dtype=np.int64)
+        self.sa_start = np.full(n_sa, np.nan)
+        self.sa_mode = np.full(n_sa, OFFLOAD, dtype=np.int8)
+        self.sa_installed = np.zeros(n_sa, dtype=bool)
+        self.ike_count = np.zeros(n_ike, dtype=np.int64)
+        self.ike_start = np.full(n_ike, np.nan)
+        self.sa_pairs_on_nic = np.zeros(hosts)  # installed SA pairs with an end on the NIC
+        self.conns_of_sa = _csr(self.sa_of, n_sa)
+        self.nic_pairs = np.zeros(hosts)  # incl. old pairs kept for make-before-break
+        self.host_pairs = np.zeros(hosts)
+        self.later_deletes = Calendar(window, ("nic",))  # old SA pairs deleted after the overlap
+        self.index = 0
+
+    def _count(self, counts: np.ndarray, of: np.ndarray, arrivals: np.ndarray, departures: np.ndarray):
+        before = counts.copy() if (len(arrivals) or len(departures)) else counts
+        counts += np.bincount(of[arrivals], minlength=len(counts))
+        counts -= np.bincount(of[departures], minlength=len(counts))
+        touched = np.unique(np.concatenate([of[arrivals], of[departures]]))
+        new = touched[(before[touched] == 0) & (counts[touched] > 0)]
+        gone = touched[(before[touched] > 0) & (counts[touched] == 0)]
+        return new, gone
+
+    def _first_start(self, of: np.ndarray, arrivals: np.ndarray, new: np.ndarray, size: int) -> np.ndarray:
+        first = np.full(size, np.inf)
+        np.minimum.at(first, of[arrivals], self.w.start[arrivals])
+        return first[new]
+
+    def window(self, index: int, t0: float, t1: float, arrivals: np.ndarray, departures: np.ndarray,
+               out: ControlWindow) -> None:
+        w, c, keys = self.w, self.c, self.keys
+        # Departure times decide when an SA that empties in this window goes.
+        last_end = np.full(len(self.sa_count), -np.inf)
+        np.maximum.at(last_end, self.sa_of[departures], w.end[departures])
+        ike_last_end = np.full(len(self.ike_count), -np.inf)
+        np.maximum.at(ike_last_end, self.ike_of[departures], w.end[departures])
+
+        new_ike, gone_ike = self._count(self.ike_count, self.ike_of, arrivals, departures)
+        new_sa, gone_sa = self._count(self.sa_count, self.sa_of, arrivals, departures)
+        ike_start = self._first_start(self.ike_of, arrivals, new_ike, len(self.ike_count))
+        sa_start = self._first_start(self.sa_of, arrivals, new_sa, len(self.sa_count))
+        # Alive at time 0: re-key phases uniform over the interval (per-connection SAs: their age).
+        running_ike = ike_start < 0
+        ike_start[running_ike] = -self.phase_rng.uniform(0, keys.ipsec_ike_rekey, running_ike.sum())
+        running_sa = sa_start < 0
+        if keys.ipsec_sa_granularity == "host-pair":
+            sa_start[running_sa] = -self.phase_rng.uniform(0, self.interval[new_sa[running_sa]])
+        self.ike_start[new_ike], self.sa_start[new_sa] = ike_start, sa_start
+
+        # Set-ups inside the run: IKE SAs, and CHILD_SAs beyond the first of their IKE SA.
+        fresh_ike = new_ike[~running_ike]
+        out.handshakes(self.ike_a[fresh_ike], self.ike_b[fresh_ike], c.host_ike_sa_setup_initiator_cycles,
+                       c.host_ike_sa_setup_responder_cycles)
+        fresh_sa = new_sa[~running_sa]
+        if keys.ipsec_sa_granularity == "connection" and len(fresh_sa):
+            order = np.argsort(self.sa_start[fresh_sa], kind="stable")
+            ranked = fresh_sa[order]
+            is_new_ike = np.isin(self.sa_ike[ranked], fresh_ike)
+            extra = ranked[~(is_new_ike & (rank_within(self.sa_ike[ranked]) == 0))]
+            out.handshakes(self.sa_a[extra], self.sa_b[extra], self._child_cycles(), self._child_cycles())
+
+        # Re-keys in the window (never after the SA is gone).
+        live_sa = np.flatnonzero((self.sa_count > 0) | np.isin(np.arange(len(self.sa_count)), gone_sa))
+        until = np.where(self.sa_count[live_sa] > 0, t1, np.minimum(last_end[live_sa], t1))
+        pos, child_t = _events_in(self.sa_start[live_sa], self.interval[live_sa], t0, until)
+        child = live_sa[pos]
+        out.count("child_sa_rekeys", len(child))
+        out.cycles_at_both(self.sa_a[child], self.sa_b[child], self._child_cycles(), rekey=True)
+        live_ike = np.flatnonzero((self.ike_count > 0) | np.isin(np.arange(len(self.ike_count)), gone_ike))
+        until = np.where(self.ike_count[live_ike] > 0, t1, np.minimum(ike_last_end[live_ike], t1))
+        ike_int = np.full(len(live_ike), keys.ipsec_ike_rekey)
+        pos, _ = _events_in(self.ike_start[live_ike], ike_int, t0, until)
+        ike = live_ike[pos]
+        out.count("ike_sa_rekeys", len(ike))
+        out.cycles_at_both(self.ike_a[ike], self.ike_b[ike], c.host_ike_sa_rekey_cycles, rekey=True)
+
+        self.index = index
+        self._offload(t0, t1, arrivals, new_sa, gone_sa, last_end, child, child_t, out)
+        # State: SA pairs per host, with the old pairs kept for make-before-break.
+        live = np.flatnonzero(self.sa_count > 0)
+        s, interval = self.sa_start[live], self.interval[live]
+        before = lambda x: np.maximum(0.0, np.ceil(np.maximum(x, 0) / interval) - 1)  # noqa: E731
+        pairs = 1.0 + before(t1 - s + 1e-9) - before(t1 - s - keys.ipsec_rekey_overlap + 1e-9)
+        a, b = self.sa_a[live], self.sa_b[live]
+        self.host_pairs = np.bincount(a, pairs, len(self.host_pairs)) + np.bincount(b, pairs, len(self.host_pairs))
+        on_nic = self.sa_installed[live]
+        self.nic_pairs = (np.bincount(a[on_nic], pairs[on_nic], len(self.nic_pairs))
+                          + np.bincount(b[on_nic], pairs[on_nic], len(self.nic_pairs)))
+
+    def _child_cycles(self) -> float:
+        c = self.c
+        return c.host_ike_child_rekey_cycles_pfs if self.keys.ipsec_pfs else c.host_ike_child_rekey_cycles
+
+    def _offload(self, t0, t1, arrivals, new_sa, gone_sa, last_end, child, child_t, out: ControlWindow) -> None:
+        w = self.w
+        if not self.offload:
+            self.ledger.move(w.start[arrivals], arrivals, OFFLOAD)
+            return
+        # SAs gone: delete both directions on both ends.
+        gone = gone_sa[self.sa_installed[gone_sa]]
+        self.sa_installed[gone] = False
+        self.sa_pairs_on_nic -= np.bincount(self.sa_a[gone], minlength=len(self.sa_pairs_on_nic))
+        self.sa_pairs_on_nic -= np.bincount(self.sa_b[gone], minlength=len(self.sa_pairs_on_nic))
+        # New SAs, and failed ones still alive (retried at the window start), try to install.
+        retry = np.flatnonzero((self.sa_mode == WAITING) & (self.sa_count > 0) & ~np.isin(np.arange(len(self.sa_mode)), new_sa))
+        trying = np.concatenate([new_sa, retry])
+        when = np.concatenate([np.maximum(self.sa_start[new_sa], 0.0), np.full(len(retry), t0)])
+        order = np.argsort(when, kind="stable")
+        trying, when = trying[order], when[order]
+        capacity = self.c.nic_ipsec_sa_capacity / 2  # inbound + outbound per pair
+        free = np.maximum(capacity - self.sa_pairs_on_nic, 0)
+        fits = fits_on_both(self.sa_a[trying], self.sa_b[trying], when, free)
+        ok, ok_t = trying[fits], when[fits]
+        preinstalled = self.sa_start[ok] < 0  # alive at time 0: installed before the run, no commands
+        ok_cmd, ok_t = ok[~preinstalled], ok_t[~preinstalled]
+        child_t = child_t[self.sa_installed[child]]
+        child = child[self.sa_installed[child]]
+        ends = lambda ids: np.concatenate([self.sa_a[ids], self.sa_b[ids]])  # noqa: E731
+        adds = np.concatenate([np.repeat(ends(ok_cmd), 2), np.repeat(ends(child), 2)])
+        add_t = np.concatenate([np.repeat(np.tile(ok_t, 2), 2), np.repeat(np.tile(child_t, 2), 2)])
+        overlap = self.keys.ipsec_rekey_overlap
+        # Old pairs are deleted after the overlap: in the window that time falls in.
+        self.later_deletes.push(np.repeat(np.tile(child_t + overlap, 2), 2), nic=np.repeat(ends(child), 2))
+        due = self.later_deletes.take(self.index)
+        deletes = np.concatenate([np.repeat(ends(gone), 2), due["nic"].astype(np.int64)])
+        delete_t = np.concatenate([np.repeat(np.tile(last_end[gone], 2), 2), due["time"]])
+        done = self.queues.serve(np.concatenate([add_t, delete_t]), np.concatenate([adds, deletes]),
+                                 np.concatenate([np.full(len(adds), COMMAND["ipsec_sa_add"]),
+                                                 np.full(len(deletes), COMMAND["ipsec_sa_delete"])]))
+        n = len(ok_cmd)
+        installed = np.full(len(ok), -np.inf)
+        installed[~preinstalled] = done[: 4 * n].reshape(2, n, 2).max(axis=(0, 2)) if n else np.empty(0)
+        self.sa_installed[ok] = True
+        self.sa_pairs_on_nic += np.bincount(self.sa_a[ok], minlength=len(self.sa_pairs_on_nic))
+        self.sa_pairs_on_nic += np.bincount(self.sa_b[ok], minlength=len(self.sa_pairs_on_nic))
+        misfit = trying[~fits]
+        new_misfit = misfit[np.isin(misfit, new_sa)]
+        mode = SOFTWARE if self.keys.ipsec_hw_offload == "auto" else WAITING
+        self.sa_mode[new_misfit] = mode
+        out.count("offload_fallbacks" if mode == SOFTWARE else "offload_failures", len(new_misfit))
+        self.sa_mode[ok] = OFFLOAD
+        # Connections: those of an SA installed now run offloaded from its installation; the others
+        # follow their SA (a connection of a new SA waits for the SA's adds).
+        ready = np.full(len(self.sa_mode), -np.inf)
+        ready[ok] = installed
+        sa = self.sa_of[arrivals]
+        waiting_for_sa = ready[sa] > w.start[arrivals]
+        self.ledger.move(w.start[arrivals], arrivals, np.where(waiting_for_sa, WAITING, self.sa_mode[sa]))
+        retried = ok[np.isin(ok, retry)]
+        order_, bounds = self.conns_of_sa
+        for sa_id, t in zip(retried, ready[retried]):  # few: SAs that found a slot after failing
+            conns = order_[bounds[sa_id]:bounds[sa_id + 1]]
+            conns = conns[(w.start[conns] < t) & (w.end[conns] > t)]
+            self.ledger.move(np.full(len(conns), t), conns, OFFLOAD)
+        fresh = arrivals[waiting_for_sa]
+        self.ledger.move(ready[self.sa_of[fresh]], fresh, OFFLOAD)
+
+    def nic_entries(self) -> np.ndarray:
+        return 2 * self.nic_pairs  # inbound + outbound SA per pair
+
+    def host_sa_pairs(self) -> np.ndarray:
+        return self.host_pairs

@@ -1,0 +1,274 @@
+"""PSP's control plane as Linux 6.18 and mlx5 run it, at fleet scale (columnar).
+
+Per connection (see the README, "How pspsim's PSP maps to Linux"):
+
+* set-up: TLS handshake; each end ``rx-assoc`` (one ``PSP_GEN_SPI`` command on
+  its NIC); when both are done each end ``tx-assoc`` (one TX key object
+  created on its NIC, unless keys travel in descriptors); PSP is in use when
+  both TX keys are installed.  Until then the traffic runs on the TLS it
+  started with (``psp_before_upgrade = "tls"``) or waits (``"wait"``).  A full
+  TX key table fails ``tx-assoc``: the connection stays on TLS or fails
+  (``psp_on_full``).  At the end, each TX key is destroyed.
+* rotation: each ``key-rotate`` is a ``PSP_ROTATE_KEY`` command; an
+  association goes stale at the second rotation of its NIC after its
+  creation (:mod:`pspsim.model.rotation`).
+* re-keying after a rotation: every connection with an end on the rotated NIC
+  moves to new keys ``psp_rekey_delay + U(0, psp_rekey_spread)`` later; with
+  ``psp_rekey = "reconnect"`` (6.18: one association per socket) by a new
+  connection (handshake, both associations, both TX keys; the old keys are
+  destroyed once the new ones are in use); with ``"in-place"`` (the proposed
+  series) only the rotated side's SPI and the peer's TX key change.
+* stale: an association that goes stale before its connection moved to new
+  keys is a ``stale-events`` count on that NIC; the connection carries no
+  traffic from then (its RPCs cannot complete; its data waits in the send
+  queue) until re-established; with no re-keying pending, its application
+  notices after ``psp_stale_notice`` and reconnects.
+
+Assumed, as parameters: the re-keying delay and spread, the stale notice
+time, the upgrade traffic policy.  Connections that fell back to TLS stay
+on TLS for their life.  A rotation is seen by connections whose
+``rx-assoc`` was requested before it (the command takes microseconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pspsim.model.calendar import Calendar
+from pspsim.model.commands import COMMAND, CommandQueues, serve_stages
+from pspsim.model.control import ControlWindow, conns_by_host, fits_on_both
+from pspsim.model.rotation import RotationSchedule
+from pspsim.model.traffic import OFFLOAD, SOFTWARE, STALE, WAITING, TrafficLedger
+from pspsim.model.workload import Workload
+
+PSP, FELL_BACK, FAILED = 0, 1, 2
+BOTH = -1
+
+
+class PspControl:
+    def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
+                 schedule: RotationSchedule, delay_rng: np.random.Generator, window: float,
+                 tx_keys_on_nic: bool) -> None:
+        self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
+        self.schedule, self.rng = schedule, delay_rng
+        self.tx_keys_on_nic = tx_keys_on_nic
+        n, hosts = len(workload), workload.hosts
+        self.ends = np.stack([workload.client, workload.server], axis=1).astype(np.int64)  # (n, 2): NIC per side
+        self.made = np.full((n, 2), np.nan)  # creation of the current association on each side's NIC
+        self.version = np.zeros((n, 2), dtype=np.int64)
+        self.scheduled = np.full((n, 2), -np.inf)  # latest re-keying requested, per side
+        self.mode = np.zeros(n, dtype=np.int8)
+        self.stale_since = np.full(n, np.nan)
+        self.lost = np.zeros(n, dtype=bool)
+        self.tx_keys = np.zeros(hosts)
+        self.stale_events = np.zeros(hosts)
+        self.rotations = np.zeros(hosts)
+        self.by_host = conns_by_host(workload)
+        self.requests = Calendar(window, ("conn", "side", "trigger", "reconnect"))
+        self.checks = Calendar(window, ("conn", "side", "version"))
+        self.capacity = costs.nic_psp_tx_key_capacity if tx_keys_on_nic else np.inf
+
+    # -- helpers ------------------------------------------------------------------
+    def _rekey_delay(self, count: int) -> np.ndarray:
+        return self.keys.psp_rekey_delay + self.rng.uniform(0, self.keys.psp_rekey_spread, count)
+
+    def _schedule_checks(self, conns: np.ndarray, sides: np.ndarray) -> None:
+        nic = self.ends[conns, sides]
+        when = self.schedule.stale_time(nic, self.made[conns, sides])
+        self.checks.push(when, conn=conns, side=sides, version=self.version[conns, sides])
+
+    def _rotation_requests(self, t1: float, out: ControlWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rotations in the window: ROTATE_KEY commands, and the re-keyings they ask for."""
+        nics, times = self.schedule.between(out.t0, t1)
+        self.rotations += np.bincount(nics, minlength=len(self.rotations))
+        out.count("key_rotations", len(nics))
+        conn_parts, time_parts, side_parts, trig_parts = [], [], [], []
+        w = self.w
+        for nic, r in zip(nics, times):  # one rotation: the connections with an end on this NIC
+            conns = self.by_host(nic)
+            side = (w.client[conns] != nic).astype(np.int64)
+            made = self.made[conns, side]
+            ok = (w.start[conns] <= r) & (w.end[conns] > r) & (self.mode[conns] == PSP) & ~(made >= r)
+            ok &= self.scheduled[conns, side] <= r  # nothing already asked for after this rotation
+            conns, side = conns[ok], side[ok]
+            when = r + self._rekey_delay(len(conns))
+            self.scheduled[conns, side] = when
+            if self.keys.psp_rekey == "reconnect":
+                self.scheduled[conns, 1 - side] = np.maximum(self.scheduled[conns, 1 - side], when)
+            trig_parts.append(np.full(len(conns), r))
+            conn_parts.append(conns)
+            time_parts.append(when)
+            side_parts.append(side)
+        if conn_parts:
+            self.requests.push(np.concatenate(time_parts), conn=np.concatenate(conn_parts),
+                               side=np.concatenate(side_parts), trigger=np.concatenate(trig_parts),
+                               reconnect=np.full(sum(map(len, conn_parts)), self.keys.psp_rekey == "reconnect"))
+        return nics, times, np.full(len(nics), COMMAND["psp_rotate_key"])
+
+    def _stale(self, index: int, t1: float, requests: dict, out: ControlWindow) -> None:
+        """This window's stale checks: associations still in use at their stale time."""
+        chk = self.checks.take(index)
+        conn, side, s = chk["conn"].astype(np.int64), chk["side"].astype(np.int64), chk["time"]
+        if not len(conn):
+            return
+        current = self.version[conn, side] == chk["version"]
+        # a re-keying requested in this window before the stale time replaces it first
+        early = np.zeros(len(conn), dtype=bool)
+        if len(requests["conn"]):
+            first_request = np.full(len(self.w), np.inf)
+            np.minimum.at(first_request, requests["conn"].astype(np.int64), requests["time"])
+            early = first_request[conn] < s
+        valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
+        conn, side, s = conn[valid], side[valid], s[valid]
+        nic = self.ends[conn, side]
+        self.stale_events += np.bincount(nic, minlength=len(self.stale_events))
+        out.count("psp_stale_events", len(conn))
+        newly = np.isnan(self.stale_since[conn])
+        first = np.unique(conn[newly], return_index=True)[1]
+        fresh, fresh_time = conn[newly][first], s[newly][first]
+        self.stale_since[fresh] = fresh_time
+        self.lost[fresh] = True
+        self.ledger.move(fresh_time, fresh, STALE)
+        # nobody is re-keying it: the application notices and reconnects
+        fresh_side = side[newly][first]
+        idle = self.scheduled[fresh, fresh_side] <= fresh_time
+        when = fresh_time[idle] + self.keys.psp_stale_notice
+        self.scheduled[fresh[idle]] = when[:, None]
+        self.requests.push(when, conn=fresh[idle], side=fresh_side[idle], trigger=fresh_time[idle],
+                           reconnect=np.ones(idle.sum(), dtype=bool))
+
+    # -- one window ---------------------------------------------------------------
+    def window(self, index: int, t0: float, t1: float, arrivals: np.ndarray, departures: np.ndarray,
+               out: ControlWindow) -> None:
+        w, c, keys = self.w, self.c, self.keys
+        running = arrivals[w.start[arrivals] < 0]
+        opened = arrivals[w.start[arrivals] >= 0]
+        # Connections open at time 0: associations of the generation active then, TX keys installed.
+        if len(running):
+            self.made[running] = 0.0
+            self._install(running, np.zeros(len(running)), out, initial=True)
+            self._schedule_checks(np.repeat(running, 2), np.tile([0, 1], len(running)))
+        start_mode = SOFTWARE if keys.psp_before_upgrade == "tls" else WAITING
+        self.ledger.move(w.start[opened], opened, start_mode)
+        hs_client, hs_server = c.tls_handshake_client_cycles, c.tls_handshake_server_cycles
+        out.handshakes(w.client[opened], w.server[opened], hs_client, hs_server)
+        out.cycles_at_both(w.client[opened], w.server[opened], c.host_psp_key_exchange_cycles)
+
+        rot_nics, rot_times, rot_kinds = self._rotation_requests(t1, out)
+        requests = self.requests.take(index)
+        self._stale(index, t1, requests, out)
+        late = self.requests.take(index)  # stale-notice reconnects that fall in this window
+        req_conn = np.concatenate([requests["conn"], late["conn"]]).astype(np.int64)
+        req_time = np.concatenate([requests["time"], late["time"]])
+        req_side = np.concatenate([requests["side"], late["side"]]).astype(np.int64)
+        trigger = np.concatenate([requests["trigger"], late["trigger"]])
+        # still needed: alive, on PSP, and the association on the triggering side older than the trigger
+        ok = (w.end[req_conn] > req_time) & (self.mode[req_conn] == PSP) & ~(self.made[req_conn, req_side] >= trigger)
+        reconnect = np.concatenate([requests["reconnect"], late["reconnect"]]).astype(bool)[ok]
+        req_conn, req_time, req_side = req_conn[ok], req_time[ok], req_side[ok]
+
+        # Who does what: new connections and reconnects allocate an SPI on both ends;
+        # in-place re-keys on the rotated side only.
+        req_side = np.where(reconnect, BOTH, req_side)
+        new_conn = np.concatenate([opened, req_conn[reconnect]])
+        new_time = np.concatenate([w.start[opened], req_time[reconnect]])
+        ip_conn, ip_side, ip_time = req_conn[~reconnect], req_side[~reconnect], req_time[~reconnect]
+        out.handshakes(w.client[req_conn[reconnect]], w.server[req_conn[reconnect]], hs_client, hs_server,
+                       rekey=True)
+        out.cycles_at_both(w.client[req_conn[reconnect]], w.server[req_conn[reconnect]],
+                           c.host_psp_key_exchange_cycles, rekey=True)
+        out.count("key_reconnects", int(reconnect.sum()))
+        out.count("psp_rekeys", len(ip_conn))
+        out.rekey_cycles_at(self.ends[ip_conn, ip_side], c.host_psp_key_exchange_cycles)
+        out.rekey_cycles_at(self.ends[ip_conn, 1 - ip_side], c.host_psp_key_exchange_cycles)
+
+        gone = departures[(self.mode[departures] == PSP) & ~np.isnan(self.made[departures, 0])]
+        n_new, n_ip = len(new_conn), len(ip_conn)
+        gen_nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, ip_side]])
+        gen_times = np.concatenate([new_time, new_time, ip_time])
+        destroy_nics = np.concatenate([self.ends[gone, 0], self.ends[gone, 1]]) if self.tx_keys_on_nic else np.empty(0, np.int64)
+        destroy_times = np.tile(w.end[gone], 2) if self.tx_keys_on_nic else np.empty(0)
+        first = (np.concatenate([gen_times, rot_times, destroy_times]),
+                 np.concatenate([gen_nics, rot_nics, destroy_nics]),
+                 np.concatenate([np.full(len(gen_times), COMMAND["psp_gen_spi"]), rot_kinds,
+                                 np.full(len(destroy_times), COMMAND["psp_tx_key_destroy"])]))
+
+        def tx_creates(done: np.ndarray):
+            spi = done[: len(gen_times)]
+            both = np.maximum(spi[:n_new], spi[n_new:2 * n_new])
+            ip_ready = spi[2 * n_new:]
+            if not self.tx_keys_on_nic:
+                return np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
+            times = np.concatenate([both, both, ip_ready])
+            nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, 1 - ip_side]])
+            return times, nics, np.full(len(times), COMMAND["psp_tx_key_create"])
+
+        def old_destroys(done: np.ndarray):
+            if not self.tx_keys_on_nic:
+                return np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
+            ready = np.maximum(done[:n_new], done[n_new:2 * n_new])
+            reconn = slice(len(opened), n_new)
+            times = np.concatenate([ready[reconn], ready[reconn], done[2 * n_new:]])
+            nics = np.concatenate([self.ends[new_conn[reconn], 0], self.ends[new_conn[reconn], 1],
+                                   self.ends[ip_conn, 1 - ip_side]])
+            return times, nics, np.full(len(times), COMMAND["psp_tx_key_destroy"])
+
+        spi_done, tx_done, _ = serve_stages(self.queues, first, [tx_creates, old_destroys])
+        spi = spi_done[: len(gen_times)]
+        if self.tx_keys_on_nic:
+            old = old_destroys(tx_done)[1]
+            self.tx_keys -= np.bincount(np.concatenate([destroy_nics, old]), minlength=len(self.tx_keys))
+            self.tx_keys += np.bincount(self.ends[ip_conn, 1 - ip_side], minlength=len(self.tx_keys))  # in-place
+            ready_new = np.maximum(tx_done[:n_new], tx_done[n_new:2 * n_new])
+            ready_ip = tx_done[2 * n_new:]
+        else:
+            ready_new = np.maximum(spi[:n_new], spi[n_new:2 * n_new])
+            ready_ip = spi[2 * n_new:]
+
+        # New connections and reconnects: both associations replaced.
+        if n_new:
+            made_a, made_b = spi[:n_new], spi[n_new:2 * n_new]
+            n_open = len(opened)
+            self._install(new_conn, ready_new, out, initial=False, setup=n_open)
+            self.made[new_conn, 0], self.made[new_conn, 1] = made_a, made_b
+            self.version[new_conn] += 1
+            self._back_from_stale(new_conn, ready_new)
+            self._schedule_checks(np.concatenate([new_conn, new_conn]),
+                                  np.concatenate([np.zeros(n_new, np.int64), np.ones(n_new, np.int64)]))
+        if n_ip:
+            self.made[ip_conn, ip_side] = spi[2 * n_new:]
+            self.version[ip_conn, ip_side] += 1
+            self._back_from_stale(ip_conn, ready_ip)
+            self._schedule_checks(ip_conn, ip_side)
+
+    def _install(self, conns: np.ndarray, ready: np.ndarray, out: ControlWindow, initial: bool,
+                 setup: int = 0) -> None:
+        """TX keys for ``conns`` (in time order of ``ready``): those that fit run PSP from
+        ``ready``; the others stay on TLS or fail (``psp_on_full``).  Reconnects of a
+        connection already on PSP keep PSP only if their new keys fit too."""
+        nic_a, nic_b = self.ends[conns, 0], self.ends[conns, 1]
+        if np.isfinite(self.capacity):
+            fits = fits_on_both(nic_a, nic_b, ready, np.maximum(self.capacity - self.tx_keys, 0))
+        else:
+            fits = np.ones(len(conns), dtype=bool)
+        ok = conns[fits]
+        if self.tx_keys_on_nic:
+            self.tx_keys += np.bincount(nic_a[fits], minlength=len(self.tx_keys))
+            self.tx_keys += np.bincount(nic_b[fits], minlength=len(self.tx_keys))
+        self.ledger.move(np.where(initial, self.w.start[ok], ready[fits]), ok, OFFLOAD)
+        misfit = conns[~fits]
+        if len(misfit):
+            fail = self.keys.psp_on_full == "fail"
+            self.mode[misfit] = FAILED if fail else FELL_BACK
+            out.count("offload_failures" if fail else "offload_fallbacks", len(misfit))
+            when = np.where(initial, self.w.start[misfit], ready[~fits])
+            self.ledger.move(when, misfit, WAITING if fail else SOFTWARE)
+
+    def _back_from_stale(self, conns: np.ndarray, ready: np.ndarray) -> None:
+        stale = ~np.isnan(self.stale_since[conns])
+        back = conns[stale]
+        self.stale_since[back] = np.nan
+        self.ledger.move(ready[stale], back, np.where(self.mode[back] == PSP, OFFLOAD, SOFTWARE))
+
+    def nic_entries(self) -> np.ndarray:
+        return self.tx_keys.copy()

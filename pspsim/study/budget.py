@@ -1,0 +1,154 @@
+"""What a run would need, estimated from the scenario before it starts.
+
+A scenario with ``window = 1e-9`` or a billion racks is valid but cannot
+finish; rather than hang, the command refuses it in one line naming what it
+would need and which setting to change (``--force`` runs it anyway).
+
+The estimate counts what the fleet model's cost grows with:
+
+* connections = hosts x mean connections per host x (1 + duration /
+  lifetime): the ones open at time 0 and the arrivals that keep the count
+  steady (the workload's own rule, :mod:`pspsim.model.workload`);
+* windows = ceil(duration / window);
+* runs = variants x replications, one after the other;
+* packet-tier packets (``crosscheck``, ``run --pcap``): sampled connections
+  (at most ``packets.max_connections``) x ``packets.duration`` x messages
+  per second x (segments per request and response).
+
+Time = runs x (connections x ``SECONDS_PER_CONNECTION`` + hosts x
+``SECONDS_PER_HOST`` + windows x
+(``SECONDS_PER_WINDOW`` + hosts x ``SECONDS_PER_HOST_WINDOW``)) + packets x
+``SECONDS_PER_PACKET``; memory = connections x ``BYTES_PER_CONNECTION`` +
+hosts x ``BYTES_PER_HOST`` + windows x runs x ``BYTES_PER_WINDOW`` + a fixed base.  The
+coefficients were measured on the development machine (one core of a
+2-core VM, idle and with the other core busy) and rounded up; benchmarks/bench_budget.py compares the estimate
+with measured runs.  A faster machine only makes the refusal conservative.  Limits: the memory this machine has
+available (``/proc/meminfo`` MemAvailable) and ``MAX_HOURS`` of wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from pspsim.scenario import Scenario
+from pspsim.wire.errors import ConfigError
+
+# Measured (see the module docstring); rounded up.
+SECONDS_PER_CONNECTION = 5.0e-6  # measured 2.5e-6 idle, 3.8e-6 with the other core busy (PSP)
+SECONDS_PER_WINDOW = 2.5e-3  # measured 1.25e-3 idle, 2.0e-3 busy (100 hosts, 1,440 windows)
+SECONDS_PER_HOST_WINDOW = 1.0e-6  # measured 2.7e-7 idle, 8e-7 at load 11 (100 -> 1,000 hosts, 2 variants)
+SECONDS_PER_PACKET = 2.0e-5  # bench_packet_tier: about 7e-6 per packet sealed, carried and opened
+SECONDS_PER_HOST = 3.0e-5  # workload: each host draws its peers (one numpy call per host)
+BYTES_PER_HOST = 256  # per-host arrays of the workload and the model
+BYTES_PER_CONNECTION = 300  # measured 164 (RSS growth); fleet-1k: 1.6 GiB for 7e6 connections, 245
+BYTES_PER_WINDOW = 4096  # one result row per window and variant run, kept until the end
+BASE_BYTES = 200 << 20  # measured 140 MiB: interpreter, numpy, pandas, simpy
+MAX_HOURS = 24.0
+SEGMENT_BYTES = 1448  # TCP payload per packet at a 1500-byte MTU
+
+
+class BudgetExceeded(ConfigError):
+    """The run would need more memory or time than this machine has: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    connections: float
+    windows: float
+    runs: int
+    packets: float
+    memory_bytes: float
+    seconds: float
+
+
+def estimate(scenario: Scenario, packets: bool = False) -> Estimate:
+    """Connections, windows, runs, packets, peak memory and wall time of a run."""
+    run, fleet, w = scenario.run, scenario.fleet, scenario.workload
+    hosts = float(fleet.hosts)
+    per_host = w.connections_per_host.mean
+    life = w.connection_lifetime
+    connections = hosts * per_host * (1 + (run.duration / life if life > 0 else 0))
+    windows = math.ceil(run.duration / run.window - 1e-9)
+    runs = len(run.variants) * run.replications
+    n_packets = 0.0
+    if packets:
+        sampled = min(float(scenario.packets.max_connections), connections)
+        per_message = 2 + w.message_bytes.mean * (1 + w.response_ratio) / SEGMENT_BYTES
+        n_packets = sampled * scenario.packets.duration * w.messages_per_second.mean * per_message
+        n_packets *= len(run.variants)
+    memory = connections * BYTES_PER_CONNECTION + hosts * BYTES_PER_HOST + windows * runs * BYTES_PER_WINDOW + BASE_BYTES
+    seconds = runs * (connections * SECONDS_PER_CONNECTION + hosts * SECONDS_PER_HOST
+                      + windows * (SECONDS_PER_WINDOW + hosts * SECONDS_PER_HOST_WINDOW)) \
+        + n_packets * SECONDS_PER_PACKET
+    return Estimate(connections, float(windows), runs, n_packets, memory, seconds)
+
+
+def available_memory() -> float:
+    """Bytes of memory available to a new run (MemAvailable; physical memory if unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}" if value < 1e6 else f"{value:.2e} {unit}"
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if value >= size:
+            return f"{value / size:,.3g} {unit}" if value < 1e6 * size else f"{value / size:.2e} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:,.3g} {unit}" if seconds < 1e6 * size else f"{seconds / size:.2e} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _largest_setting(scenario: Scenario, est: Estimate, packets: bool) -> str:
+    """The setting that most of the cost comes from, as advice."""
+    per_run_windows = est.windows * (SECONDS_PER_WINDOW + scenario.fleet.hosts * SECONDS_PER_HOST_WINDOW)
+    per_run_connections = est.connections * SECONDS_PER_CONNECTION + scenario.fleet.hosts * SECONDS_PER_HOST
+    parts = {
+        "run.window (larger) or run.duration (shorter)": est.runs * per_run_windows,
+        "fleet.racks/hosts_per_rack, workload.connections_per_host or run.duration":
+            est.runs * per_run_connections,
+    }
+    if packets:
+        parts["packets.duration or packets.max_connections"] = est.packets * SECONDS_PER_PACKET
+    if est.memory_bytes > available_memory():
+        if est.windows * est.runs * BYTES_PER_WINDOW > est.connections * BYTES_PER_CONNECTION:
+            return "run.window (larger) or run.duration (shorter)"
+        return "fleet.racks/hosts_per_rack, workload.connections_per_host or run.duration"
+    return max(parts, key=parts.__getitem__)
+
+
+def check_budget(scenario: Scenario, packets: bool = False, max_hours: float = MAX_HOURS) -> Estimate:
+    """Raise :class:`BudgetExceeded` (one line) when the run cannot fit this machine."""
+    est = estimate(scenario, packets)
+    memory = available_memory()
+    problems = []
+    if est.memory_bytes > memory:
+        problems.append(f"{_bytes(est.memory_bytes)} of memory ({_bytes(memory)} available)")
+    if est.seconds > max_hours * 3600:
+        problems.append(f"about {_duration(est.seconds)} ({max_hours:g} h allowed)")
+    if problems:
+        what = (f"{_amount(est.connections, 'connections')}, {_amount(est.windows, 'windows')}, "
+                f"{est.runs} variant runs" + (f", {_amount(est.packets, 'packets')}" if packets else ""))
+        raise BudgetExceeded(
+            f"this run would need {' and '.join(problems)} for {what}; change "
+            f"{_largest_setting(scenario, est, packets)}, or pass --force to run it anyway")
+    return est

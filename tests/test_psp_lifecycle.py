@@ -1,0 +1,187 @@
+"""PSP as Linux 6.18 runs it: reconnect re-keys, stale associations, rotation schedules,
+table-full fallbacks and the command queue, each against a number worked out here."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pspsim.model.rotation import RotationSchedule
+from tests.sim_helpers import scenario, simulate, summarize
+
+FOREVER = {"connection_lifetime": 0}  # no churn: connections live through the run
+
+
+def _stale_by_hand(sim, w, period, delay, horizon):
+    """Independent reconstruction, connection by connection, of Linux's rule: an association
+    goes stale at the second rotation of its NIC after its creation; every rotation asks each
+    connection on that NIC to reconnect ``delay`` later (unless one is already asked for after
+    it); a reconnect creates both associations anew.  Counts stale events."""
+    phase = sim.control.schedule.phase
+    events = 0
+    for conn in range(len(w)):
+        if w.start[conn] >= horizon:
+            continue
+        ends = (int(w.client[conn]), int(w.server[conn]))
+        made = max(w.start[conn], 0.0) if w.start[conn] >= 0 else 0.0
+        rotations = sorted((phase[n] + k * period, side) for side, n in enumerate(ends)
+                           for k in range(0, int(horizon / period) + 2) if phase[n] + k * period < horizon)
+        asked = -1.0
+        made_at = [made, made]
+        requests = []
+        t_events = []
+        for r, side in rotations:
+            if made_at[side] < r and asked <= r:
+                asked = r + delay
+                requests.append(asked)
+        # walk the timeline: reconnects renew both sides; stale when a side's second rotation comes first
+        pending = sorted(requests)
+        for side in (0, 1):
+            n = ends[side]
+            created = made
+            for req in pending + [np.inf]:
+                first = phase[n] + period * (np.floor((created - phase[n]) / period) + 1)
+                stale = first + period
+                if stale < min(req, horizon, w.end[conn]):
+                    t_events.append(stale)
+                    created = req  # the stale connection is re-established by the pending request
+                    if req == np.inf:
+                        break
+                    continue
+                created = req
+                if req == np.inf:
+                    break
+        events += len(t_events)
+    return events
+
+
+def test_rotation_faster_than_rekey_yields_the_stale_events_worked_out_by_hand():
+    period, delay = 300.0, 400.0  # re-keys come 400 s after a rotation; keys rotate every 300 s
+    sc = scenario(run={"duration": "30min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 5},
+                                                                 "peers_per_host": 2},
+                  keys={"psp_rotation_period": period, "psp_rekey_delay": delay, "psp_rekey_spread": 0,
+                        "psp_stale_notice": 1e6})
+    sim, run, w = simulate(sc, "psp")
+    expected = _stale_by_hand(sim, w, period, delay, 1800.0)
+    assert expected > 0
+    assert run.totals["psp_stale_events"] == expected
+
+
+def test_reconnect_rekeys_add_exactly_the_reestablished_connections_to_handshakes():
+    base = dict(run={"duration": "2h", "window": "60s"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 50}})
+    quiet = summarize(scenario(**base, keys={"psp_rotation_period": "30d"}), "psp")
+    rotating = summarize(scenario(**base, keys={"psp_rotation_period": "10min", "psp_rekey_delay": "1s",
+                                                "psp_rekey_spread": 0}), "psp")
+    assert quiet["handshakes_per_s"] == 0 and quiet["key_reconnects_per_s"] == 0
+    assert rotating["handshakes_per_s"] == pytest.approx(rotating["key_reconnects_per_s"], rel=1e-12)
+    # Closed form: every connection reconnects once per rotation of each of its two NICs.
+    live = 8 * 50
+    assert rotating["key_reconnects_per_s"] == pytest.approx(2 * live / 600, rel=0.02)
+    assert rotating["psp_stale_events"] == 0 and rotating["psp_rekeys_per_s"] == 0
+
+
+def test_in_place_rekeys_need_no_handshake():
+    sc = scenario(run={"duration": "2h"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 50}},
+                  keys={"psp_rotation_period": "10min", "psp_rekey": "in-place", "psp_rekey_delay": "1s",
+                        "psp_rekey_spread": 0})
+    row = summarize(sc, "psp")
+    assert row["handshakes_per_s"] == 0 and row["key_reconnects_per_s"] == 0
+    assert row["psp_rekeys_per_s"] == pytest.approx(2 * 8 * 50 / 600, rel=0.01)  # one direction per rotation
+
+
+def test_synchronized_rotation_is_a_storm():
+    base = dict(fleet={"racks": 4, "hosts_per_rack": 8}, run={"duration": "1h"},
+                workload={"connections_per_host": {"kind": "fixed", "mean": 200}})
+    keys = {"psp_rotation_period": "20min", "psp_rekey_delay": "2s", "psp_rekey_spread": "20s"}
+    rows = {s: summarize(scenario(**base, keys=keys | {"psp_rotation_schedule": s}), "psp")
+            for s in ("staggered", "synchronized", "rack-waves")}
+    # Peaks are per window (60 s): the storm of 20 s is diluted, still well above staggered.
+    assert rows["synchronized"]["handshakes_per_s_peak"] > 1.3 * rows["staggered"]["handshakes_per_s_peak"]
+    # Each NIC's burst is its own connections' re-keys under either schedule (a NIC's rotation
+    # re-keys every connection with an end on it), so its queue sees the same burst: the storm
+    # is fleet-wide (handshakes per window), not deeper per-NIC queues.
+    ratio = rows["synchronized"]["command_delay_max_us"] / rows["staggered"]["command_delay_max_us"]
+    assert 0.5 < ratio < 2
+    assert rows["staggered"]["handshakes_per_s_peak"] < rows["rack-waves"]["handshakes_per_s_peak"]
+    # Synchronized, both NICs of a connection rotate together: one reconnect instead of two.
+    assert rows["synchronized"]["key_reconnects_per_s"] == pytest.approx(rows["staggered"]["key_reconnects_per_s"] / 2,
+                                                                         rel=0.1)
+
+
+def test_rotation_schedules():
+    rng = np.random.default_rng(1)
+    racks = np.repeat(np.arange(3), 4)
+    wave = RotationSchedule.draw("rack-waves", 3600, racks, 60, rng)
+    assert len(set(np.round(wave.phase[racks == 0], 9))) == 1
+    assert (np.mod(wave.phase[racks == 1] - wave.phase[racks == 0], 3600) == pytest.approx(60))
+    nics, times = wave.between(0, 7200)
+    assert len(nics) == 24 and (np.diff(times) >= 0).all()
+    assert wave.stale_time(np.array([0]), np.array(wave.phase[0] - 1))[0] == pytest.approx(wave.phase[0] + 3600)
+
+
+def test_a_full_tx_key_table_falls_back_to_tls_and_costs_its_cores():
+    sc = scenario(run={"duration": "20min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 100},
+                                                                 "peers_per_host": 3},
+                  keys={"psp_rotation_period": "30d"})
+    roomy = summarize(sc, "psp")
+    full = summarize(sc, "psp", {"nic.psp_tx_key_capacity": 120})
+    assert roomy["offload_fallbacks"] == 0 and full["offload_fallbacks"] > 0
+    # Each NIC holds 120 TX keys; every host has 100 client ends and about 100 server ends.
+    sim, run, w = simulate(sc, "psp", {"nic.psp_tx_key_capacity": 120})
+    assert pd.DataFrame(run.rows)["nic_entries_host_max"].max() <= 120
+    assert full["software_fallback_gbps_mean"] > 0
+    # The extra cores are the fallen-back traffic priced as userspace TLS instead of PSP.
+    from pspsim.costs import load_parameter_set
+    from pspsim.model.variants import make_variant
+    from pspsim.scenario import KeysConfig
+
+    c = load_parameter_set().costs()
+    tls = make_variant("tls-user", c, KeysConfig())
+    psp = make_variant("psp", c, KeysConfig())
+    bytes_s = full["software_fallback_gbps_mean"] * 1e9 / 8 * 2  # both ends
+    pkts = bytes_s / psp.mss
+    records = bytes_s / 8192  # messages of 8 KiB mean: one record each (lognormal: approximately)
+    extra = (tls.crypto_cycles(pkts, bytes_s, records) - psp.crypto_cycles(pkts, bytes_s, records)) / c.host_clock_hz
+    assert full["cores_mean"] - roomy["cores_mean"] == pytest.approx(extra, rel=0.25)
+    fail = summarize(sc.model_copy(update={"keys": sc.keys.model_copy(update={"psp_on_full": "fail"})}), "psp",
+                     {"nic.psp_tx_key_capacity": 120})
+    assert fail["offload_failures"] == full["offload_fallbacks"] and fail["achieved_fraction"] < 1
+
+
+def test_a_slow_command_queue_delays_psp_and_shows_as_tls_traffic():
+    sc = scenario(run={"duration": "30min"}, workload={"connection_lifetime": "2min"},
+                  keys={"psp_rotation_period": "30d"})
+    fast = summarize(sc, "psp")
+    slow = summarize(sc, "psp", {"nic.cmd_psp_gen_spi_s": 0.02, "nic.cmd_psp_tx_key_create_s": 0.02})
+    assert slow["command_delay_p99_us"] > 100 * fast["command_delay_p99_us"]
+    assert slow["software_fallback_gbps_mean"] > 20 * max(fast["software_fallback_gbps_mean"], 1e-9)
+    waiting = sc.model_copy(update={"keys": sc.keys.model_copy(update={"psp_before_upgrade": "wait"})})
+    held = summarize(waiting, "psp", {"nic.cmd_psp_gen_spi_s": 0.02, "nic.cmd_psp_tx_key_create_s": 0.02})
+    assert held["achieved_fraction"] < slow["achieved_fraction"] and held["software_fallback_gbps_mean"] == 0
+
+
+def test_ipsec_and_ktls_tables_that_overflow():
+    sc = scenario(run={"duration": "20min"}, keys={"ipsec_sa_granularity": "connection"},
+                  workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 60}})
+    auto = summarize(sc, "ipsec-packet-offload", {"nic.ipsec_sa_capacity": 100})
+    assert auto["offload_fallbacks"] > 0 and auto["software_fallback_gbps_mean"] > 0
+    yes = sc.model_copy(update={"keys": sc.keys.model_copy(update={"ipsec_hw_offload": "yes"})})
+    failing = summarize(yes, "ipsec-packet-offload", {"nic.ipsec_sa_capacity": 100})
+    assert failing["offload_failures"] == auto["offload_fallbacks"] and failing["achieved_fraction"] < 1
+    ktls = summarize(sc, "ktls-offload", {"nic.ktls_tx_context_capacity": 50})
+    assert ktls["offload_fallbacks"] > 0 and ktls["software_fallback_gbps_mean"] > 0
+
+
+def test_nic_counters_carry_linux_names_and_add_up():
+    from pspsim.study.runner import resolve_parameters, run_one
+
+    sc = scenario(run={"duration": "1h"}, keys={"psp_rotation_period": "10min", "psp_rekey_delay": "12min",
+                                               "psp_rekey_spread": 0})
+    out = run_one(sc, resolve_parameters(sc), 0, "psp")
+    nic = out.nic_counters
+    assert list(nic.columns[:5]) == ["scenario", "variant", "replication", "seed", "spawn_key"]
+    assert len(nic) == 8 and set(nic["nic"]) == set(range(8))
+    assert nic["key-rotations"].between(5, 6).all()  # 3600 s / 600 s, phase-dependent
+    assert nic["stale-events"].sum() == out.summary["psp_stale_events"] > 0
+    # Every packet sent is received by some NIC: conservation over the fleet.
+    assert nic["rx-packets"].sum() == pytest.approx(nic["tx-packets"].sum(), rel=1e-9)
+    assert nic["rx-bytes"].sum() == pytest.approx(nic["tx-bytes"].sum(), rel=1e-9)

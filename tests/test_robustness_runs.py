@@ -1,0 +1,238 @@
+"""Runs: results replaced whole or not at all, leftovers repaired, SIGTERM, exit statuses,
+nonce warnings, key files, scenario values refused, and runs too big to start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pspsim.cli.main import main
+from pspsim.model.workload import generate_workload
+from pspsim.scenario import load_scenario, scenario_from_dict
+from pspsim.study.budget import BudgetExceeded, check_budget, estimate
+from pspsim.study.runner import recover_results_folder, run_scenario, write_results
+from pspsim.wire import read_pcap
+from tests.robust_helpers import ESP_KEY, TINY_SCENARIO, make_workspace, snapshot
+from tests.test_robustness_cli import assert_one_line_error
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return run_scenario(scenario_from_dict(__import__("tomllib").loads(TINY_SCENARIO)))
+
+
+def test_leftovers_of_a_killed_swap_are_repaired(tmp_path, tiny_results):
+    out = tmp_path / "r"
+    write_results(tiny_results, out, figure=False)
+    earlier = snapshot(out)
+    # killed between the two renames: DIR gone, the earlier results in .DIR.old, the new ones in .DIR.xxxxxxxx
+    out.rename(tmp_path / ".r.old")
+    (tmp_path / ".r.k3j9x_2a").mkdir()
+    (tmp_path / ".r.k3j9x_2a" / "timeseries.parquet").write_bytes(b"half")
+    done = recover_results_folder(out)
+    assert snapshot(out) == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert len(done) == 2
+    # killed after the swap: .DIR.old beside the new DIR is removed
+    (tmp_path / ".r.old").mkdir()
+    recover_results_folder(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_a_folder_still_being_written_is_left_alone(tmp_path):
+    live = tmp_path / ".r.abcdefgh"
+    live.mkdir()
+    (live / ".pspsim-writing").write_text(str(os.getpid()))  # this process: alive
+    other = tmp_path / ".other.abcdefgh"  # another results folder's name
+    other.mkdir()
+    recover_results_folder(tmp_path / "r")
+    assert live.exists() and other.exists()
+
+
+def test_the_next_run_repairs_leftovers(tmp_path, tiny_results):
+    out = tmp_path / "r"
+    write_results(tiny_results, out, figure=False)
+    out.rename(tmp_path / ".r.old")
+    write_results(tiny_results, out, figure=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert (out / "manifest.json").exists()
+
+
+def test_a_failed_write_keeps_the_earlier_results(tmp_path, tiny_results):
+    out = tmp_path / "r"
+    write_results(tiny_results, out, figure=False)
+    before = snapshot(tmp_path)
+    broken = type(tiny_results)(tiny_results.timeseries, tiny_results.summary,
+                                tiny_results.manifest | {"wall_time_s": float("nan")})
+    with pytest.raises(ValueError):
+        write_results(broken, out, figure=False)  # NaN is not JSON: refused, not written as 'NaN'
+    assert snapshot(tmp_path) == before
+
+
+def test_sigterm_is_one_line_and_keeps_the_earlier_results(tmp_path):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_SCENARIO.replace('duration = "5min"', 'duration = "2h"', 1)
+                        .replace('variants = ["psp", "plaintext"]',
+                                 'variants = ["psp", "plaintext", "ipsec-sw", "tls-user"]')
+                        .replace("mean = 20 }", "mean = 3000 }"))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}\n")
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pspsim", "run", "--no-figure", str(scenario), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    first = proc.stderr.readline()  # the first variant finished: the run is under way
+    assert first.startswith("  psp"), first
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.splitlines() == ["pspsim: error: terminated (SIGTERM); nothing was written"] or \
+        (err.splitlines()[-1].startswith("pspsim: error: terminated") and
+         all(line.startswith("  ") for line in err.splitlines()[:-1]))
+    assert snapshot(tmp_path) == before
+
+
+def test_iv_space_running_out_exits_1(tmp_path, capsys):
+    ws = make_workspace(tmp_path)
+    out = tmp_path / "e.pcap"
+    status = main(["psp", "encrypt", "--cfg", str(ws.enc_cfg), "--first-iv", str(2**64 - 2), str(ws.clear_pcap),
+                   str(out)])
+    captured = capsys.readouterr()
+    assert status == 1
+    lines = captured.err.splitlines()
+    assert lines[:2] == ["packet 2: skipped: IV space of this SA is exhausted: rekey",
+                         "packet 3: skipped: IV space of this SA is exhausted: rekey"]
+    assert lines[2].startswith("pspsim: error: 2 packets not encrypted") and len(lines) == 3
+    assert len(read_pcap(out)[1]) == 2
+
+
+def test_esp_sequence_space_running_out_exits_1_and_one_past_the_end_is_refused(tmp_path, capsys):
+    ws = make_workspace(tmp_path)
+    out = tmp_path / "e.pcap"
+    argv = ["esp", "encrypt", "--spi", "1234", "--key", ESP_KEY.hex()]
+    assert main([*argv, "--seq", str(2**32 - 1), str(ws.clear_pcap), str(out)]) == 1
+    assert "pspsim: error: 3 packets not encrypted" in capsys.readouterr().err
+    assert len(read_pcap(out)[1]) == 1
+    before = snapshot(tmp_path)
+    line = assert_one_line_error(capsys, main([*argv, "--seq", str(2**32), str(ws.clear_pcap), str(out)]))
+    assert "--seq must be in 1..4294967295" in line
+    assert snapshot(tmp_path) == before
+    assert main([*argv, "--esn", "--seq", str(2**32), str(ws.clear_pcap), str(out)]) == 0
+
+
+def _payloads(path: Path) -> list[bytes]:
+    return [r.data[14 + 20 + 8 + 16 :] for r in read_pcap(path)[1]]
+
+
+def test_default_first_iv_warns_and_names_the_next_iv(tmp_path, capsys):
+    ws = make_workspace(tmp_path)
+    a, b, c = tmp_path / "a.pcap", tmp_path / "b.pcap", tmp_path / "c.pcap"
+    assert main(["psp", "encrypt", "--cfg", str(ws.enc_cfg), str(ws.clear_pcap), str(a)]) == 0
+    warning = capsys.readouterr().err.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("pspsim: warning:") and "--first-iv 5" in warning[0]
+    # the hazard it warns about: same cfg, same IVs: the XOR of the ciphertexts is the XOR of the plaintexts
+    assert main(["psp", "encrypt", "--cfg", str(ws.enc_cfg), str(ws.clear_pcap), str(b)]) == 0
+    assert _payloads(a) == _payloads(b)  # same plaintext, same nonce: identical ciphertext
+    assert main(["psp", "encrypt", "--cfg", str(ws.enc_cfg), "--first-iv", "5", str(ws.clear_pcap), str(c)]) == 0
+    assert capsys.readouterr().err.count("warning") == 1  # only b warned: the explicit --first-iv run did not
+    assert not set(_payloads(a)) & set(_payloads(c))
+
+
+def test_key_files_and_environment_give_the_same_bytes_as_the_command_line(tmp_path, capsys, monkeypatch):
+    ws = make_workspace(tmp_path)
+    outs = []
+    monkeypatch.setenv("PSPSIM_TEST_ESP_KEY", ESP_KEY.hex())
+    for source in (["--key", ESP_KEY.hex()], ["--key-file", str(ws.esp_key_file)],
+                   ["--key-file", "env:PSPSIM_TEST_ESP_KEY"]):
+        outs.append(tmp_path / f"e{len(outs)}.pcap")
+        assert main(["esp", "encrypt", "--spi", "1234", *source, "--seq", "1", str(ws.clear_pcap), str(outs[-1])]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes() == outs[2].read_bytes()
+    keys = ws.master_key_file.read_text().split()
+    capsys.readouterr()
+    assert main(["psp", "derive-key", "--master-key", keys[0], "--master-key", keys[1], "--spi", "9A345678"]) == 0
+    direct = capsys.readouterr().out
+    assert main(["psp", "derive-key", "--master-key-file", str(ws.master_key_file), "--spi", "9A345678"]) == 0
+    assert capsys.readouterr().out == direct
+    line = assert_one_line_error(capsys, main(["esp", "encrypt", "--spi", "1", "--key-file", "env:PSPSIM_UNSET_X",
+                                               str(ws.clear_pcap), str(tmp_path / "x.pcap")]))
+    assert "PSPSIM_UNSET_X" in line
+
+
+@pytest.mark.parametrize("change, message", [
+    (('duration = "5min"', "duration = inf"), "run.duration: a duration must be a finite number"),
+    (('duration = "5min"', 'duration = "1e400s"'), "run.duration: a duration must be a finite number"),
+    (("racks = 2", "racks = 2\nhost_link_gbps = nan"), "fleet.host_link_gbps: Input should be a finite number"),
+    (('name = "tiny"', 'name = "../escape"'), "run.name: '../escape' is not a plain name"),
+    (('name = "tiny"', 'name = "/tmp/abs"'), "run.name: '/tmp/abs' is not a plain name"),
+    (('name = "tiny"', 'name = ".hidden"'), "is not a plain name"),
+    (("racks = 2\nhosts_per_rack = 2", "racks = 1\nhosts_per_rack = 1"), "fleet: one host has no peer"),
+    (("[packets]", '[costs.overrides]\n"nic.command_latency_s" = nan\n[packets]'), "Input should be a finite number"),
+])
+def test_bad_scenario_values_are_refused(tmp_path, capsys, change, message):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_SCENARIO.replace(*change))
+    before = snapshot(tmp_path)
+    line = assert_one_line_error(capsys, main(["run", str(scenario), "-o", str(tmp_path / "r")]))
+    assert message in line
+    assert snapshot(tmp_path) == before
+
+
+def test_nan_override_is_refused_through_the_python_api_too():
+    from pspsim.costs.params import load_parameter_set
+    from pspsim.wire.errors import ConfigError
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="non-negative number"):
+            load_parameter_set().with_overrides({"nic.command_latency_s": bad})
+
+
+@pytest.mark.parametrize("change, setting", [
+    (('window = "60s"', "window = 1e-9"), "run.window"),
+    (("racks = 2", "racks = 1000000000"), "fleet.racks"),
+    (("mean = 20 }", "mean = 1e12 }"), "connections_per_host"),
+])
+def test_runs_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys, change, setting):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_SCENARIO.replace(*change))
+    before = snapshot(tmp_path)
+    line = assert_one_line_error(capsys, main(["run", str(scenario), "-o", str(tmp_path / "r")]))
+    assert "this run would need" in line and setting in line and "--force" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_the_connection_estimate_matches_the_workload_generator(tmp_path):
+    """The estimate's connection count against the generator's own draw (a different implementation)."""
+    sc = scenario_from_dict({"run": {"duration": "2h"}, "fleet": {"racks": 2, "hosts_per_rack": 5},
+                             "workload": {"connections_per_host": {"kind": "fixed", "mean": 500},
+                                          "peers_per_host": 3, "connection_lifetime": "30min"}})
+    drawn = len(generate_workload(sc, np.random.default_rng(0)))
+    expected = estimate(sc).connections  # 10 x 500 x (1 + 4) = 25,000; Poisson arrivals: sd ~ 141
+    assert expected == 25_000 and abs(drawn - expected) < 5 * 141
+
+
+def test_budget_limits_and_the_shipped_experiments():
+    sc = scenario_from_dict(__import__("tomllib").loads(TINY_SCENARIO))
+    with pytest.raises(BudgetExceeded, match="h allowed"):
+        check_budget(sc, max_hours=1e-9)
+    for path in (ROOT / "experiments").glob("*.toml"):
+        check_budget(load_scenario(path), packets=True)  # every shipped experiment fits
+
+
+def test_run_with_an_unwritable_output_fails_before_simulating(tmp_path, capsys):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_SCENARIO)
+    line = assert_one_line_error(capsys, main(["run", str(scenario), "-o", "/proc/pspsim-x/r"]))
+    assert "cannot write" in line or "cannot create" in line
+
+
+def test_manifest_is_standard_json(tmp_path, tiny_results):
+    out = write_results(tiny_results, tmp_path / "r", figure=False)
+    json.loads((out / "manifest.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
