@@ -134,8 +134,11 @@ def test_tls_records_survive_rekeys_and_fail_when_tampered(variant):
 
 
 def test_tls_rekeys_by_byte_budget_as_counted_by_hand():
-    """Budget 600 kB at 3000 B x 20/s = 60 kB/s per direction: a re-key every 10 s of age."""
+    """Budget 600 kB at 3000 B x 20/s = 60 kB/s per direction: a re-key every 10 s of age.
+    The connections were open long before the run (start < 0, ages uniform over days), so
+    whatever the phase, exactly 120 / 10 = 12 ages of each fall inside the 120 s."""
     sc, workload = small("tls-user", lifetime=0, tls_rekey_interval="1h", tls_rekey_bytes=600_000)
+    assert (workload.start < -10).all()
     result = PacketTier(sc, "tls-user", COSTS, workload, np.random.default_rng(3)).run()
     # Connections open at time 0 have steady-state ages (uniform re-key phases): a re-key every 10 s of
     # age falls 12 times in any 120 s, whatever the phase.

@@ -50,7 +50,9 @@ def rewrite_capture(
     The input's file header and every output check come first; the output
     appears only when the whole input was read (a truncated or corrupt
     record leaves nothing behind).  ``inputs`` are other files the command
-    reads (key files), which the output must not overwrite either."""
+    reads (key files), which the output must not overwrite either.
+    ``clock.now`` holds each packet's timestamp while it is transformed;
+    rejections labelled in ``quiet`` are tallied without a line on standard error."""
     outputs = Outputs([input_path, *inputs])
     outputs.add(output_path)
     tally: Counter[str] = Counter()

@@ -122,8 +122,8 @@ def encrypt_command(args: argparse.Namespace) -> int:
     return 1 if (tally["exhausted"] or (tally and args.strict)) else 0
 
 
-def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes | None]:
-    """Start times, device keys and (if given) the host's IPv4 address from a keys CSV."""
+def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes | None, list[Path]]:
+    """Start times, device keys, the host's IPv4 address (if given) and the cfg files of a keys CSV."""
     import csv
     import ipaddress
 
@@ -148,7 +148,7 @@ def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes |
         packed = ipaddress.IPv4Address(address).packed if address else None
     except ValueError:
         raise UserError(f"{path}: address {address!r} is not an IPv4 address") from None
-    return starts, keys, packed
+    return starts, keys, packed, [path.parent / row["cfg"] for row in rows]
 
 
 def decrypt_command(args: argparse.Namespace) -> int:
@@ -158,9 +158,9 @@ def decrypt_command(args: argparse.Namespace) -> int:
     from pspsim.wire.frames import parse_ip
 
     if args.keys is not None:
-        starts, periods, address = load_key_periods(args.keys)
+        starts, periods, address, key_cfgs = load_key_periods(args.keys)
     else:
-        starts, periods, address = [0.0], [DeviceKeys(*load_master_keys(args.cfg))], None
+        starts, periods, address, key_cfgs = [0.0], [DeviceKeys(*load_master_keys(args.cfg))], None, []
     if args.direction == "rx" and address is None:
         raise UserError("--direction rx needs --keys with an address column (the receiving host)")
     rx_bytes = 0
@@ -182,8 +182,8 @@ def decrypt_command(args: argparse.Namespace) -> int:
             return "sent", f"skipped: {exc}"
         return ("not PSP", f"skipped: not PSP: {exc}") if isinstance(exc, NotPspPacket) else dropped(exc)
 
-    written, tally = rewrite_capture(args.input, args.output, open_, describe, clock=clock,
-                                     inputs=[p for p in (args.cfg, args.keys) if p is not None],
+    key_files = [args.cfg] if args.cfg is not None else [args.keys, *key_cfgs]
+    written, tally = rewrite_capture(args.input, args.output, open_, describe, inputs=key_files, clock=clock,
                                      quiet=("sent", "not PSP") if args.keys is not None else ())
     print(
         f"decrypted {written} packets into {args.output} (rx-packets {written}, rx-bytes {rx_bytes}); "

@@ -114,12 +114,12 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
     from pspsim.study.runner import resolve_parameters
 
     if not 0 <= args.pcap < scenario.fleet.hosts:
-        raise ConfigError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+        raise UserError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
     names = scenario.run.variants if args.pcap_variants == "all" else \
         [n.strip() for n in args.pcap_variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in scenario.run.variants]
     if unknown or not names:
-        raise ConfigError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
+        raise UserError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
                           f"variants ({', '.join(scenario.run.variants)})")
     costs = resolve_parameters(scenario).costs()
     workload = generate_workload(scenario, RandomStreams.from_sequence(replication_sequence(scenario.run.seed, 0)).workload)
@@ -129,11 +129,11 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
         packets, size = packets + p, size + b
     free = shutil.disk_usage(out.parent if out.parent.exists() else Path(".")).free
     if size > args.pcap_max_bytes:
-        raise ConfigError(f"--pcap {args.pcap}: the capture would hold about {packets:,} packets, "
+        raise UserError(f"--pcap {args.pcap}: the capture would hold about {packets:,} packets, "
                           f"{_size(size)}, above --pcap-max-bytes {_size(args.pcap_max_bytes)}: "
                           f"raise --pcap-max-bytes, or shorten [packets] duration or max_connections")
     if size + (1 << 30) > free:  # the capture, with a GiB to spare
-        raise ConfigError(f"--pcap {args.pcap}: the capture would need about {_size(size)} and "
+        raise UserError(f"--pcap {args.pcap}: the capture would need about {_size(size)} and "
                           f"{_size(free)} is free under {out.parent}: shorten [packets] duration or "
                           f"max_connections, or choose another -o")
     return names

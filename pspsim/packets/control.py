@@ -44,7 +44,7 @@ from pspsim.costs.params import Costs
 from pspsim.model.variants import Variant
 from pspsim.model.workload import Workload
 from pspsim.packets.ipsec_sadb import IpsecControl
-from pspsim.packets.schedule import Epoch, Schedule
+from pspsim.packets.schedule import Epoch, Schedule, ages
 from pspsim.scenario import Scenario
 
 COMMANDS = ("psp_gen_spi", "psp_rotate_key", "psp_tx_key_create", "psp_tx_key_destroy", "ipsec_sa_add",
@@ -331,8 +331,7 @@ class ControlPlane:
             start, end = float(w.start[conn]), float(w.end[conn])
             budget = keys.tls_rekey_bytes / rate[conn] if rate[conn] > 0 else np.inf
             interval = min(keys.tls_rekey_interval, budget)
-            times = start + interval * np.arange(1, int(max(0.0, (min(end, self.span) - start)) / interval) + 1)
-            times = times[(times >= 0) & (times < min(end, self.span))]
+            times = ages(start, interval, min(end, self.span))
             kind = "reconnect" if reconnect else "key-update"
             self.s.tls_rekeys[conn] = [(float(t), kind) for t in times]
             for d in (0, 1):

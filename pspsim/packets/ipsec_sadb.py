@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pspsim.packets.schedule import Epoch, SaEvent
+from pspsim.packets.schedule import Epoch, SaEvent, ages
 from pspsim.wire.esp import EspSA, esp_decapsulate, esp_encapsulate
 
 
@@ -55,10 +55,8 @@ class IpsecControl:
                                                          "episode": object()}
             if counted:
                 cp.count(t, "handshakes")
-            ike = self.keys.ipsec_ike_rekey
-            for k in range(1, int((cp.span - origin) / ike) + 1):
-                if origin + k * ike >= max(t, 0.0):
-                    cp.at(origin + k * ike, self._ike_rekey, pair, pair["episode"])
+            for when in ages(origin, self.keys.ipsec_ike_rekey, cp.span, max(t, 0.0)).tolist():
+                cp.at(when, self._ike_rekey, pair, pair["episode"])
         pair["conns"].add(conn)
         if self.keys.ipsec_sa_granularity == "host-pair" and pair["sa"] is not None:
             sa = pair["sa"]
@@ -91,9 +89,9 @@ class IpsecControl:
                 cp.count(t, "offload_failures")
                 state["mode"] = "fail"
         self._install(t, sa)
-        for k in range(1, int((cp.span - origin) / interval) + 1):
-            if origin + k * interval > t:
-                cp.at(origin + k * interval, self._rekey, sa)
+        for when in ages(origin, interval, cp.span, t if t > 0 else 0.0).tolist():
+            if when > t:
+                cp.at(when, self._rekey, sa)
         return sa
 
     def _nic(self, t: float, state: dict, sign: int, commands: bool = True) -> None:

@@ -13,6 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def ages(origin: float, interval: float, stop: float, after: float = 0.0) -> np.ndarray:
+    """Times ``origin + k * interval`` (k >= 1) in ``[after, stop)`` (``after`` > 0: strictly after)."""
+    if not np.isfinite(interval) or interval <= 0:
+        return np.empty(0)
+    first = max(1, int(np.floor((after - origin) / interval)))
+    last = int(np.ceil((stop - origin) / interval))
+    times = origin + interval * np.arange(first, max(first, last + 1))
+    keep = (times >= after) if after <= 0 else (times > after)
+    return times[keep & (times < stop)]
+
+
 @dataclass(frozen=True)
 class SaEvent:
     """An inbound ESP SA installed at or removed from ``host``'s SADB."""

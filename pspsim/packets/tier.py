@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from pspsim.costs.params import Costs
+from pspsim.model.commands import fifo_departures
 from pspsim.model.variants import Variant, make_variant
 from pspsim.model.workload import Workload
 from pspsim.packets.capture import Capture
@@ -125,6 +126,7 @@ class PacketTier:
         self.templates = Templates(self._ends)
         self._index_epochs()
         self.seq: dict[int, int] = {}
+        self.flow_busy = np.zeros(2 * len(workload))
         self.outcomes: Counter = Counter()
         self.stats: Counter = Counter()
         self.by_kind: dict[str, Counter] = {}
@@ -260,7 +262,11 @@ class PacketTier:
         index = np.arange(len(msg)) - np.repeat(np.cumsum(count) - count, count)
         length = np.where(index == count[msg] - 1, lengths[msg] - (count[msg] - 1) * mss[msg], mss[msg])
         link = self.sc.fleet.host_link_gbps * 1e9 / 8
-        send = times[msg] + index * (mss[msg] + 94) / link  # back to back at the host's line rate
+        spacing = (mss + 94) / link  # back to back at the host's line rate
+        # a flow sends its messages in order (one TCP byte stream): a message starts when
+        # the flow's previous one has left, as a FIFO per flow
+        start = fifo_departures(times, flows, count * spacing, self.flow_busy) - count * spacing
+        send = start[msg] + index * spacing[msg]
         order = np.argsort(send, kind="stable")
         msg, index, length, send = msg[order], index[order], length[order], send[order]
         flow, ep = flows[msg], e[msg]
