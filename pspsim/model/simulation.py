@@ -155,8 +155,8 @@ class FleetSimulation:
                                           + np.bincount(w.server[ids], minlength=self.hosts))
             out = ControlWindow(self.hosts, t0, t1)
             self.control.window(index, t0, t1, arrivals, departures, out)
-            average = self.ledger.window(index, t0, t1)
-            dp = window_dataplane(self.paths, c, self.flows, average, self.network)
+            traffic = self.ledger.window(index, t0, t1)
+            dp = window_dataplane(self.paths, c, self.flows, traffic.full(), self.network)
             self._record(t1, length, out, dp)
 
     def _record(self, t1: float, length: float, out: ControlWindow, dp: dict[str, np.ndarray]) -> None:
