@@ -87,14 +87,14 @@ class HostSums:
             everything = np.arange(self.flows.count)
             self.sums = self._bin(everything, self.features(traffic.level, everything))
             ids = traffic.touched
-            after = self.features(traffic.level[:, :, ids], ids)
+            after = self.features(traffic.after(ids), ids)
             return self.sums + self._bin(ids, self.features(traffic.average, ids) - after)
         ids = traffic.touched
         if not len(ids):
             return self.sums.copy()
         before = self.features(traffic.before, ids)
         out = self.sums + self._bin(ids, self.features(traffic.average, ids) - before)
-        self.sums += self._bin(ids, self.features(traffic.level[:, :, ids], ids) - before)
+        self.sums += self._bin(ids, self.features(traffic.after(ids), ids) - before)
         return out
 
 
@@ -166,16 +166,19 @@ class IncrementalDataplane:
                 and np.bincount(net.rack_of, row("cross", True), racks).max() <= limit * net.spine_bps)
         miss = np.zeros(hosts)
         engine = None
+        near: tuple[np.ndarray, np.ndarray] | None = None  # flows of the NICs whose keys may spill
         if fits and self.uses_cache:
             keys = sum(row("keys", side) for side in (False, True) if ("keys", side) in self.row)
             maybe = np.flatnonzero(keys > self.cache * limit)
             if len(maybe):
-                miss = self._miss(traffic, maybe)
+                ids = self._flows_of(maybe)
+                near = ids, traffic.of(ids)
+                miss = self._miss(near, maybe)
         if fits and own.crypto_on_nic:
             engine = np.maximum(row("engine", False), row("engine", True))
             missing = np.flatnonzero(miss > 0)
             if len(missing):
-                engine[missing] = self._engine(traffic, missing, miss)[missing]
+                engine[missing] = self._engine(near, missing, miss)[missing]
             fits = engine.max(initial=0) <= limit
         if not fits:
             self.solver_windows += 1
@@ -185,24 +188,33 @@ class IncrementalDataplane:
         return host_results(self.paths, c, hosts, linear, miss, engine, both("offered"), both("waiting"),
                             both("lost"))
 
-    def _flows_of(self, nics: np.ndarray, tx: bool, rx: bool) -> np.ndarray:
-        parts = ([members(self.by_sender, nics)] if tx else []) + ([members(self.by_receiver, nics)] if rx else [])
-        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+    def _flows_of(self, nics: np.ndarray) -> np.ndarray:
+        """Every flow sent or received by ``nics``, sorted."""
+        seen = np.zeros(self.flows.count, bool)  # union without a hash table
+        seen[members(self.by_sender, nics)] = True
+        seen[members(self.by_receiver, nics)] = True
+        return np.flatnonzero(seen)
 
-    def _miss(self, traffic: WindowTraffic, nics: np.ndarray) -> np.ndarray:
+    def _part(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, tx: bool, rx: bool):
+        """The flows of ``near`` sent (``tx``) or received (``rx``) by ``nics``, in flow order."""
+        ids, q = near
+        mine = np.zeros(self.hosts, bool)
+        mine[nics] = True
+        keep = (mine[self.flows.sender[ids]] & tx) | (mine[self.flows.receiver[ids]] & rx)
+        return ids[keep], q[:, :, keep]
+
+    def _miss(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray) -> np.ndarray:
         """Che's miss ratio for ``nics`` from their own flows (others: 0, their keys fit)."""
         own = self.paths.own
-        ids = self._flows_of(nics, bool(own.lookups_tx()), bool(own.lookups_rx()))
-        q = traffic.of(ids)[OFFLOAD]
-        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q, self.cache, self.hosts)
+        ids, q = self._part(near, nics, bool(own.lookups_tx()), bool(own.lookups_rx()))
+        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q[OFFLOAD], self.cache, self.hosts)
         out = np.zeros(self.hosts)
         out[nics] = miss[nics]
         return out
 
-    def _engine(self, traffic: WindowTraffic, nics: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    def _engine(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, miss: np.ndarray) -> np.ndarray:
         """Engine share of ``nics`` with their cache misses, from their flows (as the dense path)."""
-        ids = self._flows_of(nics, True, True)
-        q = traffic.of(ids)
+        ids, q = self._part(near, nics, True, True)
         active = (q[OFFLOAD, BYTES] + q[SOFTWARE, BYTES]) > 0
         ids = ids[active]
         return engine_util(self.c, self.paths.own, q[OFFLOAD][:, active], 1.0, self.flows.sender[ids],

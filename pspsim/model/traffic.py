@@ -75,13 +75,14 @@ def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) 
 
     def quantities(size: np.ndarray) -> np.ndarray:
         some = size > 0
+        # stored connection by connection (one cache line per connection), seen as (quantities, connections)
         return np.stack([
             size * msgs,
             np.where(some, msgs * _ceil_div(size, mss), 0.0),
             np.where(some, msgs * _ceil_div(size, record_bytes), 0.0),
             np.where(some, msgs * _ceil_div(size, tso_bytes), 0.0),
             np.ones(len(size)),
-        ])
+        ], axis=1).T
 
     return Flows(pair_of.astype(np.int64), sender, receiver, quantities(req), quantities(resp))
 
@@ -93,25 +94,45 @@ class WindowTraffic:
     window start and ``average`` over the window; every other flow's average is its
     ``level`` (unchanged in the window)."""
 
-    level: np.ndarray  # (categories, quantities, flows): the ledger's level after the window
+    rows: np.ndarray  # (flows, categories, quantities): the ledger's level after the window, flow by flow
     touched: np.ndarray  # (t,) flows, sorted
     before: np.ndarray  # (categories, quantities, t)
     average: np.ndarray  # (categories, quantities, t)
 
+    @property
+    def level(self) -> np.ndarray:
+        """The level after the window as (categories, quantities, flows) (a view)."""
+        return self.rows.transpose(1, 2, 0)
+
+    def after(self, flows: np.ndarray) -> np.ndarray:
+        """The level after the window of ``flows``, (categories, quantities, len(flows))."""
+        return self.rows[flows].transpose(1, 2, 0)
+
     def full(self) -> np.ndarray:
         """The dense (categories, quantities, flows) average."""
-        out = self.level.copy()
+        out = np.ascontiguousarray(self.level)
         out[:, :, self.touched] = self.average
         return out
 
     def of(self, flows: np.ndarray) -> np.ndarray:
         """The average of some flows (sorted ids), shape (categories, quantities, len(flows))."""
-        out = self.level[:, :, flows]
+        out = self.rows[flows]
         pos = np.searchsorted(self.touched, flows)
         hit = pos < len(self.touched)
         hit[hit] = self.touched[pos[hit]] == flows[hit]
-        out[:, :, hit] = self.average[:, :, pos[hit]]
-        return out
+        out[hit] = self.average[:, :, pos[hit]].transpose(2, 0, 1)
+        return out.transpose(1, 2, 0)
+
+
+def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, return_inverse=True)`` by one sort."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    first = np.ones(len(xs), dtype=bool)
+    first[1:] = xs[1:] != xs[:-1]
+    inverse = np.empty(len(x), np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return xs[first], inverse
 
 
 class TrafficLedger:
@@ -120,7 +141,7 @@ class TrafficLedger:
     def __init__(self, flows: Flows, window: float, end: np.ndarray) -> None:
         self.flows = flows
         self.end = end
-        self.level = np.zeros((len(CATEGORIES), len(QUANTITIES), flows.count))
+        self.rows = np.zeros((flows.count, len(CATEGORIES), len(QUANTITIES)))  # level, flow by flow
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
         self._steps = Calendar(window, ("conn", "to"))
 
@@ -142,7 +163,7 @@ class TrafficLedger:
         cats, quants = len(CATEGORIES), len(QUANTITIES)
         if len(steps["conn"]) == 0:
             empty = np.empty((cats, quants, 0))
-            return WindowTraffic(self.level, np.empty(0, np.int64), empty, empty)
+            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = np.lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -155,10 +176,12 @@ class TrafficLedger:
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
         weight = (t1 - np.clip(time, t0, t1)) / max(t1 - t0, 1e-12)  # share of the window after the move
-        pair = self.flows.pair_of[conn]
-        touched, local = np.unique(np.concatenate([2 * pair, 2 * pair + 1]), return_inverse=True)
+        pairs, inverse = _unique_inverse(self.flows.pair_of[conn])
+        touched = np.empty(2 * len(pairs), np.int64)
+        touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
+        local = np.concatenate([2 * inverse, 2 * inverse + 1])
         n = len(touched)
-        before = self.level[:, :, touched]
+        before = self.rows[touched].transpose(1, 2, 0)
         size = quants * cats * n
         per_q = np.arange(quants)[:, None] * (cats * n)
         request, response = self.flows.request[:, conn], self.flows.response[:, conn]
@@ -174,8 +197,8 @@ class TrafficLedger:
             part = np.bincount(idx, (sign * values * w2[live]).ravel(), size).reshape(quants, cats, n)
             level = level + full.transpose(1, 0, 2)
             average = average + part.transpose(1, 0, 2)
-        self.level[:, :, touched] = level
-        return WindowTraffic(self.level, touched, before, average)
+        self.rows[touched] = level.transpose(2, 0, 1)
+        return WindowTraffic(self.rows, touched, before, average)
 
     def live(self, category: int | None = None) -> np.ndarray:
         """Connections alive now (optionally: in ``category``)."""
