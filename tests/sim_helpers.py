@@ -39,3 +39,20 @@ def summarize(sc: Scenario, variant: str, overrides: dict | None = None, replica
 
     params = resolve_parameters(sc).with_overrides(overrides or {})
     return run_one(sc, params, replication, variant).summary
+
+
+def tls_rekeys_against_closed_form(life: float, interval: float, per_host: int, racks: int,
+                                   variant: str) -> tuple[float, float]:
+    """(simulated, closed form) TLS KeyUpdates per second over 6 h: in steady state with
+    exponential lifetimes (mean L) and KeyUpdates at ages k T, the rate is
+    (N / L) * sum_k exp(-k T / L) for N live connections."""
+    import math
+
+    sc = scenario(fleet={"racks": racks, "hosts_per_rack": 8 if racks > 1 else 4},
+                  run={"duration": "6h", "window": "10min"},
+                  workload={"connection_lifetime": life, "connections_per_host": {"kind": "fixed", "mean": per_host},
+                            "messages_per_second": {"kind": "fixed", "mean": 1}},
+                  keys={"tls_rekey_interval": interval, "tls_rekey_bytes": 1e18})
+    n = sc.fleet.hosts * per_host
+    expected = n / life * sum(math.exp(-k * interval / life) for k in range(1, 500))
+    return summarize(sc, variant)["tls_key_updates_per_s"], expected

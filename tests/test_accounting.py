@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.sim_helpers import scenario, simulate, summarize
+from tests.sim_helpers import scenario, simulate, summarize, tls_rekeys_against_closed_form
 
 BULK = {"traffic": "bulk", "message_bytes": {"kind": "fixed", "mean": 1_000_000},
         "connection_lifetime": 0, "peers_per_host": 2}
@@ -36,15 +36,8 @@ def test_tls_rekeys_ignore_connections_that_close_first():
 
 
 def test_tls_rekey_rate_matches_the_steady_state_closed_form():
-    """Rate = (N / L) * sum_k exp(-k T / L) for exponential lifetimes (mean L) and interval T."""
-    life, interval, per_host = 1800.0, 1200.0, 400
-    sc = scenario(fleet={"racks": 2, "hosts_per_rack": 8}, run={"duration": "6h", "window": "5min"},
-                  workload={"connection_lifetime": life, "connections_per_host": {"kind": "fixed", "mean": per_host},
-                            "messages_per_second": {"kind": "fixed", "mean": 1}},
-                  keys={"tls_rekey_interval": interval, "tls_rekey_bytes": 1e18})
-    n = 16 * per_host
-    expected = n / life * sum(math.exp(-k * interval / life) for k in range(1, 200))
-    got = summarize(sc, "ktls-sw")["tls_key_updates_per_s"]
+    """Defect 3's closed form, on 16 hosts: (N / L) * sum_k exp(-k T / L)."""
+    got, expected = tls_rekeys_against_closed_form(1800.0, 1200.0, 400, racks=2, variant="ktls-sw")
     assert got == pytest.approx(expected, rel=0.05)
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.sim_helpers import scenario, simulate, summarize
+from tests.sim_helpers import scenario, simulate, summarize, tls_rekeys_against_closed_form
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -92,13 +92,5 @@ def test_no_tls_rekeys_when_connections_close_long_before_the_interval(lifetime,
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([600.0, 1800.0, 3600.0]), st.sampled_from([900.0, 2400.0]))
 def test_steady_state_tls_rekey_rate_holds_over_six_hours(life, interval):
-    """(N / L) * sum_k exp(-k T / L): connections live exponentially (mean L) and rekey at ages k T."""
-    per_host = 300
-    sc = scenario(fleet={"racks": 2, "hosts_per_rack": 4}, run={"duration": "6h", "window": "10min"},
-                  workload={"connection_lifetime": life, "connections_per_host": {"kind": "fixed", "mean": per_host},
-                            "messages_per_second": {"kind": "fixed", "mean": 1}},
-                  keys={"tls_rekey_interval": interval, "tls_rekey_bytes": 1e18})
-    n = 8 * per_host
-    expected = n / life * sum(math.exp(-k * interval / life) for k in range(1, 500))
-    got = summarize(sc, "tls-user")["tls_key_updates_per_s"]
+    got, expected = tls_rekeys_against_closed_form(life, interval, 300, racks=1, variant="tls-user")
     assert abs(got - expected) <= 0.1 * expected
