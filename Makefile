@@ -8,7 +8,7 @@ PSPSIM := $(PY) -m pspsim
 DEMO_IN := experiments/psp-roundtrip
 DEMO_OUT := results/psp-roundtrip
 
-.PHONY: demo psp-roundtrip test bench fuzz lint clean
+.PHONY: demo psp-roundtrip test bench fuzz lint validate clean
 
 $(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ psp-roundtrip: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The packet tier against the fleet model on every scenario of experiments/crosscheck/
+# (reports in results/scratch/crosscheck/; exit 1 if any comparison is outside its tolerance).
+validate: $(STAMP)
+	@mkdir -p results/scratch/crosscheck
+	@status=0; for f in experiments/crosscheck/*.toml; do \
+	  name=$$(basename $$f .toml); \
+	  $(PSPSIM) crosscheck $$f -o results/scratch/crosscheck/$$name.csv > results/scratch/crosscheck/$$name.txt 2>&1 || status=1; \
+	  echo "$$name: $$(tail -1 results/scratch/crosscheck/$$name.txt)"; \
+	done; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -48,7 +48,10 @@ def _control_plane() -> tuple[float, int]:
     run = sim.run()
     wall = time.perf_counter() - start
     ended = int((workload.end < sc.run.duration).sum())
-    events = len(workload) + ended + int(run.totals["commands"] + run.totals["rekeys"] + run.totals["rotations"])
+    from pspsim.model.control import REKEY_KINDS
+
+    events = len(workload) + ended + int(run.totals["nic_commands"] + run.totals["key_rotations"]
+                                         + sum(run.totals[k] for k in REKEY_KINDS))
     return events / wall, events + len(run.rows)
 
 

@@ -171,6 +171,23 @@ class Scenario(_Strict):
     costs: CostsConfig = CostsConfig()
     packets: PacketsConfig = PacketsConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _packet_span(cls, data: Any) -> Any:
+        """``[packets] duration`` defaults to 60 s, or the run's duration when that is shorter."""
+        if not isinstance(data, dict) or not isinstance(data.get("packets", {}), dict):
+            return data
+        if "duration" in data.get("packets", {}):
+            return data
+        run = data.get("run", {})
+        try:
+            run_duration = _seconds(run.get("duration", 3600.0)) if isinstance(run, dict) else 3600.0
+        except ValueError:
+            return data  # run.duration's own validation reports it
+        if not run_duration < 60.0:
+            return data
+        return {**data, "packets": {**data.get("packets", {}), "duration": run_duration}}
+
     @model_validator(mode="after")
     def _check(self) -> Scenario:
         if self.fleet.hosts < 2:

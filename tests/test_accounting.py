@@ -127,3 +127,25 @@ def test_command_delay_percentiles_are_of_the_delays():
     assert run.command_delay_p50_s <= run.command_delay_p99_s <= run.command_delay_max_s
     assert run.command_delay_max_s * 1e6 == pytest.approx(ts["command_delay_max_us"].max(), rel=1e-9)
     assert run.command_delay_p99_s * 1e6 <= ts["command_delay_p99_us"].max() * 1.07
+
+
+def test_ipsec_sas_that_come_and_go_inside_a_window_are_set_up_and_torn_down():
+    """Per-connection SAs of 5 s connections in 60 s windows: every connection opened in the run
+    is one CREATE_CHILD_SA or IKE set-up, and two SA adds and two deletes on each end's NIC."""
+    sc = scenario(run={"duration": "10min", "window": "60s"}, workload={"connection_lifetime": "5s"},
+                  keys={"ipsec_sa_granularity": "connection"})
+    sim, run, w = simulate(sc, "ipsec-packet-offload")
+    opened = int(((w.start >= 0) & (w.start < 600)).sum())
+    assert run.totals["handshakes"] == opened  # the pair's first: IKE set-up; the others: CREATE_CHILD_SA
+    ended = int(((w.end < 600)).sum())
+    adds = sim.queues.by_kind[4]  # ipsec_sa_add
+    deletes = sim.queues.by_kind[5]
+    assert adds == 4 * opened and deletes == 4 * ended
+    assert pd.DataFrame(run.rows)["nic_entries_total"].iloc[-1] <= 4 * 2 * pd.DataFrame(run.rows)["connections"].iloc[-1]
+
+
+def test_a_run_shorter_than_a_minute_needs_no_packets_section():
+    """Defect 10: [packets] duration follows a run shorter than its 60 s default."""
+    sc = scenario(run={"duration": "30s", "window": "10s"})
+    assert sc.packets.duration == 30
+    assert summarize(sc, "psp")["achieved_gbps_mean"] > 0

@@ -188,3 +188,13 @@ def test_without_keeps_other_groups(tmp_path):
     smaller = without(meas, "throughput[0]")
     assert len(smaller.runs) == len(meas.runs) - 1 and smaller.state_scaling == meas.state_scaling
     assert replace(meas) == meas
+
+
+def test_cli_cross_validate_bad_measurements_write_nothing(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "measurements.toml").write_text("[platform]\n")
+    out = tmp_path / "cv"
+    assert main(["calibrate", str(tmp_path / "m"), "--cross-validate", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "platform.clock_ghz" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

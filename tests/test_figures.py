@@ -151,3 +151,15 @@ def test_a_returned_figure_shows_inline_in_a_real_kernel(tmp_path, first):
     client.execute()
     outputs = notebook.cells[1].outputs
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # shown once, not twice
+
+
+def test_current_column_names_are_drawn():
+    """The fleet model's per-window counters (``*_in_window``) are preferred to the older names."""
+    ts = _timeseries(hosts_rotating=3).rename(columns={"handshakes": "handshakes_in_window", "rekeys":
+                                                       "rekeys_in_window", "rotations": "key_rotations_in_window"})
+    ts["psp_stale_events_in_window"] = 0.0
+    titles = [ax.get_title(loc="left") for ax in comparison_figure(ts).axes]
+    assert any(t.startswith("handshakes") for t in titles) and any(t.startswith("rekeys") for t in titles)
+    assert any("stale" in t for t in titles) and any("rotations" in t for t in titles)
+    stale = next(ax for ax in comparison_figure(ts).axes if "stale" in ax.get_title(loc="left"))
+    assert [t.get_text() for t in stale.texts] == ["none in this run"]  # all zero: said, not an empty axis

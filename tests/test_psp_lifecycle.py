@@ -185,3 +185,18 @@ def test_nic_counters_carry_linux_names_and_add_up():
     # Every packet sent is received by some NIC: conservation over the fleet.
     assert nic["rx-packets"].sum() == pytest.approx(nic["tx-packets"].sum(), rel=1e-9)
     assert nic["rx-bytes"].sum() == pytest.approx(nic["tx-bytes"].sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["psp", "ktls-offload"])
+def test_nic_tables_hold_exactly_the_live_connections_under_churn(variant):
+    """Found by the crosscheck: a connection set up and ended inside one window left its
+    TX key (PSP) or contexts (kTLS) behind.  Entries must track live connections: PSP two
+    TX keys per connection (one per end), kTLS a TX and an RX context per end."""
+    sc = scenario(run={"duration": "20min", "window": "60s"}, workload={"connection_lifetime": "20s"},
+                  keys={"psp_rotation_period": "30d"})
+    _, run, _ = simulate(sc, variant)
+    ts = pd.DataFrame(run.rows)
+    per_connection = 2 if variant == "psp" else 4
+    # commands take microseconds: only connections opened in the last instant are not yet installed
+    assert (ts["nic_entries_total"] <= per_connection * ts["connections"]).all()
+    assert (ts["nic_entries_total"] >= per_connection * ts["connections"] - per_connection * 2).all()

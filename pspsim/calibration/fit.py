@@ -63,6 +63,13 @@ REKEY_PARAMETER = {
     "tls-user": "host.tls_key_update_cycles",
     "ktls-sw": "host.tls_key_update_cycles",
 }
+#: The context cache (size, miss cost) a state-scaling sweep of each variant measures.
+CACHE_PARAMETERS = {
+    "psp": ("nic.psp_tx_key_cache_entries", "nic.psp_tx_key_miss_cost"),
+    "ipsec-crypto-offload": ("nic.ipsec_sa_cache_entries", "nic.ipsec_sa_miss_cost"),
+    "ipsec-packet-offload": ("nic.ipsec_sa_cache_entries", "nic.ipsec_sa_miss_cost"),
+    "ktls-offload": ("nic.ktls_context_cache_entries", "nic.ktls_context_miss_cost"),
+}
 FIT_ORDER = ["plaintext", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "psp", "ktls-offload",
              "tls-user", "ktls-sw"]
 
@@ -162,8 +169,8 @@ def cache_fit(entries: np.ndarray, gbps: np.ndarray) -> tuple[float, float, floa
 
 def _cache(meas: Measurements) -> list[Estimate]:
     points = meas.state_scaling
-    if len(points) < 3:
-        return []
+    if len(points) < 3 or points[0].variant not in CACHE_PARAMETERS:
+        return []  # a cache cliff needs three points, and a variant whose keys go through a NIC cache
     entries = np.array([p.entries for p in points])
     gbps = np.array([p.gbps for p in points])
     cache, k, t0 = cache_fit(entries, gbps)
@@ -174,8 +181,9 @@ def _cache(meas: Measurements) -> list[Estimate]:
     predicted = t0 / (1 + np.clip(1 - cache / entries, 0, None) * k)
     rms = float(np.sqrt(np.mean(((predicted - gbps) / gbps) ** 2)))
     basis = f"state-scaling sweep, {n} points"
-    return [Estimate("nic.ipsec_sa_cache_entries", cache, float(stderr[0]), n, rms, basis),
-            Estimate("nic.ipsec_sa_miss_cost", k, float(stderr[1]), n, rms, basis)]
+    size, miss_cost = CACHE_PARAMETERS[points[0].variant]
+    return [Estimate(size, cache, float(stderr[0]), n, rms, basis),
+            Estimate(miss_cost, k, float(stderr[1]), n, rms, basis)]
 
 
 def _control(meas: Measurements) -> list[Estimate]:
@@ -316,11 +324,17 @@ def parameter_stderrs(params: ParameterSet) -> dict[str, float]:
 
 
 def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
-    """Every measured configuration through the fleet model's own pricing functions
-    (:mod:`pspsim.model.dataplane`) for one host: CPU from its packets, bytes, records and
-    handshakes; throughput against NIC state from the crypto engine with context-cache misses.
-    The state-scaling sweep is XDP forwarding: one SA lookup per packet (no TSO bursts), keys
-    used uniformly, so the miss ratio is ``1 - C/N`` (Che's approximation for equal rates)."""
+    """Each measured configuration through the data plane's own functions.
+
+    CPU runs: the host's stack and protection cycles for the run's packets,
+    bytes and records (:func:`~pspsim.model.dataplane.host_cycles`), plus its
+    handshakes and rekeys.  State points: the NIC crypto engine
+    (:func:`~pspsim.model.dataplane.engine_load`) offered the line rate in
+    full-size packets, its context cache holding ``entries`` keys looked up
+    at equal rates (miss ratio from :func:`~pspsim.model.cache.lru_miss_ratio`),
+    one lookup per packet: the published sweep forwards packets one by one
+    (XDP), with no TSO bursts to share a lookup."""
+    from pspsim.model.cache import lru_miss_ratio
     from pspsim.model.dataplane import engine_load, host_cycles, wire_bytes
 
     costs = params.costs()
@@ -330,8 +344,8 @@ def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
         records = run.bytes_per_s / costs.net_tls_record_bytes if variant.uses_records else 0.0
         stack, crypto = host_cycles(variant, costs, np.float64(run.packets_per_s), np.float64(run.bytes_per_s),
                                     np.float64(records))
-        cycles = float(stack + crypto) + run.connections_per_s * variant.handshake_cycles() \
-            + run.rekeys_per_s * variant.rekey_cycles()
+        cycles = (float(stack) + float(crypto) + run.connections_per_s * variant.handshake_cycles()
+                  + run.rekeys_per_s * variant.rekey_cycles())
         predicted = cycles / costs.host_clock_hz
         measured = run.cycles_per_s / costs.host_clock_hz
         rows.append({"kind": "cpu", "variant": run.variant, "configuration": run.label, "metric": "cores",
@@ -342,9 +356,13 @@ def _predict(meas: Measurements, params: ParameterSet) -> pd.DataFrame:
         cache, miss_cost = variant.context_cache(costs)
         payload = costs.nic_line_rate_bps / 8
         packets = payload / variant.mss
-        miss = max(0.0, 1 - cache / point.entries) if cache else 0.0
-        load = engine_load(costs, packets, packets, wire_bytes(variant, payload, packets, 0.0), miss, miss_cost)
-        predicted = payload * 8 / max(float(load), 1.0) / 1e9
+        miss = 0.0
+        if cache is not None:
+            miss = float(lru_miss_ratio(np.ones(1), np.array([point.entries]), np.zeros(1, dtype=int),
+                                        np.array([cache]), 1)[0])
+        load = float(engine_load(costs, packets, packets, wire_bytes(variant, payload, packets, 0.0), miss,
+                                 miss_cost))
+        predicted = payload * 8 / max(load, 1.0) / 1e9
         rows.append({"kind": "state", "variant": point.variant, "configuration": f"{point.entries:g} entries",
                      "metric": "gbps", "group": point.group, "measured": point.gbps, "predicted": predicted,
                      "relative_error": predicted / point.gbps - 1, "source": point.source})

@@ -40,9 +40,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     cal.add_argument("measurements", type=Path, metavar="MEASUREMENTS", help="folder with measurements.toml")
     cal.add_argument("-o", "--output", type=Path, required=True, metavar="PARAMS.toml",
                      help="the parameter set to write (with --cross-validate: a folder)")
+    cal.add_argument("--base", default="cx7-x86-2026", metavar="SET", help="parameter set to start from")
     cal.add_argument("--cross-validate", action="store_true",
                      help="leave-one-group-out cross-validation; -o is then a folder")
-    cal.add_argument("--base", default="cx7-x86-2026", metavar="SET", help="parameter set to start from")
     cal.set_defaults(handler=calibrate_command)
 
     val = groups.add_parser("validate", help="compare the model with measurements", description=VALIDATE_HELP,
@@ -127,7 +127,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     if base_path.suffix:
         outputs.add_input(base_path)
     if args.cross_validate:
-        return _cross_validate(args, outputs, load_parameter_set)
+        return _cross_validate(args, outputs)
     outputs.add(args.output)
     measurements = _load_measurements(args.measurements)
     base = load_parameter_set(args.base)
@@ -142,27 +142,28 @@ def calibrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cross_validate(args: argparse.Namespace, outputs: Outputs, load_parameter_set) -> int:
+def _cross_validate(args: argparse.Namespace, outputs: Outputs) -> int:
     from pspsim.calibration.crossval import cross_validate, format_cross_validation
     from pspsim.calibration.fit import write_parameter_set
     from pspsim.calibration.identify import format_estimates, identifiability
+    from pspsim.costs.params import load_parameter_set
     from pspsim.figures import save_figure, validation_figure
     from pspsim.files import write_csv
 
     out = args.output
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (--cross-validate writes a folder)")
-    names = ("params.toml", "cross_validation.csv", "identifiability.csv", "validation.png")
-    params_path, cv_path, id_path, png_path = (outputs.add(out / name) for name in names)
+    params, points, ident_csv, png = (outputs.add(out / name) for name in
+                                      ("params.toml", "cross_validation.csv", "identifiability.csv", "validation.png"))
     measurements = _load_measurements(args.measurements)
     base = load_parameter_set(args.base)
     result = cross_validate(measurements, base)
     _check_fitted(result.full.parameters, args.measurements)
     ident = identifiability(result.full, measurements)
-    outputs.commit({params_path: lambda tmp: write_parameter_set(result.full.parameters, tmp),
-                    cv_path: lambda tmp: write_csv(result.points, tmp),
-                    id_path: lambda tmp: write_csv(ident.table, tmp),
-                    png_path: lambda tmp: save_figure(validation_figure(result.validation), tmp)})
+    outputs.commit({params: lambda tmp: write_parameter_set(result.full.parameters, tmp),
+                    points: lambda tmp: write_csv(result.points, tmp),
+                    ident_csv: lambda tmp: write_csv(ident.table, tmp),
+                    png: lambda tmp: save_figure(validation_figure(result.validation), tmp)})
     print(format_estimates(ident))
     print(f"\nunconstrained (kept from {base.name}): {', '.join(result.full.unconstrained)}\n")
     print(format_cross_validation(result))

@@ -33,16 +33,26 @@ def prepare_output(path: Path, input_path: Path | None = None) -> None:
     Outputs([input_path]).add(path)
 
 
+class PacketTime:
+    """The timestamp (seconds) of the packet being transformed, for transforms that need it."""
+
+    now = 0.0
+
+
 def rewrite_capture(
     input_path: Path, output_path: Path, transform: Transform, describe: Describe, *, snaplen: int = JUMBO_FRAME,
-    inputs: Iterable[Path] = (),
+    inputs: Iterable[Path] = (), clock: PacketTime | None = None, quiet: tuple[str, ...] = (),
 ) -> tuple[int, Counter[str]]:
     """Apply ``transform`` to every packet; returns (packets written, tally of the rest).
+    ``clock.now`` holds each packet's timestamp; rejections labelled in ``quiet`` are
+    tallied without a line on standard error.
 
     The input's file header and every output check come first; the output
     appears only when the whole input was read (a truncated or corrupt
     record leaves nothing behind).  ``inputs`` are other files the command
-    reads (key files), which the output must not overwrite either."""
+    reads (key files), which the output must not overwrite either.
+    ``clock.now`` holds each packet's timestamp while it is transformed;
+    rejections labelled in ``quiet`` are tallied without a line on standard error."""
     outputs = Outputs([input_path, *inputs])
     outputs.add(output_path)
     tally: Counter[str] = Counter()
@@ -59,12 +69,15 @@ def rewrite_capture(
                         tally["truncated"] += 1
                         print(f"packet {index}: skipped: truncated capture (caplen < wire length)", file=sys.stderr)
                         continue
+                    if clock is not None:
+                        clock.now = record.ts_sec + record.ts_frac * (1e-9 if reader.header.nanosecond else 1e-6)
                     try:
                         frame = transform(record.data)
                     except WireError as exc:
                         label, message = describe(exc)
                         tally[label] += 1
-                        print(f"packet {index}: {message}", file=sys.stderr)
+                        if label not in quiet:
+                            print(f"packet {index}: {message}", file=sys.stderr)
                         continue
                     if len(frame) > snaplen:
                         tally["skipped"] += 1

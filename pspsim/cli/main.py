@@ -24,6 +24,7 @@ from pspsim.cli import (
     esp_commands,
     overhead_command,
     params_command,
+    plan_command,
     psp_commands,
     run_command,
     sweep_command,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     params_command.register(groups)
     calibrate_commands.register(groups)
     sweep_command.register(groups)
+    plan_command.register(groups)
     return parser
 
 

@@ -64,7 +64,14 @@ def register(groups: argparse._SubParsersAction) -> None:
     enc.set_defaults(handler=encrypt_command)
 
     dec = commands.add_parser("decrypt", help="decrypt and verify a pcap file", description=DECRYPT_HELP, formatter_class=fmt)
-    dec.add_argument("--cfg", required=True, type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
+    keys = dec.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--cfg", type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
+    keys.add_argument("--keys", type=Path, metavar="FILE",
+                      help="a host's device keys over time (psp-hostH-keys.csv from 'pspsim run --pcap'): each "
+                           "packet is opened with the keys of the period its timestamp falls in")
+    dec.add_argument("--direction", choices=("rx", "both"), default="both",
+                     help="rx: only packets addressed to the host of --keys (what its NIC receives); "
+                          "both (default): every packet")
     dec.add_argument("input", type=Path, metavar="IN.pcap")
     dec.add_argument("output", type=Path, metavar="OUT.pcap")
     dec.set_defaults(handler=decrypt_command)
@@ -115,26 +122,80 @@ def encrypt_command(args: argparse.Namespace) -> int:
     return 1 if (tally["exhausted"] or (tally and args.strict)) else 0
 
 
+def load_key_periods(path: Path) -> tuple[list[float], list[DeviceKeys], bytes | None, list[Path]]:
+    """Start times, device keys, the host's IPv4 address (if given) and the cfg files of a keys CSV."""
+    import csv
+    import ipaddress
+
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+    if not rows or not {"start_s", "cfg"} <= set(rows[0]):
+        raise UserError(f"{path}: not a keys file (expected columns epoch,start_s,end_s,cfg[,address])")
+    starts, keys = [], []
+    for row in rows:
+        try:
+            starts.append(float(row["start_s"]))
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: start_s {row['start_s']!r} is not a number") from None
+        keys.append(DeviceKeys(*load_master_keys(path.parent / row["cfg"])))
+    if starts != sorted(starts):
+        raise UserError(f"{path}: periods are not in time order")
+    address = rows[0].get("address")
+    try:
+        packed = ipaddress.IPv4Address(address).packed if address else None
+    except ValueError:
+        raise UserError(f"{path}: address {address!r} is not an IPv4 address") from None
+    return starts, keys, packed, [path.parent / row["cfg"] for row in rows]
+
+
 def decrypt_command(args: argparse.Namespace) -> int:
-    keys = DeviceKeys(*load_master_keys(args.cfg))
+    import bisect
+
+    from pspsim.cli.capture import PacketTime
+    from pspsim.wire.frames import parse_ip
+
+    if args.keys is not None:
+        starts, periods, address, key_cfgs = load_key_periods(args.keys)
+    else:
+        starts, periods, address, key_cfgs = [0.0], [DeviceKeys(*load_master_keys(args.cfg))], None, []
+    if args.direction == "rx" and address is None:
+        raise UserError("--direction rx needs --keys with an address column (the receiving host)")
     rx_bytes = 0
+    clock = PacketTime()
 
     def open_(frame: bytes) -> bytes:
         nonlocal rx_bytes
+        if args.direction == "rx":
+            l2, version, hlen, _, _ = parse_ip(frame, NotPspPacket)
+            if version != 4 or frame[l2 + 16 : l2 + 20] != address:
+                raise NotReceived("not addressed to the host of --keys")
+        keys = periods[max(0, bisect.bisect_right(starts, clock.now) - 1)]
         opened = decapsulate(frame, keys)
         rx_bytes += opened.protected_len
         return opened.frame
 
     def describe(exc: WireError) -> tuple[str, str]:
+        if isinstance(exc, NotReceived):
+            return "sent", f"skipped: {exc}"
         return ("not PSP", f"skipped: not PSP: {exc}") if isinstance(exc, NotPspPacket) else dropped(exc)
 
-    written, tally = rewrite_capture(args.input, args.output, open_, describe, inputs=[args.cfg])
+    key_files = [args.cfg] if args.cfg is not None else [args.keys, *key_cfgs]
+    written, tally = rewrite_capture(args.input, args.output, open_, describe, inputs=key_files, clock=clock,
+                                     quiet=("sent", "not PSP") if args.keys is not None else ())
     print(
         f"decrypted {written} packets into {args.output} (rx-packets {written}, rx-bytes {rx_bytes}); "
         f"rx-auth-fail {tally['rx-auth-fail']}, rx-error {tally['rx-error']}, rx-bad {tally['rx-bad']}; "
         f"skipped {tally['not PSP']} not PSP, {tally['truncated']} truncated"
+        + (f", {tally['sent']} not received by the host" if args.direction == "rx" else "")
     )
     return 1 if tally["rx-auth-fail"] + tally["rx-error"] + tally["rx-bad"] else 0
+
+
+class NotReceived(WireError):
+    """A packet the host of --keys sent rather than received (--direction rx)."""
 
 
 def derive_key_command(args: argparse.Namespace) -> int:

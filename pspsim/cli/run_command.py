@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +18,7 @@ from pspsim.costs.params import SETS_DIR
 from pspsim.scenario import Scenario, load_scenario
 from pspsim.study import budget
 from pspsim.study.executors import open_executor
+from pspsim.wire.errors import ConfigError
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 
 HELP = """\
@@ -48,6 +53,11 @@ def register(groups: argparse._SubParsersAction) -> None:
                              "for 'pspsim psp decrypt'; open in Wireshark with wireshark/psp.lua)")
     parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
                         help="run variants and replications in N worker processes (default 1); same results")
+    parser.add_argument("--pcap-variants", default="psp", metavar="LIST",
+                        help="comma-separated variants to capture with --pcap, or 'all' (default: psp)")
+    parser.add_argument("--pcap-max-bytes", type=byte_count, default=64 << 30, metavar="N",
+                        help="refuse, before any work, a capture estimated above N bytes (suffixes K, M, G; "
+                             "default 64G); the capture must also fit the free space of the output's file system")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the output folder")
     add_force(parser)
     parser.set_defaults(handler=run_command)
@@ -70,6 +80,63 @@ def scenario_inputs(path: Path, scenario: Scenario) -> list[Path]:
     named = Path(scenario.costs.parameter_set)
     inputs.append(named if named.suffix else SETS_DIR / f"{named}.toml")
     return inputs
+def _comparison(timeseries, path: Path) -> None:
+    from pspsim.figures import comparison_figure  # matplotlib only when a figure is drawn
+
+    comparison_figure(timeseries, path)
+
+
+def byte_count(text: str) -> int:
+    """An argparse type for a byte count: 123, 64K, 512M, 8G."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (examples: 1000000, 512M, 8G)")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
+
+
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
+    """The variants to capture; refuses (one line, exit 2) a capture that would not fit."""
+    from pspsim.model.streams import RandomStreams, replication_sequence
+    from pspsim.model.workload import generate_workload
+    from pspsim.packets.tier import estimate_capture
+    from pspsim.study.runner import resolve_parameters
+
+    if not 0 <= args.pcap < scenario.fleet.hosts:
+        raise UserError(f"--pcap host {args.pcap} is not in the fleet (0..{scenario.fleet.hosts - 1})")
+    names = scenario.run.variants if args.pcap_variants == "all" else \
+        [n.strip() for n in args.pcap_variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in scenario.run.variants]
+    if unknown or not names:
+        raise UserError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
+                          f"variants ({', '.join(scenario.run.variants)})")
+    costs = resolve_parameters(scenario).costs()
+    workload = generate_workload(scenario, RandomStreams.from_sequence(replication_sequence(scenario.run.seed, 0)).workload)
+    packets = size = 0
+    for name in names:
+        p, b = estimate_capture(scenario, workload, args.pcap, name, costs)
+        packets, size = packets + p, size + b
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path(".")).free
+    if size > args.pcap_max_bytes:
+        raise UserError(f"--pcap {args.pcap}: the capture would hold about {packets:,} packets, "
+                          f"{_size(size)}, above --pcap-max-bytes {_size(args.pcap_max_bytes)}: "
+                          f"raise --pcap-max-bytes, or shorten [packets] duration or max_connections")
+    if size + (1 << 30) > free:  # the capture, with a GiB to spare
+        raise UserError(f"--pcap {args.pcap}: the capture would need about {_size(size)} and "
+                          f"{_size(free)} is free under {out.parent}: shorten [packets] duration or "
+                          f"max_connections, or choose another -o")
+    return names
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -87,16 +154,24 @@ def run_command(args: argparse.Namespace) -> int:
     params = resolve_parameters(scenario)  # a bad parameter set fails here, before any work
     check_budget(scenario, args.force, packets=args.pcap is not None)
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
+    if args.pcap is None:
+        variants: list[str] = []
+    else:
+        variants = check_capture(scenario, args, out)
     with open_executor(args.jobs) as executor:
         parallel = None if args.jobs == 1 else executor
         if args.pcap is None:
             results = run_scenario(scenario, params, progress=progress, executor=parallel)
-            write_results(results, out, figure=not args.no_figure)
+            write_results(results, out, figure=None if args.no_figure else _comparison)
         else:
-            with tempfile.TemporaryDirectory() as captures:
+            signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
+                os.chmod(captures, 0o755)  # becomes DIR/pcap
                 results = run_scenario(scenario, params, progress=progress, capture_host=args.pcap,
-                                       capture_dir=captures, executor=parallel)
-                write_results(results, out, figure=not args.no_figure, captures=captures)
+                                       capture_dir=captures, capture_variants=variants, executor=parallel)
+                write_results(results, out, figure=None if args.no_figure else _comparison,
+                              captures=captures)
     if not args.quiet:
         import pandas as pd
 

@@ -2,8 +2,9 @@
 
 One panel per quantity the timeseries holds (NIC entries on the busiest
 host, fleet cores, throughput, NIC command delay, handshake and rekey
-rates), one line per variant in its fixed colour: the mean over
-replications, with a 95% confidence band when there are several.  Panels
+rates, PSP stale-key events), one line per variant in its fixed colour:
+the mean over replications, with a 95% confidence band when there are
+several.  Panels
 whose column is missing (or empty) are left out.  Below them, the PSP
 device-key rotations as a density (rotations per minute, fleet-wide), which
 stays readable on 10,000 hosts where individual ticks would merge into a
@@ -29,8 +30,11 @@ PANELS = [
     (("achieved_gbps",), "throughput carried, whole fleet", "Gb/s", "linear", False),
     (("command_delay_p99_us",), "NIC command queue delay, p99", "delay (µs)", "symlog", False),
     (("handshakes_in_window", "handshakes"), "handshakes, whole fleet", "handshakes per second", "symlog", True),
-    (("rekeys",), "rekeys, whole fleet", "rekeys per second", "symlog", True),
+    (("rekeys_in_window", "rekeys"), "rekeys (all kinds), whole fleet", "rekeys per second", "symlog", True),
+    (("psp_stale_events_in_window",), "PSP stale-key events, whole fleet", "events per second", "symlog", True),
 ]
+#: PSP device-key rotations per window: today's column first, then the older name.
+ROTATIONS = ("key_rotations_in_window", "rotations")
 
 
 def _window_seconds(timeseries: pd.DataFrame) -> float:
@@ -52,8 +56,9 @@ def comparison_figure(timeseries: pd.DataFrame) -> Figure:
     variants = [v for v in VARIANT_COLORS if v in set(timeseries["variant"])]
     variants += [v for v in dict.fromkeys(timeseries["variant"]) if v not in variants]
     replications = timeseries["replication"].nunique()
-    rotations = timeseries[(timeseries["variant"] == "psp")] if "rotations" in timeseries else timeseries.iloc[:0]
-    show_rotations = len(rotations) > 0 and rotations["rotations"].sum() > 0
+    rotation_column = next((c for c in ROTATIONS if c in timeseries), None)
+    rotations = (timeseries[timeseries["variant"] == "psp"] if rotation_column else timeseries.iloc[:0])
+    show_rotations = len(rotations) > 0 and rotations[rotation_column].sum() > 0
 
     rows = -(-len(panels) // 2)
     mosaic: list[Any] = [[f"p{2 * r}", f"p{2 * r + 1}" if 2 * r + 1 < len(panels) else "."] for r in range(rows)]
@@ -80,12 +85,16 @@ def comparison_figure(timeseries: pd.DataFrame) -> Figure:
             if scale == "symlog":
                 ax.set_yscale("symlog", linthresh=1)
             ax.set_ylim(bottom=0)
+            if not (timeseries[column].fillna(0) != 0).any():  # say so rather than draw an empty axis
+                ax.set_ylim(0, 1)
+                ax.text(0.5, 0.5, "none in this run", transform=ax.transAxes, ha="center", va="center",
+                        color="#666666")
             ax.tick_params(labelbottom=True)
             if i >= len(panels) - 2 and not show_rotations:
                 ax.set_xlabel(f"simulated time ({unit_x})")
-        if show_rotations:
+        if show_rotations and rotation_column is not None:
             ax = axes["rot"]
-            band = mean_band(rotations, "time_s", "rotations")
+            band = mean_band(rotations, "time_s", rotation_column)
             per_minute = band["mean"] / (window / 60)
             ax.bar((band["time_s"] - window / 2) * scale_x, per_minute, width=window * scale_x,
                    color=VARIANT_COLORS["psp"], alpha=0.8, linewidth=0)

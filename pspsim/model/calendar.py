@@ -14,8 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 
+EPOCH = 64  # windows per epoch: far events wait per epoch and are filed per window when it begins
+
+
 class Calendar:
-    """Rows of named arrays, kept per window index; :meth:`take` returns one window's rows by time."""
+    """Rows of named arrays, kept per window index; :meth:`take` returns one window's rows by time.
+
+    Two levels, so a push spread over a day of windows costs a few slices, not one per
+    window: rows for the current epoch (``EPOCH`` windows) go to their window's bucket;
+    rows further ahead wait in their epoch's list and are filed into windows (one stable
+    sort) when :meth:`take` first reaches that epoch.  Rows of one window keep their
+    push order, so :meth:`take` returns the same rows in the same order as one bucket
+    per window would."""
 
     def __init__(self, window: float, fields: tuple[str, ...]) -> None:
         if window <= 0:
@@ -23,6 +33,8 @@ class Calendar:
         self.window = window
         self.fields = ("time", *fields)
         self._buckets: dict[int, list[tuple[np.ndarray, ...]]] = {}
+        self._epochs: dict[int, list[tuple[np.ndarray, ...]]] = {}  # (index, *columns) per push
+        self._open = 0  # epochs below this one are filed per window
 
     def push(self, time: np.ndarray, **values: np.ndarray) -> None:
         time = np.asarray(time, dtype=np.float64)
@@ -34,6 +46,21 @@ class Calendar:
         if len(time) == 0:
             return
         index = np.maximum(np.floor(time / self.window), 0).astype(np.int64)
+        near = index < self._open * EPOCH
+        if near.all():
+            self._file(index, columns)
+            return
+        if near.any():
+            self._file(index[near], [c[near] for c in columns])
+            index, columns = index[~near], [c[~near] for c in columns]
+        epoch = index // EPOCH
+        order = np.argsort(epoch, kind="stable")
+        epoch, index, columns = epoch[order], index[order], [c[order] for c in columns]
+        cuts = np.flatnonzero(np.diff(epoch)) + 1
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(epoch)]])):
+            self._epochs.setdefault(int(epoch[lo]), []).append((index[lo:hi], *(c[lo:hi] for c in columns)))
+
+    def _file(self, index: np.ndarray, columns: list[np.ndarray]) -> None:
         order = np.argsort(index, kind="stable")
         index = index[order]
         columns = [c[order] for c in columns]
@@ -44,6 +71,12 @@ class Calendar:
 
     def take(self, window_index: int) -> dict[str, np.ndarray]:
         """Remove and return the rows filed under ``window_index``, sorted by time (stable)."""
+        while self._open * EPOCH <= window_index:  # file the epochs reached, in push order
+            chunks = self._epochs.pop(self._open, [])
+            self._open += 1
+            if chunks:
+                self._file(np.concatenate([c[0] for c in chunks]),
+                           [np.concatenate([c[i + 1] for c in chunks]) for i in range(len(self.fields))])
         chunks = self._buckets.pop(window_index, [])
         if not chunks:
             return {f: np.empty(0) for f in self.fields}
@@ -52,4 +85,4 @@ class Calendar:
         return {f: c[order] for f, c in zip(self.fields, columns)}
 
     def pending(self) -> int:
-        return sum(len(c[0]) for chunks in self._buckets.values() for c in chunks)
+        return sum(len(c[0]) for part in (self._buckets, self._epochs) for chunks in part.values() for c in chunks)

@@ -94,7 +94,7 @@ def window_dataplane(paths: PathVariants, c: Costs, flows: Flows, average: np.nd
     miss = np.zeros(hosts)
     cache, miss_cost = own.context_cache(c)
     if own.crypto_on_nic and cache is not None:
-        miss = _miss_ratio(own, flows, q_own, cache, hosts)
+        miss = miss_ratio(own, flows.sender, flows.receiver, q_own, cache, hosts)
     # Resources: uplinks, downlinks, rack spine up and down, engines tx and rx.
     racks = int(network.rack_of.max()) + 1
     up, down, spine_up, spine_down = 0, hosts, 2 * hosts, 2 * hosts + racks
@@ -120,20 +120,48 @@ def window_dataplane(paths: PathVariants, c: Costs, flows: Flows, average: np.nd
                          np.concatenate(coefficient), capacity)
     scale = np.where(d > 0, rate / d, 0.0)
 
-    def per_host(values: np.ndarray) -> np.ndarray:  # sent plus received, per host
-        return np.bincount(s, values, hosts) + np.bincount(r, values, hosts)
+    sums = {}  # (own?, quantity) -> (sent, received) per host of the carried traffic
+    for is_own, q in ((True, q_own), (False, q_sw)):
+        for k in (BYTES, PACKETS, RECORDS):
+            x = q[k][active] * scale
+            sums[is_own, k] = (np.bincount(s, x, hosts), np.bincount(r, x, hosts))
+    engine = None
+    if own.crypto_on_nic:
+        engine = engine_util(c, own, q_own[:, active], scale, s, r, miss, miss_cost, hosts)
+    return host_results(paths, c, hosts, sums, miss, engine, per_host_all(flows, average[:, BYTES], hosts),
+                        _per_host_flows(flows, average[WAITING, BYTES], hosts),
+                        _per_host_flows(flows, average[STALE, BYTES], hosts))
 
+
+def engine_util(c: Costs, own: Variant, q: np.ndarray, scale, s: np.ndarray, r: np.ndarray, miss: np.ndarray,
+                miss_cost: float, hosts: int) -> np.ndarray:
+    """Per NIC, the busier direction's crypto engine share taken by the carried offloaded traffic
+    of flows ``q[quantity, flow]`` (sent by ``s``, received by ``r``)."""
+    lk = q[LOOKUPS] * scale
+    pk = q[PACKETS] * scale
+    wire = wire_bytes(own, q[BYTES] * scale, pk, q[RECORDS] * scale)
+    tx = np.bincount(s, engine_load(c, pk, lk * own.lookups_tx(), wire, miss[s], miss_cost), hosts)
+    rx = np.bincount(r, engine_load(c, pk, lk * own.lookups_rx(), wire, miss[r], miss_cost), hosts)
+    return np.maximum(tx, rx)
+
+
+def host_results(paths: PathVariants, c: Costs, hosts: int, sums: dict, miss: np.ndarray,
+                 engine: np.ndarray | None, offered: np.ndarray, waiting: np.ndarray,
+                 lost: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-host results from per-host sums of the carried traffic: ``sums[own?, quantity]`` =
+    (sent, received) bytes, packets, records per second; offered, waiting and lost bytes per second
+    sent plus received."""
+    own, sw = paths.own, paths.fallback
     result: dict[str, np.ndarray] = {}
     stack = crypto = 0.0
     achieved = wire = overhead = np.zeros(hosts)
     latency_weighted = np.zeros(hosts)
     packets_total = np.zeros(hosts)
-    for v, q, is_own in ((own, q_own, True), (sw, q_sw, False)):
-        b, p, rec = (per_host(q[k][active] * scale) for k in (BYTES, PACKETS, RECORDS))
+    for v, is_own in ((own, True), (sw, False)):
+        b, p, rec = (sums[is_own, k][0] + sums[is_own, k][1] for k in (BYTES, PACKETS, RECORDS))
         tag = "own" if is_own else "software"
         for k, name in ((PACKETS, "packets"), (BYTES, "bytes")):
-            result[f"{tag}_tx_{name}"] = np.bincount(s, q[k][active] * scale, hosts)
-            result[f"{tag}_rx_{name}"] = np.bincount(r, q[k][active] * scale, hosts)
+            result[f"{tag}_tx_{name}"], result[f"{tag}_rx_{name}"] = sums[is_own, k]
         st, cr = host_cycles(v, c, p, b, rec)
         stack, crypto = stack + st, crypto + cr
         achieved = achieved + b
@@ -145,24 +173,15 @@ def window_dataplane(paths: PathVariants, c: Costs, flows: Flows, average: np.nd
             lat = np.divide(cr, np.maximum(p, 1e-300)) / c.host_clock_hz
         latency_weighted += lat * p
         packets_total += p
-        if is_own and v.crypto_on_nic:
-            lk = q[LOOKUPS][active] * scale
-            tx = np.bincount(s, engine_load(c, q[PACKETS][active] * scale, lk * tx_lookup, wire_bytes(
-                v, q[BYTES][active] * scale, q[PACKETS][active] * scale, q[RECORDS][active] * scale), miss[s],
-                miss_cost), hosts)
-            rx = np.bincount(r, engine_load(c, q[PACKETS][active] * scale, lk * rx_lookup, wire_bytes(
-                v, q[BYTES][active] * scale, q[PACKETS][active] * scale, q[RECORDS][active] * scale), miss[r],
-                miss_cost), hosts)
-            result["nic_engine_util"] = np.maximum(tx, rx)
-    result.setdefault("nic_engine_util", np.zeros(hosts))
+    result["nic_engine_util"] = engine if own.crypto_on_nic else np.zeros(hosts)
+    software = sums[False, BYTES][0] + sums[False, BYTES][1]
     clock = c.host_clock_hz
-    offered = per_host_all(flows, average[:, BYTES], hosts)
     result.update({
         "offered_bps": 8 * offered,
         "achieved_bps": 8 * achieved,
-        "software_bps": 8 * per_host(q_sw[BYTES][active] * scale),
-        "waiting_bps": 8 * _per_host_flows(flows, average[WAITING, BYTES], hosts),
-        "lost_bps": 8 * _per_host_flows(flows, average[STALE, BYTES], hosts),
+        "software_bps": 8 * software,
+        "waiting_bps": 8 * waiting,
+        "lost_bps": 8 * lost,
         "wire_bps": 8 * wire,
         "overhead_bps": 8 * overhead,
         "cores_stack": stack / clock,
@@ -182,7 +201,8 @@ def per_host_all(flows: Flows, values: np.ndarray, hosts: int) -> np.ndarray:
     return _per_host_flows(flows, values.sum(axis=0), hosts)
 
 
-def _miss_ratio(v: Variant, flows: Flows, q: np.ndarray, cache: float, hosts: int) -> np.ndarray:
+def miss_ratio(v: Variant, sender: np.ndarray, receiver: np.ndarray, q: np.ndarray, cache: float,
+               hosts: int) -> np.ndarray:
     """Per NIC, the miss ratio of its context cache over the keys its offloaded traffic looks up.
     A flow's ``n`` connections are ``n`` keys (one per connection: PSP TX keys, kTLS contexts, per
     connection SAs) or one key (host-pair SAs: the pair's SA), each with an equal share of the lookups."""
@@ -194,11 +214,11 @@ def _miss_ratio(v: Variant, flows: Flows, q: np.ndarray, cache: float, hosts: in
     if v.lookups_tx():
         parts_rate.append(rate)
         parts_mult.append(keys)
-        parts_group.append(flows.sender[live])
+        parts_group.append(sender[live])
     if v.lookups_rx():
         parts_rate.append(rate)
         parts_mult.append(keys)
-        parts_group.append(flows.receiver[live])
+        parts_group.append(receiver[live])
     if not parts_rate:
         return np.zeros(hosts)
     size = np.full(hosts, cache)

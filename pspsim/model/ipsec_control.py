@@ -84,8 +84,10 @@ class IpsecControl:
         counts += np.bincount(of[arrivals], minlength=len(counts))
         counts -= np.bincount(of[departures], minlength=len(counts))
         touched = np.unique(np.concatenate([of[arrivals], of[departures]]))
-        new = touched[(before[touched] == 0) & (counts[touched] > 0)]
-        gone = touched[(before[touched] > 0) & (counts[touched] == 0)]
+        added = np.bincount(of[arrivals], minlength=len(counts))[touched] > 0
+        # an SA whose connections all come and go inside the window is set up and torn down in it
+        new = touched[(before[touched] == 0) & added]
+        gone = touched[(counts[touched] == 0) & ((before[touched] > 0) | added)]
         return new, gone
 
     def _first_start(self, of: np.ndarray, arrivals: np.ndarray, new: np.ndarray, size: int) -> np.ndarray:
@@ -206,6 +208,14 @@ class IpsecControl:
         self.sa_mode[new_misfit] = mode
         out.count("offload_fallbacks" if mode == SOFTWARE else "offload_failures", len(new_misfit))
         self.sa_mode[ok] = OFFLOAD
+        brief = ok[np.isin(ok, gone_sa)]  # installed and already gone in this window: deleted too
+        if len(brief):
+            self.sa_installed[brief] = False
+            self.sa_pairs_on_nic -= np.bincount(self.sa_a[brief], minlength=len(self.sa_pairs_on_nic))
+            self.sa_pairs_on_nic -= np.bincount(self.sa_b[brief], minlength=len(self.sa_pairs_on_nic))
+            ends_brief = np.concatenate([self.sa_a[brief], self.sa_b[brief]])
+            self.queues.serve(np.repeat(np.tile(last_end[brief], 2), 2), np.repeat(ends_brief, 2),
+                              np.full(4 * len(brief), COMMAND["ipsec_sa_delete"]))
         # Connections: those of an SA installed now run offloaded from its installation; the others
         # follow their SA (a connection of a new SA waits for the SA's adds).
         ready = np.full(len(self.sa_mode), -np.inf)

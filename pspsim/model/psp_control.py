@@ -182,7 +182,10 @@ class PspControl:
         out.rekey_cycles_at(self.ends[ip_conn, ip_side], c.host_psp_key_exchange_cycles)
         out.rekey_cycles_at(self.ends[ip_conn, 1 - ip_side], c.host_psp_key_exchange_cycles)
 
-        gone = departures[(self.mode[departures] == PSP) & ~np.isnan(self.made[departures, 0])]
+        # TX keys destroyed at the end: installed before this window, or set up and ended inside it
+        installed = ~np.isnan(self.made[departures, 0])
+        gone = departures[(self.mode[departures] == PSP) & (installed | (w.start[departures] >= t0))]
+        gone_new = departures[~installed & (w.start[departures] >= t0)]
         n_new, n_ip = len(new_conn), len(ip_conn)
         gen_nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, ip_side]])
         gen_times = np.concatenate([new_time, new_time, ip_time])
@@ -217,7 +220,9 @@ class PspControl:
         spi = spi_done[: len(gen_times)]
         if self.tx_keys_on_nic:
             old = old_destroys(tx_done)[1]
-            self.tx_keys -= np.bincount(np.concatenate([destroy_nics, old]), minlength=len(self.tx_keys))
+            gone_old = np.setdiff1d(gone, gone_new)
+            before = np.concatenate([self.ends[gone_old, 0], self.ends[gone_old, 1]])
+            self.tx_keys -= np.bincount(np.concatenate([before, old]), minlength=len(self.tx_keys))
             self.tx_keys += np.bincount(self.ends[ip_conn, 1 - ip_side], minlength=len(self.tx_keys))  # in-place
             ready_new = np.maximum(tx_done[:n_new], tx_done[n_new:2 * n_new])
             ready_ip = tx_done[2 * n_new:]
@@ -235,6 +240,10 @@ class PspControl:
             self._back_from_stale(new_conn, ready_new)
             self._schedule_checks(np.concatenate([new_conn, new_conn]),
                                   np.concatenate([np.zeros(n_new, np.int64), np.ones(n_new, np.int64)]))
+        if self.tx_keys_on_nic and len(gone_new):  # set up and ended in this window: their keys go too
+            kept = gone_new[self.mode[gone_new] == PSP]
+            self.tx_keys -= np.bincount(np.concatenate([self.ends[kept, 0], self.ends[kept, 1]]),
+                                        minlength=len(self.tx_keys))
         if n_ip:
             self.made[ip_conn, ip_side] = spi[2 * n_new:]
             self.version[ip_conn, ip_side] += 1

@@ -23,6 +23,7 @@ import numpy as np
 import simpy
 
 from pspsim.costs.params import Costs
+from pspsim.model.aggregates import IncrementalDataplane
 from pspsim.model.commands import COMMANDS, CommandQueues
 from pspsim.model.control import COUNTS, ControlWindow
 from pspsim.model.dataplane import Network, PathVariants, window_dataplane
@@ -64,7 +65,7 @@ class PlainControl:
 
 class FleetSimulation:
     def __init__(self, scenario: Scenario, variant: Variant, workload: Workload, costs: Costs,
-                 streams: RandomStreams) -> None:
+                 streams: RandomStreams, incremental: bool = True) -> None:
         self.sc, self.v, self.w, self.c = scenario, variant, workload, costs
         fleet, keys = scenario.fleet, scenario.keys
         self.hosts = fleet.hosts
@@ -76,6 +77,8 @@ class FleetSimulation:
         self.queues = CommandQueues(self.hosts, service, costs.nic_command_latency_s)
         self.paths = PathVariants(variant, make_variant(variant.fallback, costs, keys))
         self.network = Network.of(fleet, costs, self.rack_of)
+        # per-host sums kept from window to window; the dense solver only when a resource is near capacity
+        self.dataplane = IncrementalDataplane(self.paths, costs, self.flows, self.network) if incremental else None
         self.control = self._control(streams)
         self.end_order = np.argsort(workload.end, kind="stable")
         self.end_sorted = workload.end[self.end_order]
@@ -155,8 +158,9 @@ class FleetSimulation:
                                           + np.bincount(w.server[ids], minlength=self.hosts))
             out = ControlWindow(self.hosts, t0, t1)
             self.control.window(index, t0, t1, arrivals, departures, out)
-            average = self.ledger.window(index, t0, t1)
-            dp = window_dataplane(self.paths, c, self.flows, average, self.network)
+            traffic = self.ledger.window(index, t0, t1)
+            dp = self.dataplane.window(traffic) if self.dataplane else \
+                window_dataplane(self.paths, c, self.flows, traffic.full(), self.network)
             self._record(t1, length, out, dp)
 
     def _record(self, t1: float, length: float, out: ControlWindow, dp: dict[str, np.ndarray]) -> None:

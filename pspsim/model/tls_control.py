@@ -76,7 +76,9 @@ class TlsControl:
         # kTLS offload: contexts per end (TX and RX), installed by NIC commands.
         self.ledger.move(w.start[arrivals], arrivals, SOFTWARE)  # software kTLS until installed
         ends = lambda ids: (np.concatenate([w.client[ids], w.server[ids]]).astype(np.int64))  # noqa: E731
-        gone = departures[self.on_nic[departures]]
+        set_up_here = np.isin(departures, arrivals)
+        gone_new = departures[set_up_here & ~self.on_nic[departures]]  # set up and ended in this window
+        gone = np.concatenate([departures[self.on_nic[departures]], gone_new])
         moved = self.on_nic[rk]  # reconnects of offloaded sockets: new contexts, old ones destroyed
         rk, rk_t = rk[moved], self.rk_time[lo:hi][moved]
         create = np.concatenate([np.repeat(ends(opened), 2), np.repeat(ends(rk), 2)])
@@ -86,13 +88,17 @@ class TlsControl:
         done = self.queues.serve(np.concatenate([create_t, destroy_t]), np.concatenate([create, destroy]),
                                  np.concatenate([np.full(len(create), COMMAND["ktls_context_create"]),
                                                  np.full(len(destroy), COMMAND["ktls_context_destroy"])]))
-        self.contexts -= np.bincount(np.repeat(ends(gone), 2), minlength=len(self.contexts))
-        self.on_nic[gone] = False
+        old = departures[self.on_nic[departures]]
+        self.contexts -= np.bincount(np.repeat(ends(old), 2), minlength=len(self.contexts))
+        self.on_nic[old] = False
         # installs of new connections: the last of their four contexts completes
         n = len(opened)
         ready = done[: 4 * n].reshape(2, n, 2).max(axis=(0, 2)) if n else np.empty(0)
         self._install(np.concatenate([running, opened]), np.concatenate([np.zeros(len(running)), ready]), out,
                       initial=len(running))
+        kept = gone_new[self.on_nic[gone_new]]  # installed and already ended: their contexts go too
+        self.contexts -= np.bincount(np.repeat(ends(kept), 2), minlength=len(self.contexts))
+        self.on_nic[kept] = False
 
     def _install(self, conns: np.ndarray, ready: np.ndarray, out: ControlWindow, initial: int) -> None:
         w = self.w

@@ -75,15 +75,64 @@ def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) 
 
     def quantities(size: np.ndarray) -> np.ndarray:
         some = size > 0
+        # stored connection by connection (one cache line per connection), seen as (quantities, connections)
         return np.stack([
             size * msgs,
             np.where(some, msgs * _ceil_div(size, mss), 0.0),
             np.where(some, msgs * _ceil_div(size, record_bytes), 0.0),
             np.where(some, msgs * _ceil_div(size, tso_bytes), 0.0),
             np.ones(len(size)),
-        ])
+        ], axis=1).T
 
     return Flows(pair_of.astype(np.int64), sender, receiver, quantities(req), quantities(resp))
+
+
+@dataclass(frozen=True)
+class WindowTraffic:
+    """One window's time-averaged quantities per flow, shape (categories, quantities, flows),
+    kept sparse: flows ``touched`` by the window's moves had ``before`` as their level at the
+    window start and ``average`` over the window; every other flow's average is its
+    ``level`` (unchanged in the window)."""
+
+    rows: np.ndarray  # (flows, categories, quantities): the ledger's level after the window, flow by flow
+    touched: np.ndarray  # (t,) flows, sorted
+    before: np.ndarray  # (categories, quantities, t)
+    average: np.ndarray  # (categories, quantities, t)
+
+    @property
+    def level(self) -> np.ndarray:
+        """The level after the window as (categories, quantities, flows) (a view)."""
+        return self.rows.transpose(1, 2, 0)
+
+    def after(self, flows: np.ndarray) -> np.ndarray:
+        """The level after the window of ``flows``, (categories, quantities, len(flows))."""
+        return self.rows[flows].transpose(1, 2, 0)
+
+    def full(self) -> np.ndarray:
+        """The dense (categories, quantities, flows) average."""
+        out = np.ascontiguousarray(self.level)
+        out[:, :, self.touched] = self.average
+        return out
+
+    def of(self, flows: np.ndarray) -> np.ndarray:
+        """The average of some flows (sorted ids), shape (categories, quantities, len(flows))."""
+        out = self.rows[flows]
+        pos = np.searchsorted(self.touched, flows)
+        hit = pos < len(self.touched)
+        hit[hit] = self.touched[pos[hit]] == flows[hit]
+        out[hit] = self.average[:, :, pos[hit]].transpose(2, 0, 1)
+        return out.transpose(1, 2, 0)
+
+
+def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, return_inverse=True)`` by one sort."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    first = np.ones(len(xs), dtype=bool)
+    first[1:] = xs[1:] != xs[:-1]
+    inverse = np.empty(len(x), np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return xs[first], inverse
 
 
 class TrafficLedger:
@@ -92,7 +141,7 @@ class TrafficLedger:
     def __init__(self, flows: Flows, window: float, end: np.ndarray) -> None:
         self.flows = flows
         self.end = end
-        self.level = np.zeros((len(CATEGORIES), len(QUANTITIES), flows.count))
+        self.rows = np.zeros((flows.count, len(CATEGORIES), len(QUANTITIES)))  # level, flow by flow
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
         self._steps = Calendar(window, ("conn", "to"))
 
@@ -104,13 +153,17 @@ class TrafficLedger:
         keep = (time < self.end[conns]) | (to == GONE)
         self._steps.push(np.asarray(time, dtype=np.float64)[keep], conn=conns[keep], to=to[keep])
 
-    def window(self, index: int, t0: float, t1: float) -> np.ndarray:
-        """Apply window ``index``'s moves; returns the window's time-averaged quantities,
-        shape (categories, quantities, flows)."""
+    def window(self, index: int, t0: float, t1: float) -> WindowTraffic:
+        """Apply window ``index``'s moves; returns the window's time-averaged quantities as a
+        :class:`WindowTraffic` (the flows the moves touched, and the level of the others).
+
+        Costs what the window's moves cost: the untouched flows' average is their level,
+        which is not copied."""
         steps = self._steps.take(index)
-        average = self.level.copy()
+        cats, quants = len(CATEGORIES), len(QUANTITIES)
         if len(steps["conn"]) == 0:
-            return average
+            empty = np.empty((cats, quants, 0))
+            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = np.lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -123,21 +176,29 @@ class TrafficLedger:
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
         weight = (t1 - np.clip(time, t0, t1)) / max(t1 - t0, 1e-12)  # share of the window after the move
-        pair = self.flows.pair_of[conn]
-        touched, local = np.unique(np.concatenate([2 * pair, 2 * pair + 1]), return_inverse=True)
-        cats, quants = len(CATEGORIES), len(QUANTITIES)
-        for sign, category in ((1.0, to), (-1.0, came_from)):
-            live = category != GONE
-            index_ = (np.concatenate([category, category]).astype(np.int64) * len(touched) + local)
-            mask = np.concatenate([live, live])
-            for q in range(quants):
-                values = np.concatenate([self.flows.request[q, conn], self.flows.response[q, conn]])
-                full = np.bincount(index_[mask], sign * values[mask], minlength=cats * len(touched))
-                part = np.bincount(index_[mask], (sign * values * np.concatenate([weight, weight]))[mask],
-                                   minlength=cats * len(touched))
-                self.level[:, q, touched] += full.reshape(cats, len(touched))
-                average[:, q, touched] += part.reshape(cats, len(touched))
-        return average
+        pairs, inverse = _unique_inverse(self.flows.pair_of[conn])
+        touched = np.empty(2 * len(pairs), np.int64)
+        touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
+        local = np.concatenate([2 * inverse, 2 * inverse + 1])
+        n = len(touched)
+        before = self.rows[touched].transpose(1, 2, 0)
+        size = quants * cats * n
+        per_q = np.arange(quants)[:, None] * (cats * n)
+        request, response = self.flows.request[:, conn], self.flows.response[:, conn]
+        w2 = np.concatenate([weight, weight])
+        level, average = before, before
+        for sign, category in ((1.0, to), (-1.0, came_from)):  # added, then taken away (as two sums)
+            live = np.concatenate([category != GONE] * 2)
+            index_ = np.concatenate([category, category]).astype(np.int64)[live] * n + local[live]
+            values = np.concatenate([request, response], axis=1)[:, live]  # (quantities, moves)
+            # one bincount for every quantity: each bin sums the same values in the same order
+            idx = (per_q + index_).ravel()
+            full = np.bincount(idx, (sign * values).ravel(), size).reshape(quants, cats, n)
+            part = np.bincount(idx, (sign * values * w2[live]).ravel(), size).reshape(quants, cats, n)
+            level = level + full.transpose(1, 0, 2)
+            average = average + part.transpose(1, 0, 2)
+        self.rows[touched] = level.transpose(2, 0, 1)
+        return WindowTraffic(self.rows, touched, before, average)
 
     def live(self, category: int | None = None) -> np.ndarray:
         """Connections alive now (optionally: in ``category``)."""

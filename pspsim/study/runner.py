@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,13 +159,14 @@ def run_scenario(
     capture_host: int | None = None,
     capture_dir: str | os.PathLike[str] | None = None,
     executor: Executor | None = None,
+    capture_variants: Sequence[str] = ("psp",),
 ) -> Results:
     """Run every replication and variant of ``scenario``; returns tidy tables.
 
     With ``capture_host``, replication 0 also runs the packet tier for each
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
-    writes its traffic as pcap files into ``capture_dir``.  With ``executor`` (a
-    ``concurrent.futures.Executor``), the runs go through it: same tables."""
+    writes its traffic as pcap files into ``capture_dir``, for ``capture_variants``.  With
+    ``executor`` (a ``concurrent.futures.Executor``), the runs go through it: same tables."""
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
@@ -179,7 +181,7 @@ def run_scenario(
         if out.nic_counters is not None:
             counters.append(out.nic_counters)
         summary.append(out.summary)
-        if capture_host is not None and replication == 0:
+        if capture_host is not None and replication == 0 and name in capture_variants:
             seq = replication_sequence(scenario.run.seed, replication)
             streams = RandomStreams.from_sequence(seq)
             workload = generate_workload(scenario, streams.workload)
@@ -200,7 +202,7 @@ def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str,
         raise ConfigError(f"--pcap host {host} is not in the fleet (0..{scenario.fleet.hosts - 1})")
     if scenario.packets.hosts is None:
         scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
-    tier = PacketTier(scenario, name, costs, workload, np.random.default_rng(seq.spawn(1)[0]),
+    tier = PacketTier(scenario, name, costs, workload, RandomStreams.from_sequence(seq).packets,
                       capture_host=host, capture_dir=str(directory))
     return result_row(tier.run())
 
@@ -259,7 +261,8 @@ def check_results_folder(out: Path) -> None:
         raise ConfigError(f"{out}: refusing to replace a folder that is not pspsim results (no manifest.json)")
 
 
-def write_results(results: Results, out_dir: str | os.PathLike[str], figure: bool = True,
+def write_results(results: Results, out_dir: str | os.PathLike[str],
+                  figure: Callable[[pd.DataFrame, Path], object] | None = None,
                   captures: str | os.PathLike[str] | None = None) -> Path:
     """Write the tables, manifest and figure to ``out_dir`` (replacing it) atomically;
     the files in ``captures`` (pcaps, key files) go to ``out_dir/pcap``.
@@ -284,12 +287,11 @@ def write_results(results: Results, out_dir: str | os.PathLike[str], figure: boo
             results.nic_counters.to_parquet(tmp / "nic_counters.parquet", index=False)
         if results.packets is not None:
             results.packets.to_parquet(tmp / "packets.parquet", index=False)
-        if captures is not None:
-            shutil.copytree(captures, tmp / "pcap")
-        if figure:
-            from pspsim.figures import comparison_figure
-
-            comparison_figure(results.timeseries, tmp / "comparison.png")
+        if captures is not None:  # moved, not copied: captures can be large
+            shutil.move(str(captures), str(tmp / "pcap"))
+            os.makedirs(captures, exist_ok=True)
+        if figure:  # drawn by the caller's function (figures sit above the study layer)
+            figure(results.timeseries, tmp / "comparison.png")
         (tmp / _PID_FILE).unlink()
         os.chmod(tmp, 0o755)
         if out.exists():

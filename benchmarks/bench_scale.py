@@ -1,0 +1,148 @@
+"""The scale targets of issue 14, each run in a child process and measured there.
+
+Rows (target in brackets; every one is reported as measured, with the load
+average of the machine at the time, since the machine is shared):
+
+* ``fleet-10k``: experiments/fleet-10k.toml, all 8 variants, 24 h, ``-j 2``
+  [<= 600 s wall, <= 8 GiB peak];
+* ``fleet-1k``: experiments/fleet-1k.toml, all 8 variants, 24 h, ``-j 2``
+  [<= 45 s, <= 2 GiB];
+* ``short-rotation``: experiments/short-rotation.toml (2,000 hosts, 500
+  connections per host, 64 peers, PSP rotation 2 min, reconnect re-keys, 1 h)
+  [<= 60 s, <= 4 GiB];
+* ``growth``: 1k, 2k, 5k, 10k hosts at 1,000 connections per host, PSP,
+  ``GROWTH_DURATION``: time and memory per connection-hour, and the exponent
+  of a log-log fit of time against hosts [<= 1.1];
+* ``one-host``: one host with ``ONE_HOST_CONNECTIONS`` connections (a
+  two-host fleet: every connection has an end on host 0), against the time
+  and memory its per-connection cost from the growth runs predicts
+  [measured <= 1.5 x predicted].
+
+A run is stopped after ``LIMIT`` times its wall target and reported as
+"stopped".  Peak memory is the child's ``ru_maxrss`` (its own process and
+its pool workers, the largest of them; ``/usr/bin/time -v`` reports the same
+figure).  The packet-tier row is ``bench_packet_tier.py``.  Set
+``PSPSIM_BENCH_SCALE=quick`` for 10-minute runs of each fleet (the numbers
+in docs/SCALING.md say which they are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = ROOT / "experiments"
+LIMIT = 3.0
+QUICK = os.environ.get("PSPSIM_BENCH_SCALE") == "quick"
+GROWTH_DURATION = 600.0
+ONE_HOST_CONNECTIONS = int(os.environ.get("PSPSIM_ONE_HOST_CONNECTIONS", 10_000_000))
+
+CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    from pspsim.scenario import scenario_from_dict
+    from pspsim.study.runner import run_scenario
+    from concurrent.futures import ProcessPoolExecutor
+    sc = scenario_from_dict(json.loads(sys.argv[1]))
+    jobs = int(sys.argv[2])
+    t = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            run_scenario(sc, executor=pool)
+    else:
+        run_scenario(sc)
+    wall = time.perf_counter() - t
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"wall": wall, "peak_gib": peak / 2**20}))
+""")
+
+
+def _scenario(path: Path, **changes) -> dict:
+    from pspsim.scenario import load_scenario
+
+    data = load_scenario(path).model_dump(mode="json")
+    for section, values in changes.items():
+        data[section].update(values)
+    return data
+
+
+def measure(data: dict, jobs: int = 1, timeout: float | None = None) -> dict[str, float]:
+    """Wall time and peak memory of ``run_scenario`` in a child process (``stopped`` if it ran out)."""
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    try:
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(data), str(jobs)], capture_output=True,
+                             text=True, check=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"wall": time.perf_counter() - start, "peak_gib": float("nan"), "stopped": 1.0, "load": load}
+    return json.loads(out.stdout.strip().splitlines()[-1]) | {"stopped": 0.0, "load": load}
+
+
+def fleet_row(name: str, path: Path, wall_target: float, memory_target: float) -> dict[str, float]:
+    changes = {"run": {"duration": 600.0}} if QUICK else {}
+    m = measure(_scenario(path, **changes), jobs=2, timeout=LIMIT * wall_target)
+    return {f"{name}_wall_s": m["wall"], f"{name}_peak_gib": m["peak_gib"], f"{name}_stopped": m["stopped"],
+            f"{name}_load": m["load"],
+            f"{name}_ok": float(not m["stopped"] and m["wall"] <= wall_target and m["peak_gib"] <= memory_target)}
+
+
+def growth() -> dict[str, float]:
+    """Time and memory per connection-hour over 1k..10k hosts at 1,000 connections per host."""
+    hosts, walls, peaks = [1000, 2000, 5000, 10000], [], []
+    for n in hosts:
+        data = _scenario(EXP / "fleet-1k.toml", run={"duration": GROWTH_DURATION, "variants": ["psp"]},
+                         fleet={"racks": n // 25, "hosts_per_rack": 25})
+        m = measure(data, timeout=1800)
+        walls.append(m["wall"])
+        peaks.append(m["peak_gib"])
+    conn_hours = np.array(hosts) * 1000 * GROWTH_DURATION / 3600
+    exponent = float(np.polyfit(np.log(hosts), np.log(walls), 1)[0])
+    out = {f"growth_{n}_wall_s": w for n, w in zip(hosts, walls)}
+    out |= {f"growth_{n}_peak_gib": p for n, p in zip(hosts, peaks)}
+    out |= {f"growth_{n}_us_per_conn_hour": 1e6 * w / ch for n, w, ch in zip(hosts, walls, conn_hours)}
+    out |= {"growth_time_exponent": exponent,
+            "growth_memory_exponent": float(np.polyfit(np.log(hosts), np.log(peaks), 1)[0]),
+            "growth_bytes_per_connection": float(np.polyfit(np.array(hosts) * 1000.0, np.array(peaks) * 2**30, 1)[0]),
+            "growth_s_per_connection": float(np.polyfit(np.array(hosts) * 1000.0, walls, 1)[0])}
+    return out
+
+
+def one_host(per_conn_bytes: float, per_conn_s: float) -> dict[str, float]:
+    """One host with ONE_HOST_CONNECTIONS live connections: measured against predicted."""
+    n = ONE_HOST_CONNECTIONS
+    data = _scenario(EXP / "fleet-1k.toml", run={"duration": GROWTH_DURATION, "variants": ["psp"]},
+                     fleet={"racks": 1, "hosts_per_rack": 2},
+                     workload={"connections_per_host": {"kind": "fixed", "mean": n // 2}, "peers_per_host": 1})
+    predicted_s, predicted_gib = per_conn_s * n, per_conn_bytes * n / 2**30
+    m = measure(data, timeout=max(600.0, LIMIT * predicted_s))
+    return {"one_host_connections": float(n), "one_host_wall_s": m["wall"], "one_host_peak_gib": m["peak_gib"],
+            "one_host_predicted_s": predicted_s, "one_host_predicted_gib": predicted_gib,
+            "one_host_ok": float(not m["stopped"] and m["wall"] <= 1.5 * predicted_s
+                                 and m["peak_gib"] <= 1.5 * predicted_gib)}
+
+
+def run() -> dict[str, float]:
+    out: dict[str, float] = {}
+    out |= fleet_row("fleet1k", EXP / "fleet-1k.toml", 45.0, 2.0)
+    out |= fleet_row("short_rotation", EXP / "short-rotation.toml", 60.0, 4.0)
+    out |= fleet_row("fleet10k", EXP / "fleet-10k.toml", 600.0, 8.0)
+    g = growth()
+    out |= g
+    out |= one_host(g["growth_bytes_per_connection"], g["growth_s_per_connection"])
+    ok = all(out[k] == 1.0 for k in ("fleet1k_ok", "short_rotation_ok", "fleet10k_ok", "one_host_ok"))
+    ok = ok and out["growth_time_exponent"] <= 1.1
+    # ratio: target wall over measured wall for fleet-1k (>= 1 meets it)
+    return {"ratio": 45.0 / out["fleet1k_wall_s"], "target": 1.0, "checks_ok": float(ok)} | out
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(f"{key}: {value:,.3f}")

@@ -1,0 +1,221 @@
+"""Per-host sums of per-flow quantities, kept up to date from each window's moves,
+and the data plane of a window computed from them when nothing saturates.
+
+What it models: nothing new.  It computes the same per-host results as
+:func:`pspsim.model.dataplane.window_dataplane` at a cost proportional to the
+flows a window touches, not to the fleet:
+
+* :class:`HostSums`: for per-flow features ``phi(flow's quantities)`` (bytes
+  per category, wire bits, engine load, cached keys...), the sum over the
+  flows each host sends (or receives).  A window's sums are the level's sums
+  plus ``phi(average) - phi(before)`` over the touched flows; then the level's
+  sums move by ``phi(after) - phi(before)``.  Sums of disjoint flow sets,
+  so they combine by addition: one partition (rack) of a fleet can keep its
+  own and a coordinator adds them (docs/SCALING.md).
+* :class:`IncrementalDataplane`: max-min fair sharing gives every flow its
+  demand exactly when no resource's demand exceeds its capacity (a resource
+  that fits never saturates, and a flow is only cut by a saturated resource:
+  Bertsekas and Gallager, section 6.5.2).  Per-host and per-rack loads are
+  linear in the flows' wire bits, and the engine loads are sums of per-flow
+  loads, so the check is on the sums.  If every resource is below
+  ``1 - MARGIN`` of its capacity the window's results follow from the sums;
+  otherwise the full progressive filling runs on the dense average, exactly
+  as before.  Context-cache misses (Che) are solved only for the NICs whose
+  keys may exceed their cache, from those NICs' flows, in the same order as
+  the dense computation (so with the same result).
+
+Differences from the dense computation: sums are formed in a different
+order (incrementally), so results agree to float rounding (relative 1e-12
+in practice), not bit for bit; the sums are rebuilt from the level every
+``RESYNC`` windows so rounding does not accumulate.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from pspsim.costs.params import Costs
+from pspsim.model.dataplane import (Network, PathVariants, engine_load, engine_util, host_results, miss_ratio,
+                                    wire_bytes, window_dataplane)
+from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, \
+    WAITING, Flows, WindowTraffic
+
+MARGIN = 1e-6  # a resource within this share of its capacity goes to the exact solver
+RESYNC = 256  # windows between rebuilds of the sums from the level
+
+
+def csr(groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items grouped by ``groups`` (ascending within a group): (order, bounds)."""
+    order = np.argsort(groups, kind="stable")
+    return order, np.searchsorted(groups[order], np.arange(n + 1))
+
+
+def members(index: tuple[np.ndarray, np.ndarray], groups: np.ndarray) -> np.ndarray:
+    """Every item of ``groups`` (their concatenated CSR ranges)."""
+    order, bounds = index
+    lo, hi = bounds[groups], bounds[groups + 1]
+    lengths = hi - lo
+    ends = np.cumsum(lengths)
+    return order[np.repeat(lo - ends + lengths, lengths) + np.arange(ends[-1] if ends.size else 0)]
+
+
+class HostSums:
+    """Per host, sums of per-flow features over the flows it sends (by ``sender``) or receives.
+
+    ``features(q)`` maps quantities ``q[category, quantity, flow]`` of flows ``ids`` to a
+    (k, flows) array; ``by_receiver[j]`` says whether feature ``j`` is summed at the receiver."""
+
+    def __init__(self, flows: Flows, hosts: int, features: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 by_receiver: np.ndarray) -> None:
+        self.flows, self.hosts, self.features = flows, hosts, features
+        self.by_receiver = np.asarray(by_receiver, dtype=bool)
+        self.k = len(self.by_receiver)
+        self.sums = np.zeros((self.k, hosts))
+        self.windows = 0
+
+    def _bin(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+        group = np.where(self.by_receiver[:, None], self.flows.receiver[ids], self.flows.sender[ids])
+        index = (np.arange(self.k)[:, None] * self.hosts + group).ravel()
+        return np.bincount(index, values.ravel(), self.k * self.hosts).reshape(self.k, self.hosts)
+
+    def window(self, traffic: WindowTraffic) -> np.ndarray:
+        """The window's sums (k, hosts); then the level's sums move on."""
+        self.windows += 1
+        if self.windows % RESYNC == 1:  # rebuild from the level (also the first window)
+            everything = np.arange(self.flows.count)
+            self.sums = self._bin(everything, self.features(traffic.level, everything))
+            ids = traffic.touched
+            after = self.features(traffic.after(ids), ids)
+            return self.sums + self._bin(ids, self.features(traffic.average, ids) - after)
+        ids = traffic.touched
+        if not len(ids):
+            return self.sums.copy()
+        before = self.features(traffic.before, ids)
+        out = self.sums + self._bin(ids, self.features(traffic.average, ids) - before)
+        self.sums += self._bin(ids, self.features(traffic.after(ids), ids) - before)
+        return out
+
+
+# Feature rows of the data plane: (name, summed at the receiver?)
+_LINEAR = [(c, k) for c in (OFFLOAD, SOFTWARE) for k in (BYTES, PACKETS, RECORDS)]
+
+
+class IncrementalDataplane:
+    """The data plane of each window from per-host sums; the dense solver when anything is near
+    capacity.  Same results as :func:`~pspsim.model.dataplane.window_dataplane` (see the module
+    docstring for the rounding)."""
+
+    def __init__(self, paths: PathVariants, c: Costs, flows: Flows, network: Network) -> None:
+        self.paths, self.c, self.flows, self.network = paths, c, flows, network
+        self.hosts = hosts = len(network.rack_of)
+        own = paths.own
+        self.cross = network.rack_of[flows.sender] != network.rack_of[flows.receiver]
+        self.cache, self.miss_cost = own.context_cache(c)
+        self.uses_cache = own.crypto_on_nic and self.cache is not None
+        self.by_sender = csr(flows.sender, hosts)
+        self.by_receiver = csr(flows.receiver, hosts)
+        names = [("lin", c_, k, side) for c_, k in _LINEAR for side in (False, True)]
+        names += [("offered", side) for side in (False, True)]
+        names += [("waiting", side) for side in (False, True)] + [("lost", side) for side in (False, True)]
+        names += [("wire", side) for side in (False, True)] + [("cross", side) for side in (False, True)]
+        if own.crypto_on_nic:
+            names += [("engine", False), ("engine", True)]
+        if self.uses_cache:
+            names += [("keys", side) for side, on in ((False, own.lookups_tx()), (True, own.lookups_rx())) if on]
+        self.row = {name: j for j, name in enumerate(names)}
+        self.sums = HostSums(flows, hosts, self._features, np.array([n[-1] for n in names]))
+        self.solver_windows = 0
+
+    def _features(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        own, sw, c = self.paths.own, self.paths.fallback, self.c
+        o, s = q[OFFLOAD], q[SOFTWARE]
+        demand = o[BYTES] + s[BYTES]
+        active = demand > 0
+        rows = []
+        for c_, k in _LINEAR:
+            x = np.where(active, q[c_, k], 0.0)
+            rows += [x, x]
+        offered = q[:, BYTES].sum(axis=0)
+        rows += [offered, offered, q[WAITING, BYTES], q[WAITING, BYTES], q[STALE, BYTES], q[STALE, BYTES]]
+        wire = np.where(active, 8 * (wire_bytes(own, o[BYTES], o[PACKETS], o[RECORDS])
+                                     + wire_bytes(sw, s[BYTES], s[PACKETS], s[RECORDS])), 0.0)
+        cross = np.where(self.cross[ids], wire, 0.0)
+        rows += [wire, wire, cross, cross]
+        if own.crypto_on_nic:  # engine loads with no cache misses
+            w_own = wire_bytes(own, o[BYTES], o[PACKETS], o[RECORDS])
+            for lookup in (own.lookups_tx(), own.lookups_rx()):
+                rows.append(np.where(active, engine_load(c, o[PACKETS], o[LOOKUPS] * lookup, w_own, 0.0,
+                                                         self.miss_cost), 0.0))
+        if self.uses_cache:
+            live = (o[CONNECTIONS] > 0) & (o[LOOKUPS] > 0)
+            keys = np.where(live, o[CONNECTIONS] if own.key_per_connection() else 1.0, 0.0)
+            rows += [keys for on in (own.lookups_tx(), own.lookups_rx()) if on]
+        return np.stack(rows)
+
+    def window(self, traffic: WindowTraffic) -> dict[str, np.ndarray]:
+        sums = self.sums.window(traffic)
+        row = lambda *name: sums[self.row[name]]  # noqa: E731
+        hosts, own, c, net = self.hosts, self.paths.own, self.c, self.network
+        limit = 1.0 - MARGIN
+        racks = int(net.rack_of.max()) + 1
+        fits = (row("wire", False).max(initial=0) <= limit * net.link_bps
+                and row("wire", True).max(initial=0) <= limit * net.link_bps
+                and np.bincount(net.rack_of, row("cross", False), racks).max() <= limit * net.spine_bps
+                and np.bincount(net.rack_of, row("cross", True), racks).max() <= limit * net.spine_bps)
+        miss = np.zeros(hosts)
+        engine = None
+        near: tuple[np.ndarray, np.ndarray] | None = None  # flows of the NICs whose keys may spill
+        if fits and self.uses_cache:
+            keys = sum(row("keys", side) for side in (False, True) if ("keys", side) in self.row)
+            maybe = np.flatnonzero(keys > self.cache * limit)
+            if len(maybe):
+                ids = self._flows_of(maybe)
+                near = ids, traffic.of(ids)
+                miss = self._miss(near, maybe)
+        if fits and own.crypto_on_nic:
+            engine = np.maximum(row("engine", False), row("engine", True))
+            missing = np.flatnonzero(miss > 0)
+            if len(missing):
+                engine[missing] = self._engine(near, missing, miss)[missing]
+            fits = engine.max(initial=0) <= limit
+        if not fits:
+            self.solver_windows += 1
+            return window_dataplane(self.paths, c, self.flows, traffic.full(), net)
+        linear = {(c_ == OFFLOAD, k): (row("lin", c_, k, False), row("lin", c_, k, True)) for c_, k in _LINEAR}
+        both = lambda name: row(name, False) + row(name, True)  # noqa: E731
+        return host_results(self.paths, c, hosts, linear, miss, engine, both("offered"), both("waiting"),
+                            both("lost"))
+
+    def _flows_of(self, nics: np.ndarray) -> np.ndarray:
+        """Every flow sent or received by ``nics``, sorted."""
+        seen = np.zeros(self.flows.count, bool)  # union without a hash table
+        seen[members(self.by_sender, nics)] = True
+        seen[members(self.by_receiver, nics)] = True
+        return np.flatnonzero(seen)
+
+    def _part(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, tx: bool, rx: bool):
+        """The flows of ``near`` sent (``tx``) or received (``rx``) by ``nics``, in flow order."""
+        ids, q = near
+        mine = np.zeros(self.hosts, bool)
+        mine[nics] = True
+        keep = (mine[self.flows.sender[ids]] & tx) | (mine[self.flows.receiver[ids]] & rx)
+        return ids[keep], q[:, :, keep]
+
+    def _miss(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray) -> np.ndarray:
+        """Che's miss ratio for ``nics`` from their own flows (others: 0, their keys fit)."""
+        own = self.paths.own
+        ids, q = self._part(near, nics, bool(own.lookups_tx()), bool(own.lookups_rx()))
+        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q[OFFLOAD], self.cache, self.hosts)
+        out = np.zeros(self.hosts)
+        out[nics] = miss[nics]
+        return out
+
+    def _engine(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, miss: np.ndarray) -> np.ndarray:
+        """Engine share of ``nics`` with their cache misses, from their flows (as the dense path)."""
+        ids, q = self._part(near, nics, True, True)
+        active = (q[OFFLOAD, BYTES] + q[SOFTWARE, BYTES]) > 0
+        ids = ids[active]
+        return engine_util(self.c, self.paths.own, q[OFFLOAD][:, active], 1.0, self.flows.sender[ids],
+                           self.flows.receiver[ids], miss, self.miss_cost, self.hosts)

@@ -1,0 +1,83 @@
+"""TCP framing for the packet tier: frames whose sequence numbers advance.
+
+Each flow incarnation (a connection, or its re-established successor after a
+PSP reconnect) has its own port pair and byte stream: the client's port is
+``40000 + (7 x connection + incarnation) mod 20000``, the server's 443; both
+sides start at ISN 0 (data from sequence 1, after the SYN).  Data segments
+carry ``seq`` = the bytes the side sent before, ``ack`` = the bytes the other
+side had sent by the start of the chunk (what a receiver could have
+acknowledged; the tier does not model ACK-only segments).  Checksums are 0
+(as with checksum offload).  For captures, the three-way handshake and the
+FIN exchange are written at an incarnation's start and end.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from pspsim.wire.frames import IPPROTO_TCP, ip_frame
+
+TCP_HEADER = struct.Struct("!HHIIBBHHH")
+SEQ_ACK = struct.Struct("!II")
+HEADER_BYTES = 14 + 20 + 20  # Ethernet, IPv4, TCP
+SEQ_AT = 14 + 20 + 4
+SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
+
+
+def host_address(host: int) -> str:
+    return str(ipaddress.IPv4Address(0x0A000000 + host + 1))
+
+
+def ports(conn: int, incarnation: int, direction: int) -> tuple[int, int]:
+    client = 40000 + (7 * conn + incarnation) % 20000
+    return (client, 443) if direction == 0 else (443, client)
+
+
+def segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes) -> bytes:
+    tcp = TCP_HEADER.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 0xFFFF, 0, 0)
+    return ip_frame(tcp + payload, IPPROTO_TCP, src=host_address(src), dst=host_address(dst))
+
+
+class Templates:
+    """Data frames (zero payload) per (flow, incarnation, length), a bounded cache,
+    each kept as the bytes before and after the sequence and acknowledgement numbers."""
+
+    def __init__(self, ends, limit: int = 50_000) -> None:
+        self.ends, self.limit = ends, limit
+        self.cache: dict[int, tuple[bytes, bytes]] = {}
+
+    def _make(self, key: int) -> tuple[bytes, bytes]:
+        if len(self.cache) >= self.limit:
+            self.cache.clear()
+        flow, incarnation, length = key >> 28, (key >> 16) & 0xFFF, key & 0xFFFF
+        conn, direction = flow >> 1, flow & 1
+        src, dst = self.ends(conn, direction)
+        template = segment(src, dst, *ports(conn, incarnation, direction), 0, 0, ACK | PSH, bytes(length))
+        parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
+        return parts
+
+    def frames(self, flow, incarnation, length, seq, ack) -> list[bytes]:
+        """One data frame per packet (arrays of flow, incarnation, payload length, seq, ack)."""
+        keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
+        get, make, pack = self.cache.get, self._make, SEQ_ACK.pack
+        parts = [get(k) or make(k) for k in keys]
+        return [h + pack(s, a) + t for (h, t), s, a in
+                zip(parts, (seq & 0xFFFFFFFF).tolist(), (ack & 0xFFFFFFFF).tolist())]
+
+
+def handshake(conn: int, incarnation: int, client: int, server: int, t: float, rtt: float) -> list[tuple[float, bytes]]:
+    """SYN, SYN-ACK, ACK (one round trip ``rtt`` apart), sequence numbers from ISN 0."""
+    c, s = ports(conn, incarnation, 0)
+    return [(t, segment(client, server, c, s, 0, 0, SYN, b"")),
+            (t + rtt / 2, segment(server, client, s, c, 0, 1, SYN | ACK, b"")),
+            (t + rtt, segment(client, server, c, s, 1, 1, ACK, b""))]
+
+
+def closing(conn: int, incarnation: int, client: int, server: int, t: float, rtt: float,
+            client_seq: int, server_seq: int) -> list[tuple[float, bytes]]:
+    """FIN-ACK from the client, FIN-ACK back, the last ACK."""
+    c, s = ports(conn, incarnation, 0)
+    return [(t, segment(client, server, c, s, client_seq, server_seq, FIN | ACK, b"")),
+            (t + rtt / 2, segment(server, client, s, c, server_seq, client_seq + 1, FIN | ACK, b"")),
+            (t + rtt, segment(client, server, c, s, client_seq + 1, server_seq + 1, ACK, b""))]
