@@ -55,9 +55,10 @@ from pspsim.wire.psp_packet import PspOpened, _psp_fast
 InFlight = Callable[[int, bytes], list[bytes]]
 
 PSP, ESP, RECORDS, PLAIN, FAIL, WAIT = range(6)
-KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL,
+KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records-sw": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL,
              "wait": WAIT}
 IP_TCP = 40
+KINDS = list(KIND_CODE)
 PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
 
 
@@ -157,6 +158,7 @@ class PacketTier:
         self.ep_time = np.array(times, dtype=np.float64)
         self.ep_code = np.array([KIND_CODE[e.kind] for e in self.epochs], dtype=np.int64)
         self.ep_inc = np.array([e.incarnation for e in self.epochs], dtype=np.int64)
+        self.ep_kind = np.array([KINDS.index(e.kind) for e in self.epochs], dtype=np.int64)
         self.sealers: dict[int, Callable[[bytes], bytes]] = {}
 
     def _lookup(self, flow: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -288,11 +290,11 @@ class PacketTier:
         self.stats["payload_sent"] += int(sizes.sum())
         self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(wire)
         self.stats["wire_bytes"] += int(wire_len.sum())
-        for kind in set(pcode.tolist()):
-            kind_name = self.epochs[int(ep[pcode == kind][0])].kind
-            c = self.by_kind.setdefault(kind_name, Counter())
-            c["packets"] += int((pcode == kind).sum())
-            c["payload"] += int(length[pcode == kind].sum())
+        kinds = self.ep_kind[ep]
+        for kind in np.unique(kinds).tolist():
+            c = self.by_kind.setdefault(KINDS[kind], Counter())
+            c["packets"] += int((kinds == kind).sum())
+            c["payload"] += int(length[kinds == kind].sum())
         if self.nics is not None and (pcode == PSP).any():
             psp = pcode == PSP
             for nic, n, b in zip(*np.unique(src[psp], return_counts=True),
