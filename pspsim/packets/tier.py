@@ -29,8 +29,8 @@ between the two slices for packets still queued at a slice's end.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -43,7 +43,8 @@ from pspsim.packets.control import ControlPlane
 from pspsim.packets.fabric import Fabric
 from pspsim.packets.ipsec_sadb import Sadb
 from pspsim.packets.psp_nic import PspNics
-from pspsim.packets.tcp import HEADER_BYTES, Templates, host_address  # noqa: F401  (host_address: public)
+from pspsim.packets.sample import expected_packet_rate, sample_connections
+from pspsim.packets.tcp import HEADER_BYTES, Templates
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
@@ -55,8 +56,8 @@ from pspsim.wire.psp_packet import PspOpened, _psp_fast
 InFlight = Callable[[int, bytes], list[bytes]]
 
 PSP, ESP, RECORDS, PLAIN, FAIL, WAIT = range(6)
-KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records-sw": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL,
-             "wait": WAIT}
+KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records-sw": RECORDS, "tls": RECORDS,
+             "plain": PLAIN, "fail": FAIL, "wait": WAIT}
 IP_TCP = 40
 KINDS = list(KIND_CODE)
 PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
@@ -85,22 +86,6 @@ class PacketTierResult:
     key_cache_hit_ratio: float
     nic_counters: list[Counter] = field(default_factory=list)  # PSP get-stats names, per NIC
     arrivals: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
-
-
-def sample_connections(scenario: Scenario, workload: Workload, span: float) -> np.ndarray:
-    hosts = scenario.packets.hosts
-    touches = (workload.start < span) & (workload.end > 0)
-    if hosts is not None:
-        touches &= np.isin(workload.client, hosts) | np.isin(workload.server, hosts)
-    return np.flatnonzero(touches)[: scenario.packets.max_connections]
-
-
-def expected_packet_rate(scenario: Scenario, workload: Workload, sample: np.ndarray, mss: float) -> float:
-    """Packets per second the sample sends while all of it lives (both directions)."""
-    w = workload
-    size = w.msg_bytes[sample].astype(np.float64)
-    per = np.ceil(size / mss) + 0.5 + (w.response_ratio > 0) * (np.ceil(size * w.response_ratio / mss) + 0.5)
-    return float((w.msgs_per_s[sample] * per).sum())
 
 
 class PacketTier:
@@ -164,7 +149,8 @@ class PacketTier:
     def _lookup(self, flow: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The epoch in force for each (flow, time): the last one starting at or before."""
         n = len(self.ep_flow)
-        order = np.lexsort((np.r_[np.zeros(n), np.ones(len(flow))], np.r_[self.ep_time, t], np.r_[self.ep_flow, flow]))
+        is_message = np.r_[np.zeros(n), np.ones(len(flow))]
+        order = np.lexsort((is_message, np.r_[self.ep_time, t], np.r_[self.ep_flow, flow]))
         filled = np.maximum.accumulate(np.where(order < n, order, -1))
         out = np.empty(len(flow), dtype=np.int64)
         is_msg = order >= n
@@ -463,27 +449,3 @@ def result_row(r: PacketTierResult) -> dict[str, object]:
         row[name] = int(r.counts[name])
     return row
 
-
-def estimate_capture(scenario: Scenario, workload: Workload, host: int, variant: str,
-                     costs: Costs) -> tuple[int, int]:
-    """(packets, pcap bytes) a capture of ``host`` will hold: the expected packets of
-    the sampled connections touching it over their lives inside the span, each with
-    its wire bytes and a 16-byte pcap record header."""
-    span = scenario.packets.duration
-    if scenario.packets.hosts is None:
-        scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
-    v = make_variant(variant, costs, scenario.keys)
-    sample = sample_connections(scenario, workload, span)
-    w = workload
-    mine = sample[(w.client[sample] == host) | (w.server[sample] == host)]
-    alive = np.clip(np.minimum(w.end[mine], span) - np.maximum(w.start[mine], 0), 0, None)
-    total_packets, total_bytes = 0.0, 0.0
-    for ratio in (1.0, w.response_ratio):
-        if ratio <= 0:
-            continue
-        size = np.maximum(1, w.msg_bytes[mine].astype(np.float64) * ratio)
-        packets = np.ceil(size / v.mss)
-        messages = w.msgs_per_s[mine] * alive
-        total_packets += float((messages * packets).sum())
-        total_bytes += float((messages * (size + packets * (HEADER_BYTES + v.per_packet_overhead + 16))).sum())
-    return int(total_packets), int(total_bytes)

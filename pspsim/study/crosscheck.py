@@ -26,7 +26,7 @@ whether the difference is within it.  Tolerances come from sampling noise:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
