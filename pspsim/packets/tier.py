@@ -109,7 +109,12 @@ class PacketTier:
         self.sadb = Sadb(hosts, key_rng) if self.v.sa_based else None
         self.tls = TlsEndpoints(self.v.name == "ktls-offload", self.schedule.tls_rekeys, key_rng)
         self.fabric = Fabric(scenario.fleet, scenario.packets.link_buffer_bytes)
-        self.templates = Templates(self._ends)
+        pair = self.w.client[self.sample].astype(np.int64) * scenario.fleet.hosts + self.w.server[self.sample]
+        order = np.argsort(pair, kind="stable")
+        first = np.r_[True, pair[order][1:] != pair[order][:-1]]
+        rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        self.rank = dict(zip(self.sample[order].tolist(), rank.tolist()))  # number within its host pair
+        self.templates = Templates(self._ends, self.rank.__getitem__)
         self._index_epochs()
         self.seq: dict[int, int] = {}
         self.flow_busy = np.zeros(2 * len(workload))
