@@ -19,8 +19,8 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pspsim.costs import load_parameter_set
-from pspsim.packets.tier import PacketTier
 from pspsim.model.workload import generate_workload
+from pspsim.packets.tier import PacketTier
 from pspsim.scenario import scenario_from_dict
 
 TARGET = 0.4
@@ -41,7 +41,8 @@ def run() -> dict[str, float]:
     start = time.process_time()
     result = tier.run()
     ours = result.packets_sent / (time.process_time() - start)
-    protected = (result.inner_bytes_sent - 34 * result.packets_sent) // max(result.packets_sent, 1)  # TCP header + payload
+    # the bytes PSP protects per packet: TCP header + payload
+    protected = (result.inner_bytes_sent - 34 * result.packets_sent) // max(result.packets_sent, 1)
     aead, nonce, aad = AESGCM(os.urandom(16)), bytes(12), bytes(20)
     payload = bytes(int(protected))
     start = time.process_time()

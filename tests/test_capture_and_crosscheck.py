@@ -197,7 +197,7 @@ def churn():
 def test_crosscheck_reports_every_count_with_a_tolerance(churn):
     report = churn
     assert {"variant", "metric", "packet_tier", "model", "tolerance", "within"} <= set(report.columns)
-    for variant, rows in report.groupby("variant"):
+    for _, rows in report.groupby("variant"):
         assert set(COUNTS) | {"throughput_gbps", "cpu_cores", "nic_entries_per_host", "overhead_gbps",
                               "drop_fraction"} == set(rows["metric"])
     assert (report["tolerance"] > 0).all() or (report.loc[report["tolerance"] == 0, "packet_tier"] == 0).all()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pspsim.cli.outputs import Outputs
 from pspsim.cli.run_command import add_force, check_budget, scenario_inputs
-from pspsim.study.crosscheck import crosscheck
 from pspsim.scenario import load_scenario
+from pspsim.study.crosscheck import crosscheck
 
 HELP = """\
 Run the scenario's workload through both tiers for [packets] duration (the

@@ -21,7 +21,7 @@ from pspsim.study.executors import open_executor
 from pspsim.wire.errors import ConfigError
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 
-HELP = """\
+HELP = f"""\
 Simulate the fleet, workload and key management that SCENARIO.toml
 describes, once per protocol variant (and replication), and write
 timeseries.parquet, summary.parquet, manifest.json and comparison.png to
@@ -32,8 +32,8 @@ as they were), any other folder is refused.  The scenario is validated
 first: an unknown key, a wrong type or an impossible value is reported as
 one line naming the field, with exit status 2 and nothing written.  A run
 estimated to need more memory than this machine has, or more than
-{hours:g} hours, is refused in one line naming the setting to change;
---force runs it anyway.""".format(hours=budget.MAX_HOURS)
+{budget.MAX_HOURS:g} hours, is refused in one line naming the setting to change;
+--force runs it anyway."""
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -110,7 +110,7 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
     """The variants to capture; refuses (one line, exit 2) a capture that would not fit."""
     from pspsim.model.streams import RandomStreams, replication_sequence
     from pspsim.model.workload import generate_workload
-    from pspsim.packets.tier import estimate_capture
+    from pspsim.packets.sample import estimate_capture
     from pspsim.study.runner import resolve_parameters
 
     if not 0 <= args.pcap < scenario.fleet.hosts:
@@ -122,7 +122,8 @@ def check_capture(scenario, args: argparse.Namespace, out: Path) -> list[str]:
         raise UserError(f"--pcap-variants: {', '.join(unknown) or 'nothing'} is not among the scenario's "
                           f"variants ({', '.join(scenario.run.variants)})")
     costs = resolve_parameters(scenario).costs()
-    workload = generate_workload(scenario, RandomStreams.from_sequence(replication_sequence(scenario.run.seed, 0)).workload)
+    streams = RandomStreams.from_sequence(replication_sequence(scenario.run.seed, 0))
+    workload = generate_workload(scenario, streams.workload)
     packets = size = 0
     for name in names:
         p, b = estimate_capture(scenario, workload, args.pcap, name, costs)

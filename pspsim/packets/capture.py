@@ -52,7 +52,7 @@ class Capture:
             seen = set()
             for epoch in tier.schedule.epochs.get(2 * conn, []):
                 if epoch.incarnation not in seen and epoch.start > 0:
-                    out += handshake(conn, epoch.incarnation, client, server, epoch.start, rtt)
+                    out += handshake(tier.rank[conn], epoch.incarnation, client, server, epoch.start, rtt)
                 seen.add(epoch.incarnation)
             if w.end[conn] < span and seen:
                 out.append((float(w.end[conn]), (conn, max(seen), client, server, rtt)))  # built when written
@@ -80,8 +80,8 @@ class Capture:
             if isinstance(frame, tuple):  # a FIN exchange: sequence numbers as the connection left them
                 conn, inc, client, server, rtt = frame
                 seq = self.tier.seq
-                for when, f in closing(conn, inc, client, server, t, rtt, seq.get((2 * conn) * 4096 + inc, 1),
-                                       seq.get((2 * conn + 1) * 4096 + inc, 1)):
+                sent = seq.get((2 * conn) * 4096 + inc, 1), seq.get((2 * conn + 1) * 4096 + inc, 1)
+                for when, f in closing(self.tier.rank[conn], inc, client, server, t, rtt, *sent):
                     self.writer.write(_record(when, f))
                     self.bytes += 16 + len(f)
                 continue

@@ -353,15 +353,21 @@ class ControlPlane:
         """New TX and RX contexts on each end (set-up or reconnect); the old ones go."""
         old = self.ktls.pop(conn, [])
         self._ktls_release(t, old, commands)
-        for e in self.ends(conn):
-            if not (self.has_room(e, 1, "ktls-tx") and self.has_room(e, 1, "ktls-rx")):
-                self.count(t, "offload_fallbacks")  # that socket: software kTLS
-                continue
+        ends = self.ends(conn)
+        software = not all(self.has_room(e, 1, "ktls-tx") and self.has_room(e, 1, "ktls-rx") for e in ends)
+        if software:  # a full table at either end: the connection runs software kTLS, counted once
+            self.count(t, "offload_fallbacks")
+        for e in () if software else ends:
             self.ktls[conn].append(e)
             for table in ("ktls-tx", "ktls-rx"):
                 self.occupy(t, e, 1, table)
                 if commands:
                     self.queues.issue(e, "ktls_context_create", t)
+        kind = "records-sw" if software else "records"  # priced as software kTLS (either end on software)
+        for d in (0, 1):
+            flow = self.s.epochs[2 * conn + d]
+            if flow and flow[-1].kind != kind:
+                flow.append(Epoch(t, kind))
 
     def _ktls_release(self, t: float, nics: list[int], commands: bool = True) -> None:
         for e in nics:

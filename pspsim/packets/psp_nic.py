@@ -84,7 +84,8 @@ class PspNics:
 
     def count_rx(self, nics: np.ndarray, frame_bytes: np.ndarray) -> None:
         """Add verified packets to ``rx-packets`` / ``rx-bytes`` in bulk."""
-        for nic, n, b in zip(*np.unique(nics, return_counts=True), np.bincount(nics, weights=frame_bytes)[np.unique(nics)]):
+        used, counts = np.unique(nics, return_counts=True)
+        for nic, n, b in zip(used, counts, np.bincount(nics, weights=frame_bytes)[used]):
             c = self.counters[int(nic)]
             c["rx-packets"] += int(n)
             c["rx-bytes"] += int(b) - UNCOUNTED * int(n)

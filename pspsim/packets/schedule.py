@@ -39,7 +39,8 @@ class SaEvent:
 class Epoch:
     """How a flow's packets are protected from ``start`` on.  kind: "psp" (data:
     receiving NIC, association time, SPI id), "tls" (software TLS records),
-    "esp" / "esp-sw" (data: SA id, generation, sender, SPI), "records" (a TLS variant),
+    "esp" / "esp-sw" (data: SA id, generation, sender, SPI), "records" (a TLS variant;
+    "records-sw": kTLS offload sockets on software after a full context table),
     "plain", "fail" (not sent: an offload failure), "wait" (held until the upgrade)."""
 
     start: float

@@ -2,7 +2,9 @@
 
 Each flow incarnation (a connection, or its re-established successor after a
 PSP reconnect) has its own port pair and byte stream: the client's port is
-``40000 + (7 x connection + incarnation) mod 20000``, the server's 443; both
+``32768 + (64 x rank + incarnation mod 64) mod 28232`` (rank: the connection's
+number among those of its host pair, so no two live flows of a host pair share
+a 4-tuple while a pair has fewer than 441 connections), the server's 443; both
 sides start at ISN 0 (data from sequence 1, after the SYN).  Data segments
 carry ``seq`` = the bytes the side sent before, ``ack`` = the bytes the other
 side had sent by the start of the chunk (what a receiver could have
@@ -29,8 +31,8 @@ def host_address(host: int) -> str:
     return str(ipaddress.IPv4Address(0x0A000000 + host + 1))
 
 
-def ports(conn: int, incarnation: int, direction: int) -> tuple[int, int]:
-    client = 40000 + (7 * conn + incarnation) % 20000
+def ports(rank: int, incarnation: int, direction: int) -> tuple[int, int]:
+    client = 32768 + (64 * rank + incarnation % 64) % 28232
     return (client, 443) if direction == 0 else (443, client)
 
 
@@ -43,8 +45,8 @@ class Templates:
     """Data frames (zero payload) per (flow, incarnation, length), a bounded cache,
     each kept as the bytes before and after the sequence and acknowledgement numbers."""
 
-    def __init__(self, ends, limit: int = 50_000) -> None:
-        self.ends, self.limit = ends, limit
+    def __init__(self, ends, rank, limit: int = 50_000) -> None:
+        self.ends, self.rank, self.limit = ends, rank, limit
         self.cache: dict[int, tuple[bytes, bytes]] = {}
 
     def _make(self, key: int) -> tuple[bytes, bytes]:
@@ -53,7 +55,8 @@ class Templates:
         flow, incarnation, length = key >> 28, (key >> 16) & 0xFFF, key & 0xFFFF
         conn, direction = flow >> 1, flow & 1
         src, dst = self.ends(conn, direction)
-        template = segment(src, dst, *ports(conn, incarnation, direction), 0, 0, ACK | PSH, bytes(length))
+        template = segment(src, dst, *ports(self.rank(conn), incarnation, direction), 0, 0, ACK | PSH,
+                           bytes(length))
         parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
         return parts
 
@@ -66,18 +69,19 @@ class Templates:
                 zip(parts, (seq & 0xFFFFFFFF).tolist(), (ack & 0xFFFFFFFF).tolist())]
 
 
-def handshake(conn: int, incarnation: int, client: int, server: int, t: float, rtt: float) -> list[tuple[float, bytes]]:
+def handshake(rank: int, incarnation: int, client: int, server: int, t: float,
+              rtt: float) -> list[tuple[float, bytes]]:
     """SYN, SYN-ACK, ACK (one round trip ``rtt`` apart), sequence numbers from ISN 0."""
-    c, s = ports(conn, incarnation, 0)
+    c, s = ports(rank, incarnation, 0)
     return [(t, segment(client, server, c, s, 0, 0, SYN, b"")),
             (t + rtt / 2, segment(server, client, s, c, 0, 1, SYN | ACK, b"")),
             (t + rtt, segment(client, server, c, s, 1, 1, ACK, b""))]
 
 
-def closing(conn: int, incarnation: int, client: int, server: int, t: float, rtt: float,
+def closing(rank: int, incarnation: int, client: int, server: int, t: float, rtt: float,
             client_seq: int, server_seq: int) -> list[tuple[float, bytes]]:
     """FIN-ACK from the client, FIN-ACK back, the last ACK."""
-    c, s = ports(conn, incarnation, 0)
+    c, s = ports(rank, incarnation, 0)
     return [(t, segment(client, server, c, s, client_seq, server_seq, FIN | ACK, b"")),
             (t + rtt / 2, segment(server, client, s, c, server_seq, client_seq + 1, FIN | ACK, b"")),
             (t + rtt, segment(client, server, c, s, client_seq + 1, server_seq + 1, ACK, b""))]

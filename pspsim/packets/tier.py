@@ -29,8 +29,8 @@ between the two slices for packets still queued at a slice's end.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -43,7 +43,8 @@ from pspsim.packets.control import ControlPlane
 from pspsim.packets.fabric import Fabric
 from pspsim.packets.ipsec_sadb import Sadb
 from pspsim.packets.psp_nic import PspNics
-from pspsim.packets.tcp import HEADER_BYTES, Templates, host_address  # noqa: F401  (host_address: public)
+from pspsim.packets.sample import expected_packet_rate, sample_connections
+from pspsim.packets.tcp import HEADER_BYTES, Templates
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
@@ -55,9 +56,10 @@ from pspsim.wire.psp_packet import PspOpened, _psp_fast
 InFlight = Callable[[int, bytes], list[bytes]]
 
 PSP, ESP, RECORDS, PLAIN, FAIL, WAIT = range(6)
-KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "tls": RECORDS, "plain": PLAIN, "fail": FAIL,
-             "wait": WAIT}
+KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records-sw": RECORDS, "tls": RECORDS,
+             "plain": PLAIN, "fail": FAIL, "wait": WAIT}
 IP_TCP = 40
+KINDS = list(KIND_CODE)
 PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
 
 
@@ -86,22 +88,6 @@ class PacketTierResult:
     arrivals: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
 
-def sample_connections(scenario: Scenario, workload: Workload, span: float) -> np.ndarray:
-    hosts = scenario.packets.hosts
-    touches = (workload.start < span) & (workload.end > 0)
-    if hosts is not None:
-        touches &= np.isin(workload.client, hosts) | np.isin(workload.server, hosts)
-    return np.flatnonzero(touches)[: scenario.packets.max_connections]
-
-
-def expected_packet_rate(scenario: Scenario, workload: Workload, sample: np.ndarray, mss: float) -> float:
-    """Packets per second the sample sends while all of it lives (both directions)."""
-    w = workload
-    size = w.msg_bytes[sample].astype(np.float64)
-    per = np.ceil(size / mss) + 0.5 + (w.response_ratio > 0) * (np.ceil(size * w.response_ratio / mss) + 0.5)
-    return float((w.msgs_per_s[sample] * per).sum())
-
-
 class PacketTier:
     def __init__(self, scenario: Scenario, variant: str, costs: Costs, workload: Workload,
                  rng: np.random.Generator, capture_host: int | None = None, capture_dir: str | None = None,
@@ -123,7 +109,12 @@ class PacketTier:
         self.sadb = Sadb(hosts, key_rng) if self.v.sa_based else None
         self.tls = TlsEndpoints(self.v.name == "ktls-offload", self.schedule.tls_rekeys, key_rng)
         self.fabric = Fabric(scenario.fleet, scenario.packets.link_buffer_bytes)
-        self.templates = Templates(self._ends)
+        pair = self.w.client[self.sample].astype(np.int64) * scenario.fleet.hosts + self.w.server[self.sample]
+        order = np.argsort(pair, kind="stable")
+        first = np.r_[True, pair[order][1:] != pair[order][:-1]]
+        rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        self.rank = dict(zip(self.sample[order].tolist(), rank.tolist()))  # number within its host pair
+        self.templates = Templates(self._ends, self.rank.__getitem__)
         self._index_epochs()
         self.seq: dict[int, int] = {}
         self.flow_busy = np.zeros(2 * len(workload))
@@ -157,12 +148,14 @@ class PacketTier:
         self.ep_time = np.array(times, dtype=np.float64)
         self.ep_code = np.array([KIND_CODE[e.kind] for e in self.epochs], dtype=np.int64)
         self.ep_inc = np.array([e.incarnation for e in self.epochs], dtype=np.int64)
+        self.ep_kind = np.array([KINDS.index(e.kind) for e in self.epochs], dtype=np.int64)
         self.sealers: dict[int, Callable[[bytes], bytes]] = {}
 
     def _lookup(self, flow: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The epoch in force for each (flow, time): the last one starting at or before."""
         n = len(self.ep_flow)
-        order = np.lexsort((np.r_[np.zeros(n), np.ones(len(flow))], np.r_[self.ep_time, t], np.r_[self.ep_flow, flow]))
+        is_message = np.r_[np.zeros(n), np.ones(len(flow))]
+        order = np.lexsort((is_message, np.r_[self.ep_time, t], np.r_[self.ep_flow, flow]))
         filled = np.maximum.accumulate(np.where(order < n, order, -1))
         out = np.empty(len(flow), dtype=np.int64)
         is_msg = order >= n
@@ -288,11 +281,11 @@ class PacketTier:
         self.stats["payload_sent"] += int(sizes.sum())
         self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(wire)
         self.stats["wire_bytes"] += int(wire_len.sum())
-        for kind in set(pcode.tolist()):
-            kind_name = self.epochs[int(ep[pcode == kind][0])].kind
-            c = self.by_kind.setdefault(kind_name, Counter())
-            c["packets"] += int((pcode == kind).sum())
-            c["payload"] += int(length[pcode == kind].sum())
+        kinds = self.ep_kind[ep]
+        for kind in np.unique(kinds).tolist():
+            c = self.by_kind.setdefault(KINDS[kind], Counter())
+            c["packets"] += int((kinds == kind).sum())
+            c["payload"] += int(length[kinds == kind].sum())
         if self.nics is not None and (pcode == PSP).any():
             psp = pcode == PSP
             for nic, n, b in zip(*np.unique(src[psp], return_counts=True),
@@ -461,27 +454,3 @@ def result_row(r: PacketTierResult) -> dict[str, object]:
         row[name] = int(r.counts[name])
     return row
 
-
-def estimate_capture(scenario: Scenario, workload: Workload, host: int, variant: str,
-                     costs: Costs) -> tuple[int, int]:
-    """(packets, pcap bytes) a capture of ``host`` will hold: the expected packets of
-    the sampled connections touching it over their lives inside the span, each with
-    its wire bytes and a 16-byte pcap record header."""
-    span = scenario.packets.duration
-    if scenario.packets.hosts is None:
-        scenario = scenario.model_copy(update={"packets": scenario.packets.model_copy(update={"hosts": [host]})})
-    v = make_variant(variant, costs, scenario.keys)
-    sample = sample_connections(scenario, workload, span)
-    w = workload
-    mine = sample[(w.client[sample] == host) | (w.server[sample] == host)]
-    alive = np.clip(np.minimum(w.end[mine], span) - np.maximum(w.start[mine], 0), 0, None)
-    total_packets, total_bytes = 0.0, 0.0
-    for ratio in (1.0, w.response_ratio):
-        if ratio <= 0:
-            continue
-        size = np.maximum(1, w.msg_bytes[mine].astype(np.float64) * ratio)
-        packets = np.ceil(size / v.mss)
-        messages = w.msgs_per_s[mine] * alive
-        total_packets += float((messages * packets).sum())
-        total_bytes += float((messages * (size + packets * (HEADER_BYTES + v.per_packet_overhead + 16))).sum())
-    return int(total_packets), int(total_bytes)

@@ -26,7 +26,7 @@ whether the difference is within it.  Tolerances come from sampling noise:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,7 @@ COUNTS = {
 RATES = {"throughput_gbps": "achieved_gbps_mean", "cpu_cores": "cores_mean",  # throughput: less bytes_lost
          "nic_entries_per_host": "nic_entries_per_host_mean"}
 REKEY_KINDS = ("psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects")
-SOFTWARE = {"tls": "tls-user", "esp-sw": "ipsec-sw"}
+SOFTWARE = {"tls": "tls-user", "esp-sw": "ipsec-sw", "records-sw": "ktls-sw"}
 
 
 def packet_cores(r: PacketTierResult, variant_name: str, costs, keys) -> float:
@@ -67,11 +67,10 @@ def packet_cores(r: PacketTierResult, variant_name: str, costs, keys) -> float:
     variant = make_variant(variant_name, costs, keys)
     ends = 2 * r.outcomes["delivered"] / max(r.packets_sent, 1)  # both ends of what arrived
     cycles = ends * r.packets_sent * costs.host_stack_cycles_per_packet
-    records_left = r.records
+    record_packets = sum(c["packets"] for k, c in r.by_kind.items() if k in ("records", "records-sw", "tls"))
     for kind, c in r.by_kind.items():
         priced = make_variant(SOFTWARE[kind], costs, keys) if kind in SOFTWARE else variant
-        records = records_left if priced.uses_records else 0
-        records_left -= records
+        records = r.records * c["packets"] / record_packets if kind in ("records", "records-sw", "tls") else 0
         cycles += float(np.asarray(priced.crypto_cycles(np.float64(ends * c["packets"]),
                                                         np.float64(ends * c["payload"]), np.float64(ends * records))))
     rekeys = sum(r.counts[k] for k in REKEY_KINDS if k != "key_reconnects")
