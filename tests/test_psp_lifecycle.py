@@ -200,3 +200,10 @@ def test_nic_tables_hold_exactly_the_live_connections_under_churn(variant):
     # commands take microseconds: only connections opened in the last instant are not yet installed
     assert (ts["nic_entries_total"] <= per_connection * ts["connections"]).all()
     assert (ts["nic_entries_total"] >= per_connection * ts["connections"] - per_connection * 2).all()
+
+
+def test_hosts_over_capacity_flags_a_table_only_when_it_overflows():
+    """kTLS entries count TX and RX contexts: a host is over capacity only past both tables."""
+    sc = scenario(run={"duration": "10min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 60}})
+    roomy = summarize(sc, "ktls-offload", {"nic.ktls_tx_context_capacity": 200, "nic.ktls_rx_context_capacity": 200})
+    assert roomy["offload_fallbacks"] == 0 and roomy["hosts_over_nic_capacity_peak"] == 0

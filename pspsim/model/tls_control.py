@@ -81,29 +81,35 @@ class TlsControl:
         gone = np.concatenate([departures[self.on_nic[departures]], gone_new])
         moved = self.on_nic[rk]  # reconnects of offloaded sockets: new contexts, old ones destroyed
         rk, rk_t = rk[moved], self.rk_time[lo:hi][moved]
-        create = np.concatenate([np.repeat(ends(opened), 2), np.repeat(ends(rk), 2)])
-        create_t = np.concatenate([np.repeat(np.tile(w.start[opened], 2), 2), np.repeat(np.tile(rk_t, 2), 2)])
+        old = departures[self.on_nic[departures]]
+        self.contexts -= np.bincount(np.repeat(ends(old), 2), minlength=len(self.contexts))
+        self.on_nic[old] = False
+        # Which new sockets get device contexts (in start order; the socket stays on software kTLS
+        # otherwise, and the driver issues no create for it).
+        candidates = np.concatenate([running, opened])
+        when = np.concatenate([np.zeros(len(running)), w.start[opened]])
+        free = np.maximum(self.capacity - self.contexts / 2, 0)  # contexts are TX + RX: per direction
+        fits = fits_on_both(w.client[candidates].astype(np.int64), w.server[candidates].astype(np.int64), when, free)
+        new = opened[fits[len(running):]]
+        create = np.concatenate([np.repeat(ends(new), 2), np.repeat(ends(rk), 2)])
+        create_t = np.concatenate([np.repeat(np.tile(w.start[new], 2), 2), np.repeat(np.tile(rk_t, 2), 2)])
         destroy = np.concatenate([np.repeat(ends(gone), 2), np.repeat(ends(rk), 2)])
         destroy_t = np.concatenate([np.repeat(np.tile(w.end[gone], 2), 2), np.repeat(np.tile(rk_t, 2), 2)])
         done = self.queues.serve(np.concatenate([create_t, destroy_t]), np.concatenate([create, destroy]),
                                  np.concatenate([np.full(len(create), COMMAND["ktls_context_create"]),
                                                  np.full(len(destroy), COMMAND["ktls_context_destroy"])]))
-        old = departures[self.on_nic[departures]]
-        self.contexts -= np.bincount(np.repeat(ends(old), 2), minlength=len(self.contexts))
-        self.on_nic[old] = False
-        # installs of new connections: the last of their four contexts completes
-        n = len(opened)
-        ready = done[: 4 * n].reshape(2, n, 2).max(axis=(0, 2)) if n else np.empty(0)
-        self._install(np.concatenate([running, opened]), np.concatenate([np.zeros(len(running)), ready]), out,
-                      initial=len(running))
+        # installs of new sockets: the last of their four contexts completes
+        n = len(new)
+        ready = np.zeros(len(candidates))
+        ready[len(running):][fits[len(running):]] = done[: 4 * n].reshape(2, n, 2).max(axis=(0, 2)) if n else []
+        self._install(candidates, ready, fits, out, initial=len(running))
         kept = gone_new[self.on_nic[gone_new]]  # installed and already ended: their contexts go too
         self.contexts -= np.bincount(np.repeat(ends(kept), 2), minlength=len(self.contexts))
         self.on_nic[kept] = False
 
-    def _install(self, conns: np.ndarray, ready: np.ndarray, out: ControlWindow, initial: int) -> None:
+    def _install(self, conns: np.ndarray, ready: np.ndarray, fits: np.ndarray, out: ControlWindow,
+                 initial: int) -> None:
         w = self.w
-        free = np.maximum(self.capacity - self.contexts / 2, 0)  # contexts are TX + RX: per direction
-        fits = fits_on_both(w.client[conns].astype(np.int64), w.server[conns].astype(np.int64), ready, free)
         ok = conns[fits]
         self.on_nic[ok] = True
         self.contexts += 2 * np.bincount(w.client[ok], minlength=len(self.contexts))

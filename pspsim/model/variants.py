@@ -305,7 +305,8 @@ class KtlsOffload(TlsUser):
 
     @property
     def nic_capacity(self) -> float:  # type: ignore[override]
-        return self.costs.nic_ktls_tx_context_capacity
+        """TX and RX contexts together (NIC entries count both)."""
+        return self.costs.nic_ktls_tx_context_capacity + self.costs.nic_ktls_rx_context_capacity
 
     fallback = "ktls-sw"  # Linux keeps the socket on software kTLS when device offload fails
 
