@@ -251,7 +251,7 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
         out.append(f"Answer: **{fmt(rate['tx_key_create_rate_per_s'])} TX key creates per second per NIC** (service "
                    f"time {fmt(1e6 / rate['tx_key_create_rate_per_s'])} us), i.e. every command's service time "
                    f"may be {fmt(rate['factor'])}x today's parameter and no more (fails at "
-                   f"{fmt(rate['fails_at_factor'])}x). {rate['note']}.")
+                   f"{fmt(rate['fails_at_factor'])}x).")
     else:
         out.append(f"Answer: none found. {rate['note']}.")
     out += ["", f"Target: set-up delay p99 <= {fmt(rate['target_p99_us'])} us during a `{rate['schedule']}` rotation "
