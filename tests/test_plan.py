@@ -139,3 +139,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path, capsys, ar
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pspsim: error:") and message in err
     assert not out.exists()
+
+
+def test_dask_local_cluster_gives_the_same_plan(plan_dir: Path, tmp_path: Path) -> None:
+    """The searches go through the sweep executors: a real Dask LocalCluster (2 worker processes)
+    gives byte-identical plan.json and plan_runs.csv to the in-process run of the fixture."""
+    out = tmp_path / "dask"
+    argv = ["plan", str(plan_dir / "s.toml"), "-o", str(out), "--replications", "2", "--dask", "local", "-j", "2", "-q"]
+    assert main(argv) == 0
+    for name in ("plan.json", "plan_runs.csv"):
+        assert (out / name).read_bytes() == (plan_dir / "out" / name).read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pspsim.cli.common import UserError
@@ -82,12 +83,22 @@ def plan_command(args: argparse.Namespace) -> int:
     from pspsim.figures.plan import plan_figure
 
     figure = plan_figure(result.answers)
-    outputs.commit({
-        names["plan.json"]: lambda p: p.write_text(plan_json(result.answers, scenario, params)),
-        names["plan.md"]: lambda p: p.write_text(plan_markdown(result.answers, scenario, params, ["plan.png"])),
-        names["plan_runs.csv"]: lambda p: result.runs.to_csv(p, index=False),
-        names["plan.png"]: lambda p: save_figure(figure, p),
-    })
+    texts = {"plan.json": plan_json(result.answers, scenario, params),
+             "plan.md": plan_markdown(result.answers, scenario, params, ["plan.png"])}
+
+    def text(name: str) -> Callable[[Path], None]:
+        def write(path: Path) -> None:
+            path.write_text(texts[name])
+        return write
+
+    def table(path: Path) -> None:
+        result.runs.to_csv(path, index=False)
+
+    def picture(path: Path) -> None:
+        save_figure(figure, path)
+
+    outputs.commit({names["plan.json"]: text("plan.json"), names["plan.md"]: text("plan.md"),
+                    names["plan_runs.csv"]: table, names["plan.png"]: picture})
     print(summary_text(result.answers), end="")
     print(f"wrote {out}/plan.md, plan.json, plan_runs.csv, plan.png")
     return 0

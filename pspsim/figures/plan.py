@@ -47,7 +47,7 @@ def _cores(ax, answers: dict[str, Any]) -> None:
     variants = list(answers["variants"])
     means, errors = zip(*(_err(answers["variants"][v]["cores_per_host"]) for v in variants))
     ax.barh(variants, means, xerr=list(zip(*errors)), color=[VARIANT_COLORS.get(v, "#444444") for v in variants],
-            capsize=3)
+            capsize=3, ecolor="#777777")
     ax.invert_yaxis()
     ax.set_xlabel("CPU cores per host on networking")
     ax.set_title(f"cores per host (current: {answers['current']})", loc="left")
@@ -88,6 +88,6 @@ def _rate(ax, rate: dict[str, Any]) -> None:
 def _storm(ax, storm: dict[str, Any]) -> None:
     schedules = list(storm["schedules"])
     means, errors = zip(*(_err(storm["schedules"][s]["handshakes_per_s_peak"]) for s in schedules))
-    ax.bar(schedules, means, yerr=list(zip(*errors)), color=VARIANT_COLORS["psp"], capsize=3)
+    ax.bar(schedules, means, yerr=list(zip(*errors)), color=VARIANT_COLORS["psp"], capsize=3, ecolor="#777777")
     ax.set_ylabel("handshakes per second, peak window")
     ax.set_title(f"reconnect storm, rotation every {storm['period_s']:g} s", loc="left")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pspsim.costs.params import ParameterSet
 from pspsim.scenario import Scenario
-from pspsim.study.plan import MAX_SIMULATED_CONNECTIONS
+from pspsim.study.plan_tables import MAX_SIMULATED_CONNECTIONS
 
 #: The parameters and scenario fields each answer rests on.
 DRIVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -189,7 +189,8 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
     out += ["", *[f"![{f}]({f})" for f in figures], ""]
 
     out += ["## 1. How many cores does each variant take, and what do we save against today?", "",
-            "| variant | cores per host | cores, fleet | saving per host vs current | saving, fleet | cores per 100 Gb/s |",
+            "| variant | cores per host | cores, fleet | saving per host vs current | saving, fleet "
+            "| cores per 100 Gb/s |",
             "|---|---|---|---|---|---|"]
     for variant, v in answers["variants"].items():
         s = v["cores_saving_vs_current"]
@@ -212,15 +213,17 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
             "without a NIC table are left out.", *_drivers(a["headroom"])]
 
     rot = answers["rotation"]
+    bisections = sum(t["step"] != "coarse" for t in rot["trials"])
     out += ["## 3. How often can PSP device keys rotate without stale connections?", "",
             f"Answer: **{_duration(rot['min_safe_s']) if rot['found'] else 'none found'}**. {rot['note']}.", "",
             f"Method: periods {', '.join(fmt(p) for p in rot['coarse_s'])} s (geometric, from `run.window` to half "
-            f"the run, the longest that still puts two rotations on every NIC), then {sum(t['step'] != 'coarse' for t in rot['trials'])} "
+            f"the run, the longest that still puts two rotations on every NIC), then {bisections} "
             f"bisection steps; {rot['runs_taken']} runs. A period is unsafe when any replication has "
             "`psp_stale_events` > 0 or `connections_lost` > 0. Resolution: "
             f"{fmt(rot['resolution_s'])} s." + ("" if rot["monotone_in_coarse_sweep"] else
                                                 " Warning: the coarse sweep was not monotone."), "",
-            "| period (s) | step | stale events per replication | connections lost per replication |", "|---|---|---|---|"]
+            "| period (s) | step | stale events per replication | connections lost per replication |",
+            "|---|---|---|---|"]
     for t in sorted(rot["trials"], key=lambda t: t["period_s"]):
         out.append(f"| {fmt(t['period_s'])} | {t['step']} | {', '.join(fmt(r['psp_stale_events']) for r in t['runs'])} "
                    f"| {', '.join(fmt(r['connections_lost']) for r in t['runs'])} |")
@@ -238,7 +241,8 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
         out.append(f"| {schedule} | {with_ci(s['handshakes_per_s_peak'])} | {with_ci(s['command_delay_max_us'])} | "
                    f"{with_ci(s['command_delay_p99_us'])} | {with_ci(s['key_reconnects_per_s'])} | "
                    f"{with_ci(s['psp_stale_events'])} |")
-    out += ["", f"The worst schedule (the highest peak of handshakes per second) is `{storm['worst_schedule']}`; section 5 uses it.",
+    out += ["", f"The worst schedule (the highest peak of handshakes per second) is `{storm['worst_schedule']}`; "
+            "section 5 uses it.",
             *_drivers(a["storm"])]
 
     rate = answers["command_rate"]
@@ -247,7 +251,7 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
         out.append(f"Answer: **{fmt(rate['tx_key_create_rate_per_s'])} TX key creates per second per NIC** (service "
                    f"time {fmt(1e6 / rate['tx_key_create_rate_per_s'])} us), i.e. every command's service time "
                    f"may be {fmt(rate['factor'])}x today's parameter and no more (fails at "
-                   f"{fmt(rate['fails_at_factor'])}x). {rate['note']}.")
+                   f"{fmt(rate['fails_at_factor'])}x).")
     else:
         out.append(f"Answer: none found. {rate['note']}.")
     out += ["", f"Target: set-up delay p99 <= {fmt(rate['target_p99_us'])} us during a `{rate['schedule']}` rotation "
@@ -272,7 +276,8 @@ def plan_markdown(answers: dict[str, Any], scenario: Scenario, params: Parameter
             "`hosts_over_nic_capacity_peak` > 0 (kTLS: fallbacks and failures only, as its entries count TX and RX "
             "contexts together). Method: the linear prediction (today's value x capacity / today's peak entries), "
             "runs at 0.5, 0.8, 1.25 and 2 times it, then bisection; fan-out stops at the fleet's hosts - 1. "
-            f"Above {MAX_SIMULATED_CONNECTIONS:,} live connections the prediction is given unsimulated.", *_drivers(a["overflow"])]
+            f"Above {MAX_SIMULATED_CONNECTIONS:,} live connections the prediction is given unsimulated.",
+            *_drivers(a["overflow"])]
     return "\n".join(out) + "\n"
 
 
