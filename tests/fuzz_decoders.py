@@ -24,12 +24,11 @@ import struct
 import sys
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from pspsim.wire import DeviceKeys, PspEncap, PspHeader, PspSA, derive_sa_key, encapsulate
-from pspsim.wire import psp_packet
+from pspsim.wire import DeviceKeys, PspEncap, PspHeader, PspSA, derive_sa_key, encapsulate, psp_packet
 from pspsim.wire.errors import PcapFormatError, PspRejected, WireError
 from pspsim.wire.esp import EspSA, esp_decapsulate, esp_encapsulate
 from pspsim.wire.frames import udp_frame

@@ -16,7 +16,8 @@ ENC_CFG = str(VECTORS / "encrypt_transport_crypt_off_128.cfg")
 
 def test_multi_packet_file_uses_a_running_iv_and_first_iv_option(tmp_path, capsys):
     out = tmp_path / "e.pcap"
-    assert main(["psp", "encrypt", "--cfg", ENC_CFG, "--first-iv", "100", str(VECTORS / "v6_cleartext_n4.pcap"), str(out)]) == 0
+    assert main(["psp", "encrypt", "--cfg", ENC_CFG, "--first-iv", "100", str(VECTORS / "v6_cleartext_n4.pcap"),
+                 str(out)]) == 0
     assert "encrypted 4 packets" in capsys.readouterr().out
     _, records = read_pcap(out)
     assert [int.from_bytes(r.data[14 + 40 + 8 + 8 : 14 + 40 + 8 + 16], "big") for r in records] == [100, 101, 102, 103]

@@ -20,7 +20,8 @@ KEY = "1f2e3d4c5b6a798897a6b5c4d3e2f10112233445"  # 16-byte key + 4-byte salt
 def _tshark(capture, key, *fields):
     sa = f'"IPv4","*","*","0x0000abcd","AES-GCM with 16 octet ICV [RFC4106]","0x{key}","NULL",""'
     command = [TSHARK, "-n", "-r", str(capture), "-o", "esp.enable_encryption_decode:TRUE",
-               "-o", "esp.enable_authentication_check:TRUE", "-o", f"uat:esp_sa:{sa}", "-T", "fields", "-E", "occurrence=l"]
+               "-o", "esp.enable_authentication_check:TRUE", "-o", f"uat:esp_sa:{sa}", "-T", "fields",
+               "-E", "occurrence=l"]
     for field in fields:
         command += ["-e", field]
     result = subprocess.run(command, capture_output=True, text=True, check=True)

@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pspsim.wire import DeviceKeys, PspEncap, PspRejected, PspSender, WireError, derive_sa_key
-from pspsim.wire import psp_packet
+from pspsim.wire import DeviceKeys, PspEncap, PspRejected, PspSender, WireError, derive_sa_key, psp_packet
 from pspsim.wire._compiled import PURE_PYTHON
 from pspsim.wire.frames import udp_frame
 from pspsim.wire.psp_sa import PspSA

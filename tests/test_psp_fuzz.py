@@ -3,11 +3,9 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pspsim.wire import NotPspPacket, PspHeader, PspRejected, PspSA, decapsulate, derive_sa_key, encapsulate
+from pspsim.wire import DeviceKeys, NotPspPacket, PspHeader, PspRejected, PspSA, decapsulate, derive_sa_key, encapsulate
 from pspsim.wire.frames import udp_frame
 from tests.conftest import MASTER_KEY_0
-
-from pspsim.wire import DeviceKeys
 
 KEYS = DeviceKeys(MASTER_KEY_0, MASTER_KEY_0)
 SA = PspSA(5, derive_sa_key(MASTER_KEY_0, 5))

@@ -67,7 +67,8 @@ def test_rotation_faster_than_rekey_yields_the_stale_events_worked_out_by_hand()
 
 
 def test_reconnect_rekeys_add_exactly_the_reestablished_connections_to_handshakes():
-    base = dict(run={"duration": "2h", "window": "60s"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 50}})
+    base = dict(run={"duration": "2h", "window": "60s"},
+                workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 50}})
     quiet = summarize(scenario(**base, keys={"psp_rotation_period": "30d"}), "psp")
     rotating = summarize(scenario(**base, keys={"psp_rotation_period": "10min", "psp_rekey_delay": "1s",
                                                 "psp_rekey_spread": 0}), "psp")

@@ -186,7 +186,8 @@ def test_property_round_trip(payload, ip_version, mode, version, offset, vc, spi
     try:
         sealed = encapsulate(frame, sa_for(spi, version), iv, encap)
     except EncapsulationError:
-        assert 4 * offset > len(payload) + 8 + (8 if vc else 0) + (0 if mode == "transport" else {4: 20, 6: 40}[ip_version])
+        inner_ip = 0 if mode == "transport" else {4: 20, 6: 40}[ip_version]
+        assert 4 * offset > len(payload) + 8 + (8 if vc else 0) + inner_ip
         return
     opened = decapsulate(sealed, KEYS)
     assert (opened.frame, opened.spi, opened.iv, opened.version) == (frame, spi, iv, version)

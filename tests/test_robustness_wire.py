@@ -189,7 +189,8 @@ def test_esn_receiver_near_the_top_of_the_sequence_space_rejects_cleanly():
 
 
 @pytest.mark.parametrize("ip_version", [4, 6])
-@pytest.mark.parametrize("encap", [PspEncap(), PspEncap("tunnel"), PspEncap(vc=bytes(8)), PspEncap("tunnel", vc=bytes(8))],
+@pytest.mark.parametrize("encap", [PspEncap(), PspEncap("tunnel"), PspEncap(vc=bytes(8)),
+                                   PspEncap("tunnel", vc=bytes(8))],
                          ids=["transport", "tunnel", "transport-vc", "tunnel-vc"])
 def test_psp_size_predicted_before_sealing_matches_the_sealed_frame(ip_version, encap):
     """`psp encrypt` refuses over-jumbo frames before sealing (so no IV is used) from this prediction."""

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from pspsim.cli.main import main
-from pspsim.study.runner import run_scenario, write_results
 from pspsim.scenario import load_scenario, scenario_from_dict
+from pspsim.study.runner import run_scenario, write_results
 from pspsim.wire.errors import ConfigError
 
 SMALL = """
@@ -39,7 +39,8 @@ def test_run_writes_tables_manifest_and_figure(tmp_path, capsys):
     path = _write(tmp_path, SMALL.format(seed=1))
     out = tmp_path / "out"
     assert main(["run", str(path), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "nic_counters.parquet", "summary.parquet",
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "nic_counters.parquet",
+                                                     "summary.parquet",
                                                      "timeseries.parquet"]
     summary = pd.read_parquet(out / "summary.parquet")
     assert list(summary["variant"]) == ["psp", "ipsec-sw", "ktls-offload", "plaintext"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from pspsim.cli.common import UserError
 from pspsim.cli.outputs import Outputs

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from pspsim.cli.common import UserError
 
@@ -92,7 +92,8 @@ class Outputs:
         if suffixes is not None:
             allowed = sorted(set(suffixes))
             if path.suffix.lower() not in allowed:
-                raise UserError(f"{path}: unknown file type {path.suffix or '(none)'!r}; use one of {', '.join(allowed)}")
+                raise UserError(f"{path}: unknown file type {path.suffix or '(none)'!r}; "
+                                f"use one of {', '.join(allowed)}")
         for other in self.targets:
             if other.absolute() == path.absolute() or same_file(other, path):
                 raise UserError(f"{path}: the same output is given twice")

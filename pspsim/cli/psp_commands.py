@@ -49,7 +49,8 @@ history), or --cfg with a cfg file."""
 
 
 def register(groups: argparse._SubParsersAction) -> None:
-    psp = groups.add_parser("psp", help="PSP packets: encrypt, decrypt, derive keys", description="PSP packets, as the reference implementation google/psp builds them.")
+    psp = groups.add_parser("psp", help="PSP packets: encrypt, decrypt, derive keys",
+                            description="PSP packets, as the reference implementation google/psp builds them.")
     commands = psp.add_subparsers(dest="psp_command", metavar="SUBCOMMAND", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -63,7 +64,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     enc.add_argument("output", type=Path, metavar="OUT.pcap")
     enc.set_defaults(handler=encrypt_command)
 
-    dec = commands.add_parser("decrypt", help="decrypt and verify a pcap file", description=DECRYPT_HELP, formatter_class=fmt)
+    dec = commands.add_parser("decrypt", help="decrypt and verify a pcap file", description=DECRYPT_HELP,
+                              formatter_class=fmt)
     keys = dec.add_mutually_exclusive_group(required=True)
     keys.add_argument("--cfg", type=Path, metavar="FILE", help="cfg file holding master keys 0 and 1")
     keys.add_argument("--keys", type=Path, metavar="FILE",

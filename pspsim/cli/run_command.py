@@ -18,7 +18,6 @@ from pspsim.costs.params import SETS_DIR
 from pspsim.scenario import Scenario, load_scenario
 from pspsim.study import budget
 from pspsim.study.executors import open_executor
-from pspsim.wire.errors import ConfigError
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 
 HELP = f"""\
@@ -176,7 +175,8 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         import pandas as pd
 
-        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.3g}".format):
+        with pd.option_context("display.width", 200, "display.max_columns", 20,
+                               "display.float_format", "{:,.3g}".format):
             print(results.summary[SHOWN].to_string(index=False))
         print(f"wall time {results.manifest['wall_time_s']:.1f} s")
     print(f"wrote {out}")

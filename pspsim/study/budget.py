@@ -78,7 +78,8 @@ def estimate(scenario: Scenario, packets: bool = False) -> Estimate:
         per_message = 2 + w.message_bytes.mean * (1 + w.response_ratio) / SEGMENT_BYTES
         n_packets = sampled * scenario.packets.duration * w.messages_per_second.mean * per_message
         n_packets *= len(run.variants)
-    memory = connections * BYTES_PER_CONNECTION + hosts * BYTES_PER_HOST + windows * runs * BYTES_PER_WINDOW + BASE_BYTES
+    memory = (connections * BYTES_PER_CONNECTION + hosts * BYTES_PER_HOST + windows * runs * BYTES_PER_WINDOW
+              + BASE_BYTES)
     seconds = runs * (connections * SECONDS_PER_CONNECTION + hosts * SECONDS_PER_HOST
                       + windows * (SECONDS_PER_WINDOW + hosts * SECONDS_PER_HOST_WINDOW)) \
         + n_packets * SECONDS_PER_PACKET

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from pspsim.wire.errors import PcapFormatError
 

@@ -30,7 +30,7 @@ key); if the specification turns out to say so, only ``kdf_label`` changes.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC

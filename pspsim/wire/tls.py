@@ -28,9 +28,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterator
+from functools import cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -268,7 +268,8 @@ class Tls12GcmKeys:
         return "Tls12GcmKeys(<secret>)"
 
 
-def tls12_gcm_keys(cs: CipherSuite | str, master_secret: bytes, client_random: bytes, server_random: bytes) -> Tls12GcmKeys:
+def tls12_gcm_keys(cs: CipherSuite | str, master_secret: bytes, client_random: bytes,
+                   server_random: bytes) -> Tls12GcmKeys:
     """Key block of an AES-GCM suite (no MAC keys): keys then 4-byte salts."""
     cs = suite(cs, "1.2") if isinstance(cs, str) else cs
     n = cs.key_len
@@ -334,7 +335,7 @@ class Tls12GcmRecordProtection:
         return content_type, content
 
 
-@lru_cache(maxsize=None)
+@cache
 def tls_record_overhead(version: str = "1.3", suite_name: str | None = None, padding: int = 0) -> int:
     """Bytes a protected record adds to its content, measured by sealing one."""
     if version == "1.3":
