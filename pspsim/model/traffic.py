@@ -182,19 +182,25 @@ class TrafficLedger:
         local = np.concatenate([2 * inverse, 2 * inverse + 1])
         n = len(touched)
         before = self.rows[touched].transpose(1, 2, 0)
-        size = quants * cats * n
-        per_q = np.arange(quants)[:, None] * (cats * n)
-        request, response = self.flows.request[:, conn], self.flows.response[:, conn]
+        request, response = self.flows.request, self.flows.response
         w2 = np.concatenate([weight, weight])
         level, average = before, before
+        # quantities in groups: all five at once for a window's usual few thousand moves (one bincount),
+        # one at a time for window 0's whole population (memory); each bin sums the same values in order
+        groups = [range(quants)] if len(conn) < 200_000 else [range(q, q + 1) for q in range(quants)]
         for sign, category in ((1.0, to), (-1.0, came_from)):  # added, then taken away (as two sums)
             live = np.concatenate([category != GONE] * 2)
             index_ = np.concatenate([category, category]).astype(np.int64)[live] * n + local[live]
-            values = np.concatenate([request, response], axis=1)[:, live]  # (quantities, moves)
-            # one bincount for every quantity: each bin sums the same values in the same order
-            idx = (per_q + index_).ravel()
-            full = np.bincount(idx, (sign * values).ravel(), size).reshape(quants, cats, n)
-            part = np.bincount(idx, (sign * values * w2[live]).ravel(), size).reshape(quants, cats, n)
+            full = np.empty((quants, cats, n))
+            part = np.empty((quants, cats, n))
+            for group in groups:
+                qs = list(group)
+                pick = slice(None) if len(qs) == quants else slice(qs[0], qs[0] + 1)
+                values = np.concatenate([request[pick, conn], response[pick, conn]], axis=1)[:, live]
+                idx = (np.arange(len(qs))[:, None] * (cats * n) + index_).ravel()
+                size = len(qs) * cats * n
+                full[qs] = np.bincount(idx, (sign * values).ravel(), size).reshape(len(qs), cats, n)
+                part[qs] = np.bincount(idx, (sign * values * w2[live]).ravel(), size).reshape(len(qs), cats, n)
             level = level + full.transpose(1, 0, 2)
             average = average + part.transpose(1, 0, 2)
         self.rows[touched] = level.transpose(2, 0, 1)
