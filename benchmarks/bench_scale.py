@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -60,7 +59,8 @@ CHILD = textwrap.dedent("""
     else:
         run_scenario(sc)
     wall = time.perf_counter() - t
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"wall": wall, "peak_gib": peak / 2**20}))
 """)
 

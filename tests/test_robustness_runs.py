@@ -222,8 +222,12 @@ def test_budget_limits_and_the_shipped_experiments():
     sc = scenario_from_dict(__import__("tomllib").loads(TINY_SCENARIO))
     with pytest.raises(BudgetExceeded, match="h allowed"):
         check_budget(sc, max_hours=1e-9)
+    # Every shipped experiment fits this kind of machine (24 GiB, 24 h), whatever else runs on it now.
+    from pspsim.study.budget import MAX_HOURS, estimate
+
     for path in (ROOT / "experiments").glob("*.toml"):
-        check_budget(load_scenario(path), packets=True)  # every shipped experiment fits
+        est = estimate(load_scenario(path), packets=True)
+        assert est.memory_bytes < 24 * 2**30 and est.seconds < MAX_HOURS * 3600, path.name
 
 
 def test_run_with_an_unwritable_output_fails_before_simulating(tmp_path, capsys):

@@ -32,15 +32,34 @@ in practice), not bit for bit; the sums are rebuilt from the level every
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from pspsim.costs.params import Costs
-from pspsim.model.dataplane import (Network, PathVariants, engine_load, engine_util, host_results, miss_ratio,
-                                    wire_bytes, window_dataplane)
-from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, \
-    WAITING, Flows, WindowTraffic
+from pspsim.model.dataplane import (
+    Network,
+    PathVariants,
+    engine_load,
+    engine_util,
+    host_results,
+    miss_ratio,
+    window_dataplane,
+    wire_bytes,
+)
+from pspsim.model.traffic import (
+    BYTES,
+    CONNECTIONS,
+    LOOKUPS,
+    OFFLOAD,
+    PACKETS,
+    RECORDS,
+    SOFTWARE,
+    STALE,
+    WAITING,
+    Flows,
+    WindowTraffic,
+)
 
 MARGIN = 1e-6  # a resource within this share of its capacity goes to the exact solver
 RESYNC = 256  # windows between rebuilds of the sums from the level

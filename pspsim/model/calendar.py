@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 EPOCH = 64  # windows per epoch: far events wait per epoch and are filed per window when it begins
 
 

@@ -10,7 +10,7 @@ split into set-up (handshakes) and re-keying.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -34,8 +34,7 @@ import numpy as np
 from pspsim.costs.params import Costs
 from pspsim.model.cache import lru_miss_ratio
 from pspsim.model.sharing import max_min_rates
-from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, \
-    WAITING, Flows
+from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, WAITING, Flows
 from pspsim.model.variants import Variant
 
 FRAMING = 78  # bytes per packet on the wire: Ethernet 14 + FCS 4 + preamble/IFG 20 + IPv4 20 + TCP 20

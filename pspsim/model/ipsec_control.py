@@ -52,7 +52,8 @@ def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarra
 class IpsecControl:
     def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
                  offload: bool, jitter_rng: np.random.Generator, window: float) -> None:
-        self.keys, self.c, self.w, self.ledger, self.queues, self.offload = keys, costs, workload, ledger, queues, offload
+        self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
+        self.offload = offload
         w, hosts = workload, workload.hosts
         lo, hi = np.minimum(w.client, w.server).astype(np.int64), np.maximum(w.client, w.server).astype(np.int64)
         ike_ids, self.ike_of = np.unique(lo * hosts + hi, return_inverse=True)
@@ -171,7 +172,9 @@ class IpsecControl:
         self.sa_pairs_on_nic -= np.bincount(self.sa_a[gone], minlength=len(self.sa_pairs_on_nic))
         self.sa_pairs_on_nic -= np.bincount(self.sa_b[gone], minlength=len(self.sa_pairs_on_nic))
         # New SAs, and failed ones still alive (retried at the window start), try to install.
-        retry = np.flatnonzero((self.sa_mode == WAITING) & (self.sa_count > 0) & ~np.isin(np.arange(len(self.sa_mode)), new_sa))
+        failed = (self.sa_mode == WAITING) & (self.sa_count > 0)
+        failed[new_sa] = False
+        retry = np.flatnonzero(failed)
         trying = np.concatenate([new_sa, retry])
         when = np.concatenate([np.maximum(self.sa_start[new_sa], 0.0), np.full(len(retry), t0)])
         order = np.argsort(when, kind="stable")

@@ -189,7 +189,8 @@ class PspControl:
         n_new, n_ip = len(new_conn), len(ip_conn)
         gen_nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, ip_side]])
         gen_times = np.concatenate([new_time, new_time, ip_time])
-        destroy_nics = np.concatenate([self.ends[gone, 0], self.ends[gone, 1]]) if self.tx_keys_on_nic else np.empty(0, np.int64)
+        destroy_nics = (np.concatenate([self.ends[gone, 0], self.ends[gone, 1]]) if self.tx_keys_on_nic
+                        else np.empty(0, np.int64))
         destroy_times = np.tile(w.end[gone], 2) if self.tx_keys_on_nic else np.empty(0)
         first = (np.concatenate([gen_times, rot_times, destroy_times]),
                  np.concatenate([gen_nics, rot_nics, destroy_nics]),

@@ -139,7 +139,7 @@ class FleetSimulation:
         return {}
 
     def _windows(self, env: simpy.Environment):
-        w, v, c = self.w, self.v, self.c
+        w, c = self.w, self.c
         start_pos = end_pos = 0
         n_windows = math.ceil(self.duration / self.window - 1e-9)
         for index in range(n_windows):
@@ -164,7 +164,7 @@ class FleetSimulation:
             self._record(t1, length, out, dp)
 
     def _record(self, t1: float, length: float, out: ControlWindow, dp: dict[str, np.ndarray]) -> None:
-        v, c, clock = self.v, self.c, self.c.host_clock_hz
+        v, clock = self.v, self.c.host_clock_hz
         setup = out.setup_cycles / length / clock
         rekey = out.rekey_cycles / length / clock
         cores = dp["cores_stack"] + dp["cores_crypto"] + setup + rekey
