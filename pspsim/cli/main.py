@@ -34,10 +34,12 @@ from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
 pspsim compares Google's PSP Security Protocol with IPsec ESP and TLS on a
-simulated datacenter fleet ('pspsim run'), from cost parameters with sources
-('pspsim params show').  Packets are really encrypted: 'pspsim psp' encrypts
-and decrypts pcap files exactly as the public PSP reference implementation
-(google/psp) does, 'pspsim esp' does ESP as Linux and Wireshark read it."""
+simulated datacenter fleet ('pspsim run'; many scenarios with confidence
+intervals: 'pspsim sweep'; answers for a capacity planner: 'pspsim plan'),
+from cost parameters with sources ('pspsim params show').  Packets are
+really encrypted: 'pspsim psp' encrypts and decrypts pcap files exactly as
+the public PSP reference implementation (google/psp) does, 'pspsim esp'
+does ESP as Linux and Wireshark read it."""
 
 #: Fifteen or more hex digits in pairs (separators allowed between pairs): what a key looks like; never echoed.
 _KEY_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:0[xX])?(?:[0-9A-Fa-f]{2}[\s:_-]?){7,}[0-9A-Fa-f]{1,2}(?![0-9A-Za-z])")
