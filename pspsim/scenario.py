@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from pspsim.files import read_toml
 from pspsim.wire.errors import ConfigError
 
 VARIANTS = ("psp", "ipsec-sw", "ipsec-crypto-offload", "ipsec-packet-offload", "tls-user", "ktls-sw",
             "ktls-offload", "plaintext")
-MAX_FILE_BYTES = 16 << 20  # a scenario is a few KiB; a larger file (or a device) is a mistake
 _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "ms": 1e-3, "us": 1e-6}
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*")
 
@@ -228,23 +227,6 @@ def scenario_from_dict(data: dict[str, Any], source: str = "scenario") -> Scenar
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (a ``[sweep]`` table in it is for ``pspsim sweep``:
     running the file as a scenario runs its base point)."""
-    path = Path(path)
-    try:
-        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > MAX_FILE_BYTES):
-            raise ConfigError(f"{path}: not a scenario file (a regular file of at most {MAX_FILE_BYTES >> 20} MiB)")
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such scenario file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a scenario file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (a scenario is TOML)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    if not text.strip():
-        raise ConfigError(f"{path}: the scenario file is empty")
+    data = read_toml(path, "scenario file", ConfigError)
     data.pop("sweep", None)
     return scenario_from_dict(data, str(path))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pspsim.files import read_toml
 from pspsim.wire.errors import ConfigError
 
 SETS_DIR = Path(__file__).parent / "sets"
@@ -149,21 +149,12 @@ def load_parameter_set(name_or_path: str | Path = DEFAULT_SET) -> ParameterSet:
     path = Path(name_or_path)
     if not path.suffix:
         path = SETS_DIR / f"{name_or_path}.toml"
-    try:
-        if path.exists() and not path.is_dir() and (not path.is_file() or path.stat().st_size > 16 << 20):
-            raise ConfigError(f"{path}: not a parameter set file (a regular file of at most 16 MiB)")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+
+    def missing() -> str:
         shipped = ", ".join(sorted(p.stem for p in SETS_DIR.glob("*.toml")))
-        raise ConfigError(f"no parameter set {str(name_or_path)!r} (shipped: {shipped})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a parameter set file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (a parameter set is TOML)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        return f"no parameter set {str(name_or_path)!r} (shipped: {shipped})"
+
+    data = read_toml(path, "parameter set file", ConfigError, missing)
     table = data.get("param", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: 'param' must be tables [param.\"group.name\"]")
