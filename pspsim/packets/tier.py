@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from pspsim.packets.control import ControlPlane
 from pspsim.packets.fabric import Fabric
 from pspsim.packets.ipsec_sadb import Sadb
 from pspsim.packets.psp_nic import PspNics
+from pspsim.packets.result import PacketTierResult
 from pspsim.packets.sample import expected_packet_rate, sample_connections
 from pspsim.packets.tcp import HEADER_BYTES, Templates
 from pspsim.packets.tls_endpoint import TlsEndpoints
@@ -61,31 +61,6 @@ KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records
 IP_TCP = 40
 KINDS = list(KIND_CODE)
 PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
-
-
-@dataclass
-class PacketTierResult:
-    """What the packet tier measured and decided over ``duration`` seconds."""
-
-    variant: str
-    duration: float
-    outcomes: Counter  # delivered, per-counter drops, fabric-drop, not-sent ...
-    packets_sent: int
-    packets_offered: int  # sent + not sent (offload failures, waiting for an upgrade)
-    payload_bytes_delivered: int
-    wire_bytes_sent: int
-    inner_bytes_sent: int  # the same frames unprotected
-    records: int
-    record_overhead_bytes: int
-    payload_noise: float  # relative standard deviation of the delivered payload (Poisson messages)
-    counts: Counter  # the control plane's events (handshakes, re-keys by kind, commands, ...)
-    by_kind: dict[str, Counter]  # packets, payload, records per protection actually used
-    nic_entries_mean: float  # per host, at the window ends inside the span
-    nic_entries_end: int
-    command_delay_max_s: float
-    key_cache_hit_ratio: float
-    nic_counters: list[Counter] = field(default_factory=list)  # PSP get-stats names, per NIC
-    arrivals: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
 
 class PacketTier:
@@ -439,18 +414,3 @@ class PacketTier:
             command_delay_max_s=s.command_delay_max_s,
             key_cache_hit_ratio=self.nics.cache_hit_ratio if self.nics is not None else float("nan"),
             nic_counters=self.nics.counters if self.nics is not None else [], arrivals=arrivals)
-
-
-def result_row(r: PacketTierResult) -> dict[str, object]:
-    """One summary row of a packet-tier run."""
-    row = {"variant": r.variant, "duration_s": r.duration, "packets_sent": r.packets_sent,
-           "packets_delivered": r.outcomes["delivered"], "payload_bytes_delivered": r.payload_bytes_delivered,
-           "wire_bytes_sent": r.wire_bytes_sent, "records": r.records,
-           "nic_entries_end": r.nic_entries_end, "key_cache_hit_ratio": r.key_cache_hit_ratio,
-           "failures": ";".join(f"{k}={v}" for k, v in sorted(r.outcomes.items()) if k != "delivered" and v)}
-    for name in ("handshakes", "psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates",
-                 "key_reconnects", "psp_stale_events", "key_rotations", "nic_commands", "offload_fallbacks",
-                 "offload_failures", "connections_lost"):
-        row[name] = int(r.counts[name])
-    return row
-

@@ -34,7 +34,8 @@ import pandas as pd
 from pspsim.model.streams import RandomStreams, replication_sequence
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import generate_workload
-from pspsim.packets.tier import PacketTier, PacketTierResult
+from pspsim.packets.result import PacketTierResult
+from pspsim.packets.tier import PacketTier
 from pspsim.scenario import Scenario
 from pspsim.study.runner import resolve_parameters, run_one
 

@@ -195,7 +195,8 @@ def run_scenario(
 
 
 def _capture(scenario, name, costs, workload, seq, host, directory) -> dict[str, object]:
-    from pspsim.packets.tier import PacketTier, result_row
+    from pspsim.packets.result import result_row
+    from pspsim.packets.tier import PacketTier
 
     if not 0 <= host < scenario.fleet.hosts:
         raise ConfigError(f"--pcap host {host} is not in the fleet (0..{scenario.fleet.hosts - 1})")
