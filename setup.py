@@ -31,7 +31,8 @@ def extensions():
     except ImportError:
         print("pspsim: Cython not available; using pure Python", file=sys.stderr)
         return []
-    return cythonize(["pspsim/wire/_psp_fast.pyx", "pspsim/wire/_esp_fast.pyx"], language_level=3, quiet=True)
+    sources = ["pspsim/wire/_psp_fast.pyx", "pspsim/wire/_esp_fast.pyx", "pspsim/model/_kernels.pyx"]
+    return cythonize(sources, language_level=3, quiet=True)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -110,3 +110,24 @@ def test_bad_input_is_refused():
         lru_miss_ratio([-1.0], [1.0], [0], [1.0], 1)
     with pytest.raises(ValueError):
         lru_miss_ratio([1.0], [1.0], [1], [1.0], 1)
+
+
+def test_a_warm_start_finds_the_same_root():
+    """Starting Newton from the previous window's log T (``log_t``) changes nothing but the steps."""
+    from pspsim.model import cache
+
+    rng = np.random.default_rng(3)
+    groups = 50
+    group = rng.integers(0, groups, 20_000)
+    rate = rng.pareto(1.2, len(group)) + 0.01
+    mult = rng.integers(1, 4, len(group)).astype(float)
+    size = np.full(groups, 200.0)
+    cold = cache.lru_miss_ratio(rate, mult, group, size, groups)
+    log_t = np.full(groups, np.nan)
+    assert np.array_equal(cache.lru_miss_ratio(rate, mult, group, size, groups, log_t), cold)  # NaN: no guess
+    assert np.isfinite(log_t).all()
+    nudged = rate * rng.uniform(0.98, 1.02, len(rate))  # the next window: a little different
+    want = cache.lru_miss_ratio(nudged, mult, group, size, groups)
+    got = cache.lru_miss_ratio(nudged, mult, group, size, groups, log_t)
+    assert got == pytest.approx(want, rel=1e-9)
+    assert not np.array_equal(got, cold)

@@ -253,3 +253,12 @@ def test_fifo_matches_a_naive_queue(items, busy):
     slow = _naive(arrivals, servers, service, b)
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    from pspsim.model import commands
+
+    if commands._kernels is not None:  # the compiled loop is the recurrence itself: exactly the naive queue
+        np.testing.assert_array_equal(fast, slow)
+        c = np.array(busy)
+        np.testing.assert_allclose(commands._fifo_numpy(arrivals, servers.astype(np.int64), service, c,
+                                                        np.argsort(arrivals, kind="stable")), slow,
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(c, b, rtol=1e-9, atol=1e-9)

@@ -25,7 +25,8 @@ def _flows(pairs, payload_bps):
         average[OFFLOAD, PACKETS, 2 * i] = rate / MSS
         average[OFFLOAD, LOOKUPS, 2 * i] = rate / 65536
         average[OFFLOAD, CONNECTIONS, 2 * i] = 1
-    flows = Flows(np.arange(n), sender, receiver, np.zeros((5, 1)), np.zeros((5, 1)))
+    none = np.zeros(n, np.float32)  # the flows' quantities are given as ``average``, not drawn
+    flows = Flows(np.arange(n), sender, receiver, none, none, 0.0, MSS, 16384.0, 65536.0)
     return flows, average
 
 

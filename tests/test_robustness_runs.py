@@ -208,6 +208,27 @@ def test_runs_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys, ch
     assert snapshot(tmp_path) == before
 
 
+def test_jobs_that_would_not_fit_in_memory_are_lowered_not_refused(tmp_path, capsys, monkeypatch):
+    """-j N holds N variant runs in memory at once: with room for one run but not two, the run
+    goes on with one worker and says so; with room for none it is refused."""
+    from pspsim.study import budget
+
+    sc = scenario_from_dict(__import__("tomllib").loads(TINY_SCENARIO))
+    one, two = estimate(sc, jobs=1), estimate(sc, jobs=2)
+    assert two.memory_bytes > 1.9 * (one.memory_bytes - budget.BASE_BYTES)  # two runs' worth
+    assert two.seconds < one.seconds  # and half the rounds
+    monkeypatch.setattr(budget, "available_memory", lambda: (one.memory_bytes + two.memory_bytes) / 2)
+    assert budget.jobs_that_fit(sc, 2) == 1
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_SCENARIO)
+    assert main(["run", str(scenario), "-j", "2", "-q", "--no-figure", "-o", str(tmp_path / "r")]) == 0
+    assert "-j 2 lowered to -j 1" in capsys.readouterr().err
+    assert (tmp_path / "r" / "summary.parquet").exists()
+    monkeypatch.setattr(budget, "available_memory", lambda: one.memory_bytes / 2)
+    line = assert_one_line_error(capsys, main(["run", str(scenario), "-j", "2", "-o", str(tmp_path / "r2")]))
+    assert "this run would need" in line
+
+
 def test_the_connection_estimate_matches_the_workload_generator(tmp_path):
     """The estimate's connection count against the generator's own draw (a different implementation)."""
     sc = scenario_from_dict({"run": {"duration": "2h"}, "fleet": {"racks": 2, "hosts_per_rack": 5},

@@ -32,7 +32,9 @@ first: an unknown key, a wrong type or an impossible value is reported as
 one line naming the field, with exit status 2 and nothing written.  A run
 estimated to need more memory than this machine has, or more than
 {budget.MAX_HOURS:g} hours, is refused in one line naming the setting to change;
---force runs it anyway."""
+--force runs it anyway.  With -j N, each worker process holds one variant
+run: when N runs at once would not fit in memory, fewer workers are used
+(said on stderr)."""
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -67,10 +69,19 @@ def add_force(parser: argparse.ArgumentParser) -> None:
                         help="run even when the estimate says the run needs more memory or time than this machine has")
 
 
-def check_budget(scenario: Scenario, force: bool, packets: bool = False) -> None:
-    """Refuse (one line) a run that cannot fit this machine, unless ``force``."""
-    if not force:
-        budget.check_budget(scenario, packets=packets)
+def check_budget(scenario: Scenario, force: bool, packets: bool = False, jobs: int = 1) -> int:
+    """Refuse (one line) a run that cannot fit this machine, unless ``force``; returns the worker
+    processes to use: ``jobs``, or fewer (said on stderr) when that many runs at once would not
+    fit in memory."""
+    if force:
+        return jobs
+    fitting = budget.jobs_that_fit(scenario, jobs, packets)
+    budget.check_budget(scenario, packets=packets, jobs=fitting)
+    if fitting < jobs:
+        need = budget.estimate(scenario, packets, 1).memory_bytes
+        print(f"pspsim: -j {jobs} lowered to -j {fitting}: each variant run needs about {budget.bytes_text(need)} "
+              f"and {budget.bytes_text(budget.available_memory())} is available", file=sys.stderr)
+    return fitting
 
 
 def scenario_inputs(path: Path, scenario: Scenario) -> list[Path]:
@@ -152,14 +163,14 @@ def run_command(args: argparse.Namespace) -> int:
     from pspsim.study.runner import resolve_parameters
 
     params = resolve_parameters(scenario)  # a bad parameter set fails here, before any work
-    check_budget(scenario, args.force, packets=args.pcap is not None)
+    jobs = check_budget(scenario, args.force, packets=args.pcap is not None, jobs=args.jobs)
     progress = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
     if args.pcap is None:
         variants: list[str] = []
     else:
         variants = check_capture(scenario, args, out)
-    with open_executor(args.jobs) as executor:
-        parallel = None if args.jobs == 1 else executor
+    with open_executor(jobs) as executor:
+        parallel = None if jobs == 1 else executor
         if args.pcap is None:
             results = run_scenario(scenario, params, progress=progress, executor=parallel)
             write_results(results, out, figure=None if args.no_figure else _comparison)

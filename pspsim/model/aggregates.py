@@ -22,7 +22,9 @@ flows a window touches, not to the fleet:
   otherwise the full progressive filling runs on the dense average, exactly
   as before.  Context-cache misses (Che) are solved only for the NICs whose
   keys may exceed their cache, from those NICs' flows, in the same order as
-  the dense computation (so with the same result).
+  the dense computation, starting Newton's iteration from each NIC's root of the
+  previous window (so with the same result to Che's solver tolerance, 1e-10 on
+  ``log T``).
 
 Differences from the dense computation: sums are formed in a different
 order (incrementally), so results agree to float rounding (relative 1e-12
@@ -135,33 +137,43 @@ class IncrementalDataplane:
         self.uses_cache = own.crypto_on_nic and self.cache is not None
         self.by_sender = csr(flows.sender, hosts)
         self.by_receiver = csr(flows.receiver, hosts)
-        names = [("lin", c_, k, side) for c_, k in _LINEAR for side in (False, True)]
-        names += [("offered", side) for side in (False, True)]
-        names += [("waiting", side) for side in (False, True)] + [("lost", side) for side in (False, True)]
-        names += [("wire", side) for side in (False, True)] + [("cross", side) for side in (False, True)]
+        # Rows that are sums of nonlinear per-flow features: engine loads (the busier of packet and bit
+        # rate, flow by flow) and cached keys.  Every other row is linear in the flows' quantities and
+        # follows from the ledger's per-host sums (_linear_rows).
+        names = []
         if own.crypto_on_nic:
             names += [("engine", False), ("engine", True)]
         if self.uses_cache:
             names += [("keys", side) for side, on in ((False, own.lookups_tx()), (True, own.lookups_rx())) if on]
         self.row = {name: j for j, name in enumerate(names)}
-        self.sums = HostSums(flows, hosts, self._features, np.array([n[-1] for n in names]))
+        self.sums = HostSums(flows, hosts, self._features, np.array([n[-1] for n in names])) if names else None
         self.solver_windows = 0
+        self.log_t = np.full(hosts, np.nan)  # Che's log T per NIC from the last window: the next solve starts there
+
+    def _linear_rows(self, host_average: np.ndarray) -> dict[tuple, np.ndarray]:
+        """The linear rows per host from the ledger's per-host sums of the window averages
+        (``host_average[host, side, part, category, quantity]``, side 1 = received)."""
+        own, sw = self.paths.own, self.paths.fallback
+        rows: dict[tuple, np.ndarray] = {}
+        for side in (False, True):
+            q = host_average[:, int(side), 0].transpose(1, 2, 0)  # (categories, quantities, hosts)
+            crossing = host_average[:, int(side), 1].transpose(1, 2, 0)
+            for c_, k in _LINEAR:
+                rows["lin", c_, k, side] = q[c_, k]
+            rows["offered", side] = q[:, BYTES].sum(axis=0)
+            rows["waiting", side] = q[WAITING, BYTES]
+            rows["lost", side] = q[STALE, BYTES]
+            for name, x in (("wire", q), ("cross", crossing)):
+                rows[name, side] = 8 * (wire_bytes(own, x[OFFLOAD, BYTES], x[OFFLOAD, PACKETS], x[OFFLOAD, RECORDS])
+                                        + wire_bytes(sw, x[SOFTWARE, BYTES], x[SOFTWARE, PACKETS],
+                                                     x[SOFTWARE, RECORDS]))
+        return rows
 
     def _features(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        own, sw, c = self.paths.own, self.paths.fallback, self.c
+        own, c = self.paths.own, self.c
         o, s = q[OFFLOAD], q[SOFTWARE]
-        demand = o[BYTES] + s[BYTES]
-        active = demand > 0
+        active = (o[BYTES] + s[BYTES]) > 0
         rows = []
-        for c_, k in _LINEAR:
-            x = np.where(active, q[c_, k], 0.0)
-            rows += [x, x]
-        offered = q[:, BYTES].sum(axis=0)
-        rows += [offered, offered, q[WAITING, BYTES], q[WAITING, BYTES], q[STALE, BYTES], q[STALE, BYTES]]
-        wire = np.where(active, 8 * (wire_bytes(own, o[BYTES], o[PACKETS], o[RECORDS])
-                                     + wire_bytes(sw, s[BYTES], s[PACKETS], s[RECORDS])), 0.0)
-        cross = np.where(self.cross[ids], wire, 0.0)
-        rows += [wire, wire, cross, cross]
         if own.crypto_on_nic:  # engine loads with no cache misses
             w_own = wire_bytes(own, o[BYTES], o[PACKETS], o[RECORDS])
             for lookup in (own.lookups_tx(), own.lookups_rx()):
@@ -174,8 +186,11 @@ class IncrementalDataplane:
         return np.stack(rows)
 
     def window(self, traffic: WindowTraffic) -> dict[str, np.ndarray]:
-        sums = self.sums.window(traffic)
-        row = lambda *name: sums[self.row[name]]  # noqa: E731
+        per_host = self._linear_rows(traffic.host_average)
+        if self.sums is not None:
+            sums = self.sums.window(traffic)
+            per_host.update({name: sums[j] for name, j in self.row.items()})
+        row = lambda *name: per_host[name]  # noqa: E731
         hosts, own, c, net = self.hosts, self.paths.own, self.c, self.network
         limit = 1.0 - MARGIN
         racks = int(net.rack_of.max()) + 1
@@ -226,7 +241,8 @@ class IncrementalDataplane:
         """Che's miss ratio for ``nics`` from their own flows (others: 0, their keys fit)."""
         own = self.paths.own
         ids, q = self._part(near, nics, bool(own.lookups_tx()), bool(own.lookups_rx()))
-        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q[OFFLOAD], self.cache, self.hosts)
+        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q[OFFLOAD], self.cache, self.hosts,
+                          self.log_t)
         out = np.zeros(self.hosts)
         out[nics] = miss[nics]
         return out

@@ -59,6 +59,7 @@ def lru_miss_ratio(
     group: np.ndarray,
     cache_size: np.ndarray,
     groups: int,
+    log_t: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per group (a NIC), the request-weighted miss ratio of an LRU cache.
 
@@ -68,6 +69,12 @@ def lru_miss_ratio(
     approximation (see the module docstring).  Groups whose active keys fit
     (``sum m_i <= C_g``) miss 0; a group without lookups reports 0 (it has
     no misses); a cache of size 0 misses every lookup.
+
+    ``log_t`` (optional, length ``groups``): each group's ``log T`` from an earlier solve, used
+    as the first Newton iterate when it lies in the group's bracket (NaN: none), and updated
+    with this solve's roots.  Between windows that differ by a few connections this cuts the
+    steps from about six to one or two; the root is the same to the tolerance
+    (``_LOG_TOLERANCE`` on ``log T``).
     """
     rate = np.asarray(rate, dtype=float)
     multiplicity = np.asarray(multiplicity, dtype=float)
@@ -96,6 +103,10 @@ def lru_miss_ratio(
         lo = np.log(c) - np.log(total)
         hi = np.maximum(np.log(-np.log1p(-c / n)) - np.log(slowest), lo)
         u = 0.5 * (lo + hi)
+        if log_t is not None:
+            guess = log_t[solve]
+            inside = (guess >= lo) & (guess <= hi)  # False for NaN
+            u = np.where(inside, guess, u)
         done = np.zeros(c.size, bool)
         for _ in range(_MAX_STEPS):
             rt = r * np.exp(u)[local]
@@ -110,6 +121,8 @@ def lru_miss_ratio(
             u = np.where(done, u, step)
             if done.all():
                 break
+        if log_t is not None:
+            log_t[solve] = u
         t = np.exp(u)[local]
         miss[solve] = np.bincount(local, m * r * np.exp(-r * t), c.size) / total
     return miss

@@ -59,10 +59,11 @@ class ControlWindow:
 
 def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
     """A function from a host to every connection (over the whole run) with an end on it."""
-    ends = np.concatenate([w.client, w.server]).astype(np.int64)
-    conn = np.concatenate([np.arange(len(w)), np.arange(len(w))])
+    ends = np.concatenate([w.client, w.server])
     order = np.argsort(ends, kind="stable")
-    ends, conn = ends[order], conn[order]
+    ends = ends[order]
+    conn = (order % len(w)).astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
+    del order
     bounds = np.searchsorted(ends, np.arange(w.hosts + 1))
 
     def of(host: int) -> np.ndarray:

@@ -201,10 +201,11 @@ def per_host_all(flows: Flows, values: np.ndarray, hosts: int) -> np.ndarray:
 
 
 def miss_ratio(v: Variant, sender: np.ndarray, receiver: np.ndarray, q: np.ndarray, cache: float,
-               hosts: int) -> np.ndarray:
+               hosts: int, log_t: np.ndarray | None = None) -> np.ndarray:
     """Per NIC, the miss ratio of its context cache over the keys its offloaded traffic looks up.
     A flow's ``n`` connections are ``n`` keys (one per connection: PSP TX keys, kTLS contexts, per
-    connection SAs) or one key (host-pair SAs: the pair's SA), each with an equal share of the lookups."""
+    connection SAs) or one key (host-pair SAs: the pair's SA), each with an equal share of the lookups.
+    ``log_t``: Che's characteristic times from the previous window (see ``lru_miss_ratio``)."""
     conns, lookups = q[CONNECTIONS], q[LOOKUPS]
     live = (conns > 0) & (lookups > 0)
     keys = conns[live] if v.key_per_connection() else np.ones(live.sum())
@@ -225,4 +226,4 @@ def miss_ratio(v: Variant, sender: np.ndarray, receiver: np.ndarray, q: np.ndarr
     if (np.bincount(group, np.concatenate(parts_mult), hosts) <= size).all():
         return np.zeros(hosts)  # every NIC's keys fit its cache
     return lru_miss_ratio(np.concatenate(parts_rate), np.concatenate(parts_mult), np.concatenate(parts_group),
-                          size, hosts)
+                          size, hosts, log_t)

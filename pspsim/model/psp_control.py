@@ -53,9 +53,9 @@ class PspControl:
         self.schedule, self.rng = schedule, delay_rng
         self.tx_keys_on_nic = tx_keys_on_nic
         n, hosts = len(workload), workload.hosts
-        self.ends = np.stack([workload.client, workload.server], axis=1).astype(np.int64)  # (n, 2): NIC per side
+        self.ends = np.stack([workload.client, workload.server], axis=1).astype(np.int32)  # (n, 2): NIC per side
         self.made = np.full((n, 2), np.nan)  # creation of the current association on each side's NIC
-        self.version = np.zeros((n, 2), dtype=np.int64)
+        self.version = np.zeros((n, 2), dtype=np.int32)
         self.scheduled = np.full((n, 2), -np.inf)  # latest re-keying requested, per side
         self.mode = np.zeros(n, dtype=np.int8)
         self.stale_since = np.full(n, np.nan)
@@ -114,10 +114,15 @@ class PspControl:
         current = self.version[conn, side] == chk["version"]
         # a re-keying requested in this window before the stale time replaces it first
         early = np.zeros(len(conn), dtype=bool)
-        if len(requests["conn"]):
-            first_request = np.full(len(self.w), np.inf)
-            np.minimum.at(first_request, requests["conn"].astype(np.int64), requests["time"])
-            early = first_request[conn] < s
+        if len(requests["conn"]):  # each connection's first request of the window (sorted, searched)
+            asked, at = requests["conn"].astype(np.int64), requests["time"]
+            order = np.lexsort((at, asked))
+            asked, at = asked[order], at[order]
+            first = np.ones(len(asked), dtype=bool)
+            first[1:] = asked[1:] != asked[:-1]
+            asked, at = asked[first], at[first]
+            pos = np.minimum(np.searchsorted(asked, conn), len(asked) - 1)
+            early = (asked[pos] == conn) & (at[pos] < s)
         valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
         conn, side, s = conn[valid], side[valid], s[valid]
         nic = self.ends[conn, side]

@@ -32,7 +32,7 @@ from pspsim.model.psp_control import PspControl
 from pspsim.model.rotation import RotationSchedule
 from pspsim.model.streams import RandomStreams
 from pspsim.model.tls_control import TlsControl
-from pspsim.model.traffic import BYTES, GONE, OFFLOAD, TrafficLedger, build_flows
+from pspsim.model.traffic import GONE, OFFLOAD, TrafficLedger, build_flows
 from pspsim.model.variants import Variant, make_variant
 from pspsim.model.workload import Workload
 from pspsim.scenario import Scenario
@@ -72,7 +72,8 @@ class FleetSimulation:
         self.rack_of = np.arange(self.hosts) // fleet.hosts_per_rack
         self.window, self.duration = scenario.run.window, scenario.run.duration
         self.flows = build_flows(workload, variant.mss, costs.net_tls_record_bytes, costs.net_tso_max_bytes)
-        self.ledger = TrafficLedger(self.flows, self.window, workload.end)
+        crossing = self.rack_of[self.flows.sender] != self.rack_of[self.flows.receiver]
+        self.ledger = TrafficLedger(self.flows, self.window, workload.end, self.hosts, crossing)
         service = np.array([getattr(costs, f"nic_cmd_{name}_s") for name in COMMANDS])
         self.queues = CommandQueues(self.hosts, service, costs.nic_command_latency_s)
         self.paths = PathVariants(variant, make_variant(variant.fallback, costs, keys))
@@ -80,7 +81,8 @@ class FleetSimulation:
         # per-host sums kept from window to window; the dense solver only when a resource is near capacity
         self.dataplane = IncrementalDataplane(self.paths, costs, self.flows, self.network) if incremental else None
         self.control = self._control(streams)
-        self.end_order = np.argsort(workload.end, kind="stable")
+        index_type = np.int32 if len(workload) < 2**31 else np.int64
+        self.end_order = np.argsort(workload.end, kind="stable").astype(index_type)
         self.end_sorted = workload.end[self.end_order]
         self.live_ends = np.zeros(self.hosts)
         self.rows: list[dict[str, float]] = []
@@ -101,7 +103,7 @@ class FleetSimulation:
         if v.sa_based:
             return IpsecControl(*args, offload=v.crypto_on_nic, jitter_rng=streams.rekey_jitter, window=self.window)
         if v.uses_records:
-            busiest = np.maximum(self.flows.request[BYTES], self.flows.response[BYTES])
+            busiest = np.maximum(self.flows.bytes_per_s(False), self.flows.bytes_per_s(True))
             return TlsControl(*args, offload=v.crypto_on_nic, reconnect=v.rekey_by_reconnect,
                               byte_rates=busiest, horizon=self.duration)
         return PlainControl(self.ledger, w)

@@ -31,6 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pspsim.model.calendar import Calendar
+
+try:  # the compiled inner loop (setup.py builds it); the numpy one gives the same bytes
+    from pspsim.model import _kernels as _ledger_fast
+except ImportError:  # pragma: no cover - exercised when the extension is not built
+    _ledger_fast = None
 from pspsim.model.workload import Workload
 
 OFFLOAD, SOFTWARE, WAITING, STALE = 0, 1, 2, 3
@@ -38,6 +43,8 @@ CATEGORIES = ("offload", "software", "waiting", "stale")
 BYTES, PACKETS, RECORDS, LOOKUPS, CONNECTIONS = range(5)
 QUANTITIES = ("bytes", "packets", "records", "lookups", "connections")
 GONE = -1
+RESYNC = 256  # windows between rebuilds of the per-host sums from the flows' level
+SCRATCH_FLOWS = 1 << 16  # touched flows up to which the ledger keeps its working space (61 MiB)
 
 
 def _ceil_div(x: np.ndarray, d: float) -> np.ndarray:
@@ -46,22 +53,51 @@ def _ceil_div(x: np.ndarray, d: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Flows:
-    """The flow table and each connection's per-second quantities in each direction."""
+    """The flow table, and each connection's per-second quantities in each direction, computed
+    when asked from its message size and rate (a window needs them for the connections it moves
+    only, so they are not kept: 80 bytes per connection less)."""
 
-    pair_of: np.ndarray  # (connections,) pair index
+    pair_of: np.ndarray  # (connections,) pair index (int32)
     sender: np.ndarray  # (flows,) host
     receiver: np.ndarray  # (flows,) host
-    request: np.ndarray  # (quantities, connections): client -> server, per second
-    response: np.ndarray  # (quantities, connections): server -> client, per second
+    msg_bytes: np.ndarray  # (connections,) float32 request size, as drawn
+    msgs_per_s: np.ndarray  # (connections,) float32
+    response_ratio: float  # response size / request size (0: bulk)
+    mss: float  # payload bytes per packet
+    record_bytes: float  # payload bytes per TLS record
+    tso_bytes: float  # payload bytes per TSO/GSO burst (one key lookup)
 
     @property
     def count(self) -> int:
         return len(self.sender)
 
+    def quantities(self, conns: np.ndarray | slice, response: bool) -> np.ndarray:
+        """(quantities, len(conns)) per second of ``conns`` in one direction: bytes, packets
+        (``mss`` payload each), TLS records, key lookups (one per TSO/GSO burst: the NIC takes
+        the key once per burst) and 1 connection."""
+        size = self.msg_bytes[conns].astype(np.float64)
+        if response:
+            size = size * self.response_ratio
+        msgs = self.msgs_per_s[conns].astype(np.float64)
+        some = size > 0
+        return np.stack([
+            size * msgs,
+            np.where(some, msgs * _ceil_div(size, self.mss), 0.0),
+            np.where(some, msgs * _ceil_div(size, self.record_bytes), 0.0),
+            np.where(some, msgs * _ceil_div(size, self.tso_bytes), 0.0),
+            np.ones(len(size)),
+        ])
+
+    def bytes_per_s(self, response: bool) -> np.ndarray:
+        """Every connection's bytes per second in one direction."""
+        size = self.msg_bytes.astype(np.float64)
+        if response:
+            size = size * self.response_ratio
+        return size * self.msgs_per_s.astype(np.float64)
+
 
 def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) -> Flows:
-    """Per connection: bytes, packets (``mss`` payload each), TLS records, key lookups (one per
-    TSO/GSO burst of up to ``tso_bytes``: the NIC takes the key once per burst) and 1 connection."""
+    """The flows of the workload's host pairs (see :class:`Flows`)."""
     hosts = w.hosts
     pair_ids, pair_of = np.unique(w.client.astype(np.int64) * hosts + w.server, return_inverse=True)
     client, server = pair_ids // hosts, pair_ids % hosts
@@ -69,22 +105,8 @@ def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) 
     receiver = np.empty_like(sender)
     sender[0::2], sender[1::2] = client, server
     receiver[0::2], receiver[1::2] = server, client
-    msgs = w.msgs_per_s.astype(np.float64)
-    req = w.msg_bytes.astype(np.float64)
-    resp = req * w.response_ratio
-
-    def quantities(size: np.ndarray) -> np.ndarray:
-        some = size > 0
-        # stored connection by connection (one cache line per connection), seen as (quantities, connections)
-        return np.stack([
-            size * msgs,
-            np.where(some, msgs * _ceil_div(size, mss), 0.0),
-            np.where(some, msgs * _ceil_div(size, record_bytes), 0.0),
-            np.where(some, msgs * _ceil_div(size, tso_bytes), 0.0),
-            np.ones(len(size)),
-        ], axis=1).T
-
-    return Flows(pair_of.astype(np.int64), sender, receiver, quantities(req), quantities(resp))
+    return Flows(pair_of.astype(np.int32), sender, receiver, w.msg_bytes, w.msgs_per_s, float(w.response_ratio),
+                 float(mss), float(record_bytes), float(tso_bytes))
 
 
 @dataclass(frozen=True)
@@ -92,12 +114,14 @@ class WindowTraffic:
     """One window's time-averaged quantities per flow, shape (categories, quantities, flows),
     kept sparse: flows ``touched`` by the window's moves had ``before`` as their level at the
     window start and ``average`` over the window; every other flow's average is its
-    ``level`` (unchanged in the window)."""
+    ``level`` (unchanged in the window).  Valid until the ledger's next window (``before`` and
+    ``average`` may be views of the ledger's working space, and ``rows`` is its level)."""
 
     rows: np.ndarray  # (flows, categories, quantities): the ledger's level after the window, flow by flow
     touched: np.ndarray  # (t,) flows, sorted
     before: np.ndarray  # (categories, quantities, t)
     average: np.ndarray  # (categories, quantities, t)
+    host_average: np.ndarray  # (hosts, 2, 2, categories, quantities): see TrafficLedger (per-host sums)
 
     @property
     def level(self) -> np.ndarray:
@@ -136,14 +160,29 @@ def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TrafficLedger:
-    """Each connection's category over time; per-window averages per flow and category."""
+    """Each connection's category over time; per-window averages per flow and category.
 
-    def __init__(self, flows: Flows, window: float, end: np.ndarray) -> None:
+    Per-host sums too, kept as the moves are applied: ``host_level[h, side, part, category,
+    quantity]`` sums the level of the flows host ``h`` sends (side 0) or receives (side 1),
+    over all of them (part 0) or those that cross racks (part 1, per ``crossing``); each
+    window's :class:`WindowTraffic` carries the same sums of the window averages
+    (``host_average``).  The data plane's linear per-host loads follow from them at a cost of
+    the window's moves, not its flows.  They are rebuilt from the flows' level every
+    ``RESYNC`` windows, so rounding does not accumulate."""
+
+    def __init__(self, flows: Flows, window: float, end: np.ndarray, hosts: int | None = None,
+                 crossing: np.ndarray | None = None) -> None:
         self.flows = flows
         self.end = end
+        if hosts is None:
+            hosts = max(flows.sender.max(initial=-1), flows.receiver.max(initial=-1)) + 1
+        self.hosts = int(hosts)
+        self.crossing = np.zeros(flows.count, np.uint8) if crossing is None else np.asarray(crossing, np.uint8)
+        self.host_level = np.zeros((self.hosts, 2, 2, len(CATEGORIES), len(QUANTITIES)))
         self.rows = np.zeros((flows.count, len(CATEGORIES), len(QUANTITIES)))  # level, flow by flow
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
         self._steps = Calendar(window, ("conn", "to"))
+        self._scratch: np.ndarray | None = None  # the compiled loop's working space (see _scratch_for)
 
     def move(self, time: np.ndarray, conns: np.ndarray, to: int | np.ndarray) -> None:
         """From ``time`` on, connection ``conns`` runs in category ``to`` (GONE: it ended).
@@ -161,9 +200,12 @@ class TrafficLedger:
         which is not copied."""
         steps = self._steps.take(index)
         cats, quants = len(CATEGORIES), len(QUANTITIES)
+        if index % RESYNC == RESYNC - 1:
+            self._resync_host_level()
+        host_average = self.host_level.copy()
         if len(steps["conn"]) == 0:
             empty = np.empty((cats, quants, 0))
-            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty)
+            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty, host_average)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = np.lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -179,15 +221,63 @@ class TrafficLedger:
         pairs, inverse = _unique_inverse(self.flows.pair_of[conn])
         touched = np.empty(2 * len(pairs), np.int64)
         touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
+        if _ledger_fast is not None:
+            scratch = self._scratch_for(len(touched))
+            f = self.flows
+            _ledger_fast.apply_moves(
+                conn, to, came_from, weight, inverse, touched, f.msg_bytes, f.msgs_per_s, f.response_ratio, f.mss,
+                f.record_bytes, f.tso_bytes, self.rows, scratch, f.sender, f.receiver, self.crossing,
+                self.host_level, host_average)
+            n = len(touched)
+            return WindowTraffic(self.rows, touched, scratch[0, :n].transpose(1, 2, 0),
+                                 scratch[1, :n].transpose(1, 2, 0), host_average)
+        before, average = self._apply(conn, to, came_from, weight, inverse, touched)
+        after = self.rows[touched].transpose(1, 2, 0)
+        self.host_level += self._host_sums(touched, after - before)
+        host_average += self._host_sums(touched, average - before)
+        return WindowTraffic(self.rows, touched, before, average, host_average)
+
+    def _host_sums(self, flows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``."""
+        out = np.zeros_like(self.host_level)
+        per_flow = values.reshape(-1, len(flows))  # (categories * quantities, flows)
+        for side, hosts_of in ((0, self.flows.sender), (1, self.flows.receiver)):
+            for part, keep in ((0, slice(None)), (1, self.crossing[flows] == 1)):
+                h = hosts_of[flows][keep]
+                index = (np.arange(per_flow.shape[0])[:, None] * self.hosts + h).ravel()
+                sums = np.bincount(index, per_flow[:, keep].ravel(), per_flow.shape[0] * self.hosts)
+                out[:, side, part] = sums.reshape(len(CATEGORIES), len(QUANTITIES), self.hosts).transpose(2, 0, 1)
+        return out
+
+    def _resync_host_level(self) -> None:
+        """Rebuild the per-host sums from the flows' level."""
+        everything = np.arange(self.flows.count)
+        self.host_level = self._host_sums(everything, self.rows.transpose(1, 2, 0))
+
+    def _scratch_for(self, n: int) -> np.ndarray:
+        """Working space of the compiled loop for ``n`` touched flows: kept from window to window
+        up to ``SCRATCH_FLOWS`` (a window's usual few thousand moves), fresh beyond (window 0)."""
+        if n > SCRATCH_FLOWS:
+            return np.empty((6, n, len(CATEGORIES), len(QUANTITIES)))
+        if self._scratch is None or self._scratch.shape[1] < n:
+            size = min(SCRATCH_FLOWS, max(n, 2 * (0 if self._scratch is None else self._scratch.shape[1])))
+            self._scratch = np.empty((6, size, len(CATEGORIES), len(QUANTITIES)))
+        return self._scratch
+
+    def _apply(self, conn, to, came_from, weight, inverse, touched) -> tuple[np.ndarray, np.ndarray]:
+        """The numpy implementation of the compiled ``apply_moves``: each bin sums the moves in
+        order, additions then removals.  Updates the level; returns (before, average) of the
+        ``touched`` flows as (categories, quantities, touched)."""
+        cats, quants = len(CATEGORIES), len(QUANTITIES)
         local = np.concatenate([2 * inverse, 2 * inverse + 1])
         n = len(touched)
         before = self.rows[touched].transpose(1, 2, 0)
-        request, response = self.flows.request, self.flows.response
         w2 = np.concatenate([weight, weight])
         level, average = before, before
         # quantities in groups: all five at once for a window's usual few thousand moves (one bincount),
         # one at a time for window 0's whole population (memory); each bin sums the same values in order
         groups = [range(quants)] if len(conn) < 200_000 else [range(q, q + 1) for q in range(quants)]
+        values_all = np.concatenate([self.flows.quantities(conn, False), self.flows.quantities(conn, True)], axis=1)
         for sign, category in ((1.0, to), (-1.0, came_from)):  # added, then taken away (as two sums)
             live = np.concatenate([category != GONE] * 2)
             index_ = np.concatenate([category, category]).astype(np.int64)[live] * n + local[live]
@@ -196,7 +286,7 @@ class TrafficLedger:
             for group in groups:
                 qs = list(group)
                 pick = slice(None) if len(qs) == quants else slice(qs[0], qs[0] + 1)
-                values = np.concatenate([request[pick, conn], response[pick, conn]], axis=1)[:, live]
+                values = values_all[pick][:, live]
                 idx = (np.arange(len(qs))[:, None] * (cats * n) + index_).ravel()
                 size = len(qs) * cats * n
                 full[qs] = np.bincount(idx, (sign * values).ravel(), size).reshape(len(qs), cats, n)
@@ -204,7 +294,7 @@ class TrafficLedger:
             level = level + full.transpose(1, 0, 2)
             average = average + part.transpose(1, 0, 2)
         self.rows[touched] = level.transpose(2, 0, 1)
-        return WindowTraffic(self.rows, touched, before, average)
+        return before, average
 
     def live(self, category: int | None = None) -> np.ndarray:
         """Connections alive now (optionally: in ``category``)."""

@@ -10,7 +10,9 @@ The estimate counts what the fleet model's cost grows with:
   lifetime): the ones open at time 0 and the arrivals that keep the count
   steady (the workload's own rule, :mod:`pspsim.model.workload`);
 * windows = ceil(duration / window);
-* runs = variants x replications, one after the other;
+* runs = variants x replications, run ``jobs`` at a time (``-j``): each worker
+  process holds one run's memory, so memory grows with the workers and time
+  shrinks with them;
 * packet-tier packets (``crosscheck``, ``run --pcap``): sampled connections
   (at most ``packets.max_connections``) x ``packets.duration`` x messages
   per second x (segments per request and response).
@@ -63,8 +65,9 @@ class Estimate:
     seconds: float
 
 
-def estimate(scenario: Scenario, packets: bool = False) -> Estimate:
-    """Connections, windows, runs, packets, peak memory and wall time of a run."""
+def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estimate:
+    """Connections, windows, runs, packets, peak memory and wall time of a run whose variant
+    runs go ``jobs`` at a time (one per worker process)."""
     run, fleet, w = scenario.run, scenario.fleet, scenario.workload
     hosts = float(fleet.hosts)
     per_host = w.connections_per_host.mean
@@ -78,10 +81,11 @@ def estimate(scenario: Scenario, packets: bool = False) -> Estimate:
         per_message = 2 + w.message_bytes.mean * (1 + w.response_ratio) / SEGMENT_BYTES
         n_packets = sampled * scenario.packets.duration * w.messages_per_second.mean * per_message
         n_packets *= len(run.variants)
-    memory = (connections * BYTES_PER_CONNECTION + hosts * BYTES_PER_HOST + windows * runs * BYTES_PER_WINDOW
-              + BASE_BYTES)
-    seconds = runs * (connections * SECONDS_PER_CONNECTION + hosts * SECONDS_PER_HOST
-                      + windows * (SECONDS_PER_WINDOW + hosts * SECONDS_PER_HOST_WINDOW)) \
+    workers = max(1, min(jobs, runs))
+    per_run = connections * BYTES_PER_CONNECTION + hosts * BYTES_PER_HOST + BASE_BYTES
+    memory = workers * per_run + windows * runs * BYTES_PER_WINDOW + (BASE_BYTES if workers > 1 else 0)
+    seconds = math.ceil(runs / workers) * (connections * SECONDS_PER_CONNECTION + hosts * SECONDS_PER_HOST
+                                           + windows * (SECONDS_PER_WINDOW + hosts * SECONDS_PER_HOST_WINDOW)) \
         + n_packets * SECONDS_PER_PACKET
     return Estimate(connections, float(windows), runs, n_packets, memory, seconds)
 
@@ -105,7 +109,7 @@ def _amount(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value < 1e6 else f"{value:.2e} {unit}"
 
 
-def _bytes(value: float) -> str:
+def bytes_text(value: float) -> str:
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
         if value >= size:
             return f"{value / size:,.3g} {unit}" if value < 1e6 * size else f"{value / size:.2e} {unit}"
@@ -137,13 +141,24 @@ def _largest_setting(scenario: Scenario, est: Estimate, packets: bool) -> str:
     return max(parts, key=parts.__getitem__)
 
 
-def check_budget(scenario: Scenario, packets: bool = False, max_hours: float = MAX_HOURS) -> Estimate:
-    """Raise :class:`BudgetExceeded` (one line) when the run cannot fit this machine."""
-    est = estimate(scenario, packets)
+def jobs_that_fit(scenario: Scenario, jobs: int, packets: bool = False) -> int:
+    """The most worker processes, at most ``jobs``, whose runs fit this machine's memory at once
+    (at least 1: whether one run fits is :func:`check_budget`'s question)."""
+    memory = available_memory()
+    while jobs > 1 and estimate(scenario, packets, jobs).memory_bytes > memory:
+        jobs -= 1
+    return jobs
+
+
+def check_budget(scenario: Scenario, packets: bool = False, max_hours: float = MAX_HOURS,
+                 jobs: int = 1) -> Estimate:
+    """Raise :class:`BudgetExceeded` (one line) when the run, ``jobs`` variant runs at a time,
+    cannot fit this machine."""
+    est = estimate(scenario, packets, jobs)
     memory = available_memory()
     problems = []
     if est.memory_bytes > memory:
-        problems.append(f"{_bytes(est.memory_bytes)} of memory ({_bytes(memory)} available)")
+        problems.append(f"{bytes_text(est.memory_bytes)} of memory ({bytes_text(memory)} available)")
     if est.seconds > max_hours * 3600:
         problems.append(f"about {_duration(est.seconds)} ({max_hours:g} h allowed)")
     if problems:

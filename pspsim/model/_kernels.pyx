@@ -1,0 +1,133 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled inner loops of the fleet model (optional: setup.py builds them, and
+without them pspsim runs its numpy implementations).
+
+* :func:`apply_moves`: :meth:`pspsim.model.traffic.TrafficLedger.window`, one
+  window's moves applied to the flows they touch.  Same arithmetic, in the same
+  order, as the numpy implementation in ``traffic.py`` (each bin summed in move
+  order, additions then removals), so the results are the same bytes;
+  ``tests/test_traffic.py`` holds the two to that.
+* :func:`fifo_serve`: :func:`pspsim.model.commands.fifo_departures`, FIFO
+  servers fed in arrival order: ``departure = max(arrival, server free) +
+  service``, exactly (the numpy implementation is a running maximum with an
+  offset per server, exact to about a nanosecond).
+"""
+
+import numpy as np
+
+from libc.math cimport ceil
+
+cdef int CATS = 4
+cdef int QUANTS = 5
+
+
+cdef inline double _ceil_div(double x, double d) noexcept nogil:
+    cdef double c = ceil(x / d)
+    return c if c > 1.0 else 1.0
+
+
+cdef inline void _quantities(double size, double msgs, double mss, double record, double tso,
+                             double* out) noexcept nogil:
+    out[0] = size * msgs
+    if size > 0:
+        out[1] = msgs * _ceil_div(size, mss)
+        out[2] = msgs * _ceil_div(size, record)
+        out[3] = msgs * _ceil_div(size, tso)
+    else:
+        out[1] = 0.0
+        out[2] = 0.0
+        out[3] = 0.0
+    out[4] = 1.0
+
+
+def apply_moves(const long long[::1] conn, const signed char[::1] to, const signed char[::1] came_from,
+                const double[::1] weight, const long long[::1] local, const long long[::1] touched,
+                const float[::1] msg_bytes, const float[::1] msgs_per_s, double response_ratio,
+                double mss, double record, double tso, double[:, :, ::1] rows,
+                double[:, :, :, ::1] scratch, const long long[::1] sender, const long long[::1] receiver,
+                const unsigned char[::1] crossing, double[:, :, :, :, ::1] host_level,
+                double[:, :, :, :, ::1] host_average):
+    """Moves ``i`` (sorted by connection, then time) of connection ``conn[i]`` from category
+    ``came_from[i]`` to ``to[i]`` (-1: none) at window share ``weight[i]``; ``local[i]`` is its pair's
+    position among the touched pairs, whose flows ``touched`` (``2 * local + direction``) are
+    sorted.  Updates ``rows`` (the level, flow by flow) and writes the touched flows' level before
+    the window to ``scratch[0, :n]`` and their average over it to ``scratch[1, :n]``, each
+    (touched, categories, quantities); ``scratch[2:6]`` is working space (the caller keeps it from
+    window to window, so its pages are not faulted in again each time).
+
+    Per-host sums: ``host_level[h, side, part]`` (flows sent by ``h``: side 0, received: 1; all
+    of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and
+    ``host_average`` (the level at the window start, as given) by its values times its share."""
+    cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], i, j, q, f, c, k
+    if scratch.shape[0] < 6 or scratch.shape[1] < n or scratch.shape[2] != CATS or scratch.shape[3] != QUANTS:
+        raise ValueError("scratch must be (6, >= touched, 4, 5)")
+    cdef double[:, :, ::1] before = scratch[0], average = scratch[1], added = scratch[2], removed = scratch[3]
+    cdef double[:, :, ::1] part_added = scratch[4], part_removed = scratch[5]
+    cdef double values[2][5]
+    cdef double size, msgs, w, v
+    cdef int d, t, s, side, part
+    cdef long long flow, h
+    with nogil:
+        for j in range(n):
+            for c in range(CATS):
+                for q in range(QUANTS):
+                    before[j, c, q] = rows[touched[j], c, q]
+                    added[j, c, q] = 0.0
+                    removed[j, c, q] = 0.0
+                    part_added[j, c, q] = 0.0
+                    part_removed[j, c, q] = 0.0
+        for i in range(m):
+            size = <double> msg_bytes[conn[i]]
+            msgs = <double> msgs_per_s[conn[i]]
+            _quantities(size, msgs, mss, record, tso, values[0])
+            _quantities(size * response_ratio, msgs, mss, record, tso, values[1])
+            w = weight[i]
+            t = to[i]
+            s = came_from[i]
+            for d in range(2):
+                f = 2 * local[i] + d
+                flow = touched[f]
+                if t >= 0:
+                    for q in range(QUANTS):
+                        v = values[d][q]
+                        added[f, t, q] += v
+                        part_added[f, t, q] += v * w
+                if s >= 0:
+                    for q in range(QUANTS):
+                        v = -values[d][q]
+                        removed[f, s, q] += v
+                        part_removed[f, s, q] += v * w
+                for side in range(2):
+                    h = sender[flow] if side == 0 else receiver[flow]
+                    for part in range(1 + crossing[flow]):
+                        for q in range(QUANTS):
+                            if t >= 0:
+                                host_level[h, side, part, t, q] += values[d][q]
+                                host_average[h, side, part, t, q] += values[d][q] * w
+                            if s >= 0:
+                                host_level[h, side, part, s, q] -= values[d][q]
+                                host_average[h, side, part, s, q] -= values[d][q] * w
+        for j in range(n):
+            for c in range(CATS):
+                for q in range(QUANTS):
+                    rows[touched[j], c, q] = (before[j, c, q] + added[j, c, q]) + removed[j, c, q]
+                    average[j, c, q] = (before[j, c, q] + part_added[j, c, q]) + part_removed[j, c, q]
+
+
+def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,
+               const long long[::1] by_time, double[::1] busy_until, double[::1] out):
+    """Items in ``by_time`` order (arrival time, ties in input order): each departs at
+    ``max(arrival, its server's previous departure) + service``; ``out[i]`` is item i's
+    departure and ``busy_until`` each server's last."""
+    cdef Py_ssize_t k, i, n = by_time.shape[0]
+    cdef long long q
+    cdef double start
+    with nogil:
+        for k in range(n):
+            i = by_time[k]
+            q = servers[i]
+            start = arrivals[i]
+            if busy_until[q] > start:
+                start = busy_until[q]
+            out[i] = start + service[i]
+            busy_until[q] = out[i]

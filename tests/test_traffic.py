@@ -1,0 +1,87 @@
+"""The traffic ledger: the compiled inner loop gives the numpy implementation's bytes, and the
+window averages follow from the moves (a connection moving at time t counts (t1 - t) / window)."""
+
+import numpy as np
+import pytest
+
+from pspsim.model import traffic
+from pspsim.model.streams import RandomStreams
+from pspsim.model.traffic import BYTES, CONNECTIONS, OFFLOAD, SOFTWARE, STALE, TrafficLedger, build_flows
+from pspsim.model.workload import generate_workload
+from tests.sim_helpers import scenario
+
+compiled = pytest.mark.skipif(traffic._ledger_fast is None, reason="compiled ledger not built")
+
+
+def _ledger(seed: int, duration: str = "1h"):
+    sc = scenario(run={"duration": duration}, workload={"connection_lifetime": "3min",
+                                                    "connections_per_host": {"kind": "fixed", "mean": 80}})
+    w = generate_workload(sc, RandomStreams.from_sequence(np.random.SeedSequence(seed)).workload)
+    ledger = TrafficLedger(build_flows(w, 1448, 16384, 65536), 60.0, w.end)
+    rng = np.random.default_rng(seed)
+    n = len(w)
+    ledger.move(w.start, np.arange(n), OFFLOAD)
+    ledger.move(w.end, np.arange(n), traffic.GONE)
+    some = rng.choice(n, n // 2, replace=False)  # then moves between categories, several per connection
+    for to in (SOFTWARE, STALE, OFFLOAD):
+        ledger.move(w.start[some] + rng.uniform(0, 600, len(some)), some, to)
+    return ledger
+
+
+@compiled
+def test_the_compiled_ledger_gives_the_numpy_bytes(monkeypatch):
+    fast, slow = _ledger(4), _ledger(4)
+    for i in range(60):
+        a = fast.window(i, 60.0 * i, 60.0 * (i + 1))
+        with monkeypatch.context() as m:
+            m.setattr(traffic, "_ledger_fast", None)
+            b = slow.window(i, 60.0 * i, 60.0 * (i + 1))
+        assert np.array_equal(a.touched, b.touched)
+        assert a.before.tobytes() == np.ascontiguousarray(b.before).tobytes()
+        assert np.ascontiguousarray(a.average).tobytes() == np.ascontiguousarray(b.average).tobytes()
+        assert fast.rows.tobytes() == slow.rows.tobytes()
+        np.testing.assert_allclose(a.host_average, b.host_average, rtol=1e-9, atol=1e-6)
+    assert fast.rows[:, OFFLOAD, CONNECTIONS].sum() > 0
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "numpy"])
+def test_per_host_sums_equal_a_fresh_bincount_of_the_flows(monkeypatch, implementation):
+    """The ledger's per-host sums, kept move by move, against sums of the flows' window averages."""
+    if implementation == "numpy":
+        monkeypatch.setattr(traffic, "_ledger_fast", None)
+    elif traffic._ledger_fast is None:
+        pytest.skip("compiled ledger not built")
+    ledger = _ledger(7, "6h")
+    flows, hosts = ledger.flows, ledger.hosts
+    crossing = np.random.default_rng(0).random(flows.count) < 0.5
+    ledger.crossing[:] = crossing
+    for i in range(300):  # past a resync (every traffic.RESYNC windows)
+        t = ledger.window(i, 60.0 * i, 60.0 * (i + 1))
+        assert i < 200 or len(t.touched)  # still churning
+        full = t.full()
+        for side, hosts_of in ((0, flows.sender), (1, flows.receiver)):
+            for part, keep in ((0, np.ones(flows.count, bool)), (1, crossing)):
+                for c in (OFFLOAD, SOFTWARE, STALE):
+                    want = np.bincount(hosts_of[keep], full[c, BYTES, keep], hosts)
+                    np.testing.assert_allclose(t.host_average[:, side, part, c, BYTES], want, rtol=1e-9, atol=1e-6)
+
+
+def test_a_connection_moving_mid_window_counts_its_share():
+    """Independent of both implementations: one connection, moves at known times."""
+    sc = scenario(run={"duration": "10min"}, fleet={"racks": 1, "hosts_per_rack": 2},
+                  workload={"connections_per_host": {"kind": "fixed", "mean": 1}, "peers_per_host": 1})
+    w = generate_workload(sc, RandomStreams.from_sequence(np.random.SeedSequence(1)).workload)
+    flows = build_flows(w, 1448, 16384, 65536)
+    ledger = TrafficLedger(flows, 60.0, np.full(len(w), 1e9))
+    conn = np.array([0])
+    ledger.move(np.array([15.0]), conn, OFFLOAD)
+    ledger.move(np.array([45.0]), conn, SOFTWARE)
+    t = ledger.window(0, 0.0, 60.0)
+    rate = flows.quantities(conn, False)[BYTES, 0]
+    flow = 2 * flows.pair_of[0]
+    full = t.full()
+    assert full[OFFLOAD, BYTES, flow] == pytest.approx(rate * 0.5)  # 15 s .. 45 s
+    assert full[SOFTWARE, BYTES, flow] == pytest.approx(rate * 0.25)  # 45 s .. 60 s
+    after = ledger.window(1, 60.0, 120.0).full()  # nothing moves: the level carries on
+    assert after[SOFTWARE, BYTES, flow] == pytest.approx(rate)
+    assert after[OFFLOAD, BYTES, flow] == 0.0
