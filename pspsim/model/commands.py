@@ -117,6 +117,64 @@ class CommandQueues:
                                    self.service[kinds], self.busy_until) + self.latency
         if not commit:
             return finished
+        self._record(times, finished, kinds)
+        return finished
+
+    def serve_dependent(self, times: np.ndarray, nics: np.ndarray, kinds: np.ndarray, dep_a: np.ndarray,
+                        dep_b: np.ndarray) -> np.ndarray:
+        """Completion time of each command, where command ``j`` with ``dep_a[j] >= 0`` is issued only
+        when command ``dep_a[j]`` (and ``dep_b[j]``, if >= 0) has completed, at the later completion
+        (for example: a TX key create once both ends' GEN_SPI are done); the others are issued at
+        ``times[j]``.  All share each NIC's FIFO queue in order of issue.  Dependencies must point
+        to commands that do not themselves wait on later ones (no cycles)."""
+        times = np.asarray(times, dtype=np.float64).copy()
+        nics = np.asarray(nics, dtype=np.int64)
+        kinds = np.asarray(kinds, dtype=np.int64)
+        dep_a, dep_b = np.asarray(dep_a, dtype=np.int64), np.asarray(dep_b, dtype=np.int64)
+        n = len(times)
+        if n == 0:
+            return np.empty(0)
+        if _kernels is not None:
+            waiting = np.concatenate([np.flatnonzero(dep_a >= 0), np.flatnonzero((dep_b >= 0) & (dep_b != dep_a))])
+            on = np.concatenate([dep_a[dep_a >= 0], dep_b[(dep_b >= 0) & (dep_b != dep_a)]])
+            order = np.argsort(on, kind="stable")
+            bounds = np.concatenate([[0], np.cumsum(np.bincount(on, minlength=n))])
+            finished = np.empty(n)
+            independent = np.flatnonzero(dep_a < 0)
+            independent = independent[np.argsort(times[independent], kind="stable")]
+            served = _kernels.fifo_serve_dependent(times, nics, np.ascontiguousarray(self.service[kinds]), dep_a, dep_b,
+                                                   np.ascontiguousarray(waiting[order]), bounds, independent,
+                                                   self.latency, self.busy_until, finished)
+            if served != n:
+                raise ValueError("command dependencies form a cycle")
+        else:
+            finished = self._serve_dependent_rounds(times, nics, kinds, dep_a, dep_b)
+        self._record(times, finished, kinds)
+        return finished
+
+    def _serve_dependent_rounds(self, times, nics, kinds, dep_a, dep_b) -> np.ndarray:
+        """:meth:`serve_dependent` without the compiled loop: serve every command together, issue
+        the dependent ones at their dependencies' completions, and repeat until the issue times
+        stop moving (they only move later; a few rounds).  Writes the issue times into ``times``."""
+        saved = self.busy_until.copy()
+        waits = dep_a >= 0
+        second = np.where(dep_b >= 0, dep_b, dep_a)
+        finished = np.full(len(times), -np.inf)
+        for _ in range(100):  # monotone and bounded: a few rounds in practice
+            issued = times.copy()
+            issued[waits] = np.maximum(finished[dep_a[waits]], finished[second[waits]])
+            ready = np.isfinite(issued)
+            self.busy_until[:] = saved
+            now = np.full(len(times), np.inf)
+            now[ready] = fifo_departures(issued[ready], nics[ready], self.service[kinds[ready]],
+                                         self.busy_until) + self.latency
+            if np.array_equal(now, finished):
+                break
+            finished = now
+        times[waits] = issued[waits]
+        return finished
+
+    def _record(self, times: np.ndarray, finished: np.ndarray, kinds: np.ndarray) -> None:
         delay = finished - times
         self.window_delays.append(delay)
         bins = np.clip(np.searchsorted(_BINS, delay, side="right") - 1, 0, len(self.histogram) - 1)
@@ -124,7 +182,6 @@ class CommandQueues:
         self.by_kind += np.bincount(kinds, minlength=len(COMMANDS))
         self.served += len(times)
         self.max_delay = max(self.max_delay, float(delay.max()))
-        return finished
 
     def percentile(self, p: float) -> float:
         """Delay percentile in seconds over every command served, interpolated within its

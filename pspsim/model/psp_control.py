@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from pspsim.model.calendar import Calendar
-from pspsim.model.commands import COMMAND, CommandQueues, serve_stages
+from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, conns_by_host, fits_on_both
 from pspsim.model.rotation import RotationSchedule
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, STALE, WAITING, TrafficLedger
@@ -197,35 +197,39 @@ class PspControl:
         destroy_nics = (np.concatenate([self.ends[gone, 0], self.ends[gone, 1]]) if self.tx_keys_on_nic
                         else np.empty(0, np.int64))
         destroy_times = np.tile(w.end[gone], 2) if self.tx_keys_on_nic else np.empty(0)
-        first = (np.concatenate([gen_times, rot_times, destroy_times]),
-                 np.concatenate([gen_nics, rot_nics, destroy_nics]),
-                 np.concatenate([np.full(len(gen_times), COMMAND["psp_gen_spi"]), rot_kinds,
-                                 np.full(len(destroy_times), COMMAND["psp_tx_key_destroy"])]))
-
-        def tx_creates(done: np.ndarray):
-            spi = done[: len(gen_times)]
-            both = np.maximum(spi[:n_new], spi[n_new:2 * n_new])
-            ip_ready = spi[2 * n_new:]
-            if not self.tx_keys_on_nic:
-                return np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
-            times = np.concatenate([both, both, ip_ready])
-            nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, 1 - ip_side]])
-            return times, nics, np.full(len(times), COMMAND["psp_tx_key_create"])
-
-        def old_destroys(done: np.ndarray):
-            if not self.tx_keys_on_nic:
-                return np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
-            ready = np.maximum(done[:n_new], done[n_new:2 * n_new])
-            reconn = slice(len(opened), n_new)
-            times = np.concatenate([ready[reconn], ready[reconn], done[2 * n_new:]])
-            nics = np.concatenate([self.ends[new_conn[reconn], 0], self.ends[new_conn[reconn], 1],
-                                   self.ends[ip_conn, 1 - ip_side]])
-            return times, nics, np.full(len(times), COMMAND["psp_tx_key_destroy"])
-
-        spi_done, tx_done, _ = serve_stages(self.queues, first, [tx_creates, old_destroys])
+        # Commands: GEN_SPI per end (new connections, reconnects) or on the rotated side (in place),
+        # ROTATE_KEY, TX key destroys of ended connections; then, with TX keys on the NIC, each TX key
+        # create once the connection's GEN_SPIs are done, and the old keys' destroys once the new
+        # ones are in.  One FIFO queue per NIC serves them all in order of issue.
+        n_gen, n_first = len(gen_times), len(gen_times) + len(rot_times) + len(destroy_times)
+        times = [gen_times, rot_times, destroy_times]
+        nics = [gen_nics, rot_nics, destroy_nics]
+        kinds = [np.full(n_gen, COMMAND["psp_gen_spi"]), rot_kinds,
+                 np.full(len(destroy_times), COMMAND["psp_tx_key_destroy"])]
+        none = np.full(n_first, -1)
+        dep_a, dep_b = [none], [none]
+        if self.tx_keys_on_nic:
+            pair_a, pair_b = np.arange(n_new), n_new + np.arange(n_new)  # each new connection's two GEN_SPIs
+            in_place = 2 * n_new + np.arange(n_ip)
+            creates = n_first + np.arange(2 * n_new + n_ip)  # TX key creates: both ends, then in place
+            reconn = np.arange(len(opened), n_new)
+            times += [np.zeros(2 * n_new + n_ip), np.zeros(2 * len(reconn) + n_ip)]
+            nics += [np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, 1 - ip_side]]),
+                     np.concatenate([self.ends[new_conn[reconn], 0], self.ends[new_conn[reconn], 1],
+                                     self.ends[ip_conn, 1 - ip_side]])]
+            kinds += [np.full(2 * n_new + n_ip, COMMAND["psp_tx_key_create"]),
+                      np.full(2 * len(reconn) + n_ip, COMMAND["psp_tx_key_destroy"])]
+            dep_a += [np.concatenate([pair_a, pair_a, in_place]),
+                      creates[np.concatenate([reconn, reconn, 2 * n_new + np.arange(n_ip)])]]
+            dep_b += [np.concatenate([pair_b, pair_b, np.full(n_ip, -1)]),
+                      np.concatenate([creates[n_new + reconn], creates[n_new + reconn], np.full(n_ip, -1)])]
+        done = self.queues.serve_dependent(np.concatenate(times), np.concatenate(nics), np.concatenate(kinds),
+                                           np.concatenate(dep_a), np.concatenate(dep_b))
+        spi_done = done[:n_first]
+        tx_done = done[n_first:n_first + 2 * n_new + n_ip]
         spi = spi_done[: len(gen_times)]
         if self.tx_keys_on_nic:
-            old = old_destroys(tx_done)[1]
+            old = nics[-1]
             gone_old = np.setdiff1d(gone, gone_new)
             before = np.concatenate([self.ends[gone_old, 0], self.ends[gone_old, 1]])
             self.tx_keys -= np.bincount(np.concatenate([before, old]), minlength=len(self.tx_keys))
