@@ -229,6 +229,21 @@ def test_jobs_that_would_not_fit_in_memory_are_lowered_not_refused(tmp_path, cap
     assert "this run would need" in line
 
 
+def test_run_uses_every_core_by_default_only_for_long_runs(monkeypatch):
+    from pspsim.cli import run_command
+    from pspsim.study import budget, executors
+
+    sc = scenario_from_dict(__import__("tomllib").loads(TINY_SCENARIO))
+    monkeypatch.setattr(executors, "default_jobs", lambda: 2)
+    assert run_command.check_budget(sc, force=False, jobs=None) == 1  # seconds: workers would cost more
+    slow = estimate(sc)
+    monkeypatch.setattr(budget, "estimate", lambda scenario, packets=False, jobs=1: budget.Estimate(
+        slow.connections, slow.windows, slow.runs, 0.0, slow.memory_bytes * jobs, 10 * run_command.AUTO_PARALLEL_S))
+    assert run_command.check_budget(sc, force=False, jobs=None) == 2
+    monkeypatch.setattr(budget, "available_memory", lambda: 1.5 * slow.memory_bytes)  # room for one run only
+    assert run_command.check_budget(sc, force=False, jobs=None) == 1
+
+
 def test_the_connection_estimate_matches_the_workload_generator(tmp_path):
     """The estimate's connection count against the generator's own draw (a different implementation)."""
     sc = scenario_from_dict({"run": {"duration": "2h"}, "fleet": {"racks": 2, "hosts_per_rack": 5},

@@ -52,8 +52,10 @@ def register(groups: argparse._SubParsersAction) -> None:
                              "of [packets] hosts, over [packets] duration, and write what HOST sends and receives "
                              "to DIR/pcap/<variant>-hostHOST.pcap (PSP: with HOST's device keys per rotation period, "
                              "for 'pspsim psp decrypt'; open in Wireshark with wireshark/psp.lua)")
-    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                        help="run variants and replications in N worker processes (default 1); same results")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=None, metavar="N",
+                        help="run variants and replications in N worker processes; same results (default: one "
+                             "per core for runs estimated to take more than a minute, else 1; never more than "
+                             "fit in memory at once)")
     parser.add_argument("--pcap-variants", default="psp", metavar="LIST",
                         help="comma-separated variants to capture with --pcap, or 'all' (default: psp)")
     parser.add_argument("--pcap-max-bytes", type=byte_count, default=64 << 30, metavar="N",
@@ -64,20 +66,30 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_command)
 
 
+AUTO_PARALLEL_S = 60.0  # estimated serial seconds above which `run` uses every core by default
+
+
 def add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="run even when the estimate says the run needs more memory or time than this machine has")
 
 
-def check_budget(scenario: Scenario, force: bool, packets: bool = False, jobs: int = 1) -> int:
+def check_budget(scenario: Scenario, force: bool, packets: bool = False, jobs: int | None = 1) -> int:
     """Refuse (one line) a run that cannot fit this machine, unless ``force``; returns the worker
     processes to use: ``jobs``, or fewer (said on stderr) when that many runs at once would not
-    fit in memory."""
+    fit in memory.  ``jobs=None``: one per core if the run is estimated to take over
+    ``AUTO_PARALLEL_S`` (below that, starting workers costs more than it saves), silently
+    lowered to what fits."""
+    auto = jobs is None
+    if jobs is None:
+        from pspsim.study.executors import default_jobs
+
+        jobs = default_jobs() if budget.estimate(scenario, packets).seconds > AUTO_PARALLEL_S else 1
     if force:
         return jobs
     fitting = budget.jobs_that_fit(scenario, jobs, packets)
     budget.check_budget(scenario, packets=packets, jobs=fitting)
-    if fitting < jobs:
+    if fitting < jobs and not auto:
         need = budget.estimate(scenario, packets, 1).memory_bytes
         print(f"pspsim: -j {jobs} lowered to -j {fitting}: each variant run needs about {budget.bytes_text(need)} "
               f"and {budget.bytes_text(budget.available_memory())} is available", file=sys.stderr)
