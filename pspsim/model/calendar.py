@@ -53,14 +53,14 @@ class Calendar:
             self._file(index[near], [c[near] for c in columns])
             index, columns = index[~near], [c[~near] for c in columns]
         epoch = index // EPOCH
-        order = np.argsort(epoch, kind="stable")
+        order = np.argsort(epoch.astype(np.int16) if epoch.max() < 32768 else epoch, kind="stable")  # radix
         epoch, index, columns = epoch[order], index[order], [c[order] for c in columns]
         cuts = np.flatnonzero(np.diff(epoch)) + 1
         for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(epoch)]])):
             self._epochs.setdefault(int(epoch[lo]), []).append((index[lo:hi], *(c[lo:hi] for c in columns)))
 
     def _file(self, index: np.ndarray, columns: list[np.ndarray]) -> None:
-        order = np.argsort(index, kind="stable")
+        order = np.argsort(index.astype(np.int16) if index.max() < 32768 else index, kind="stable")  # radix
         index = index[order]
         columns = [c[order] for c in columns]
         cuts = np.flatnonzero(np.diff(index)) + 1

@@ -72,12 +72,20 @@ def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
     return of
 
 
+def _radix_key(keys: np.ndarray) -> np.ndarray:
+    """``keys`` as 16-bit integers when they fit (numpy sorts those stably by radix sort, several
+    times faster than a merge sort; the same order)."""
+    if keys.dtype.kind in "iu" and len(keys) and keys.min() >= 0 and keys.max() < 32768:
+        return keys.astype(np.int16)
+    return keys
+
+
 def rank_within(groups: np.ndarray) -> np.ndarray:
     """For items already in order, each one's rank among the earlier items of its group."""
     n = len(groups)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    order = np.argsort(groups, kind="stable")
+    order = np.argsort(_radix_key(groups), kind="stable")
     g = groups[order]
     first = np.ones(n, dtype=bool)
     first[1:] = g[1:] != g[:-1]
