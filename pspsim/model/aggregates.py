@@ -205,7 +205,7 @@ class IncrementalDataplane:
             keys = sum(row("keys", side) for side in (False, True) if ("keys", side) in self.row)
             maybe = np.flatnonzero(keys > self.cache * limit)
             if len(maybe):
-                ids = self._flows_of(maybe)
+                ids = self._flows_of(maybe) if len(maybe) < hosts else np.arange(self.flows.count)
                 near = ids, traffic.of(ids)
                 miss = self._miss(near, maybe)
         if fits and own.crypto_on_nic:
@@ -232,6 +232,8 @@ class IncrementalDataplane:
     def _part(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, tx: bool, rx: bool):
         """The flows of ``near`` sent (``tx``) or received (``rx``) by ``nics``, in flow order."""
         ids, q = near
+        if len(nics) == self.hosts and tx and rx:  # every NIC (kTLS offload spills on all): all of them
+            return ids, q
         mine = np.zeros(self.hosts, bool)
         mine[nics] = True
         keep = (mine[self.flows.sender[ids]] & tx) | (mine[self.flows.receiver[ids]] & rx)

@@ -34,8 +34,8 @@ probability ``exp(-rate_i T)``, and the request-weighted miss ratio is
 popularity; against a simulated LRU fed by 200,000 independent references
 over 2,000 Zipf-like keys it is within 0.1 percentage point
 (tests/test_cache.py).  ``T`` is found for every group (NIC) at once by
-Newton steps on ``log T`` kept inside a bisection bracket, each step one
-``np.bincount`` over the keys.
+Newton steps on ``log T`` kept inside a bisection bracket, each step two
+segment sums over the keys grouped by NIC.
 
 Sources: H. Che, Y. Tung, Z. Wang, "Hierarchical Web caching systems:
 modeling, design and experimental results", IEEE JSAC 20(7), 2002;
@@ -95,8 +95,16 @@ def lru_miss_ratio(
     r, m = rate[rows], multiplicity[rows]
     local = (np.cumsum(solve) - 1)[group[rows]]
     c, n, total = cache_size[solve], keys[solve], lookups[solve]
-    slowest = np.full(c.size, np.inf)
-    np.minimum.at(slowest, local, r)
+    # rows grouped (stably) so that each group's sums are segment sums
+    order = np.argsort(local.astype(np.int16) if c.size < 32768 else local, kind="stable")
+    r, m, local = r[order], m[order], local[order]
+    size = np.bincount(local, minlength=c.size)  # every group solved has keys (it spills)
+    starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+
+    def per_group(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(x, starts)
+
+    slowest = np.minimum.reduceat(r, starts)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         # Bracket on u = log T: occupancy(T) <= T * sum(m r) gives the low end,
         # occupancy(T) >= n (1 - exp(-r_min T)) the high end.
@@ -109,9 +117,10 @@ def lru_miss_ratio(
             u = np.where(inside, guess, u)
         done = np.zeros(c.size, bool)
         for _ in range(_MAX_STEPS):
-            rt = r * np.exp(u)[local]
-            excess = np.bincount(local, m * -np.expm1(-rt), c.size) - c
-            slope = np.bincount(local, m * rt * np.exp(-rt), c.size)  # d occupancy / d log T
+            rt = r * np.repeat(np.exp(u), size)
+            held = -np.expm1(-rt)  # each key's chance of being in the cache
+            excess = per_group(m * held) - c
+            slope = per_group(m * rt * (1.0 - held))  # d occupancy / d log T
             high = excess > 0
             hi = np.where(high, u, hi)
             lo = np.where(high, lo, u)
@@ -123,8 +132,8 @@ def lru_miss_ratio(
                 break
         if log_t is not None:
             log_t[solve] = u
-        t = np.exp(u)[local]
-        miss[solve] = np.bincount(local, m * r * np.exp(-r * t), c.size) / total
+        t = np.repeat(np.exp(u), size)
+        miss[solve] = np.minimum(per_group(m * r * np.exp(-r * t)) / total, 1.0)  # a ratio, despite rounding
     return miss
 
 

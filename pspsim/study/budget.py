@@ -38,7 +38,8 @@ from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
 # Measured (see the module docstring); rounded up.
-SECONDS_PER_CONNECTION = 5.0e-6  # measured 2.5e-6 idle, 3.8e-6 with the other core busy (PSP)
+SECONDS_PER_CONNECTION = 1.0e-5  # fleet-1k, 24 h, 7 M connections: 5.0e-6 (plaintext) to 2.4e-5 (kTLS offload) per
+# variant, 7.5e-6 on average over the 8 variants, idle (the slowest variant sets the wall time of a -j run)
 SECONDS_PER_WINDOW = 2.5e-3  # measured 1.25e-3 idle, 2.0e-3 busy (100 hosts, 1,440 windows)
 SECONDS_PER_HOST_WINDOW = 1.0e-6  # measured 2.7e-7 idle, 8e-7 at load 11 (100 -> 1,000 hosts, 2 variants)
 SECONDS_PER_PACKET = 2.0e-5  # bench_packet_tier: about 7e-6 per packet sealed, carried and opened
