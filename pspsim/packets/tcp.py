@@ -60,13 +60,22 @@ class Templates:
         parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
         return parts
 
-    def frames(self, flow, incarnation, length, seq, ack) -> list[bytes]:
-        """One data frame per packet (arrays of flow, incarnation, payload length, seq, ack)."""
+    def parts(self, flow, incarnation, length) -> list[tuple[bytes, bytes]]:
+        """(bytes before seq, bytes after ack) of each packet's data frame (arrays of
+        flow, incarnation, payload length)."""
         keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
-        get, make, pack = self.cache.get, self._make, SEQ_ACK.pack
-        parts = [get(k) or make(k) for k in keys]
-        return [h + pack(s, a) + t for (h, t), s, a in
-                zip(parts, (seq & 0xFFFFFFFF).tolist(), (ack & 0xFFFFFFFF).tolist())]
+        parts = list(map(self.cache.get, keys))
+        if None in parts:
+            for i, k in enumerate(keys):
+                if parts[i] is None:
+                    parts[i] = self.cache.get(k) or self._make(k)
+        return parts
+
+    @staticmethod
+    def frames(parts: list[tuple[bytes, bytes]], seq: list[int], ack: list[int]) -> list[bytes]:
+        """The data frames of :meth:`parts` with their seq and ack (32-bit, as lists)."""
+        pack = SEQ_ACK.pack
+        return [h + pack(s, a) + t for (h, t), s, a in zip(parts, seq, ack)]
 
 
 def handshake(rank: int, incarnation: int, client: int, server: int, t: float,

@@ -49,7 +49,7 @@ from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
-from pspsim.wire.psp_packet import PspOpened, _psp_fast
+from pspsim.wire.psp_packet import _psp_fast, seal_parts, verify_each
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -240,13 +240,12 @@ class PacketTier:
         flow, ep = flows[msg], e[msg]
         inc = self.ep_inc[ep]
         seq, ack = self._sequence(flow, inc, length)
-        inner = self.templates.frames(flow, inc, length, seq, ack)
         pcode = code[msg]
+        wire, inner = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
+                                 (ack & 0xFFFFFFFF).tolist(), pcode, ep)
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
-            inner[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]
-        unique = {x: self._sealer(x) for x in np.unique(ep).tolist()}
-        wire = [s(f) for s, f in zip(map(unique.__getitem__, ep.tolist()), inner)]
+            inner[k] = wire[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]  # as it goes
         conn, direction = flow >> 1, flow & 1
         client, server = self.w.client[conn], self.w.server[conn]
         src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
@@ -270,6 +269,31 @@ class PacketTier:
             self.capture.sent(send, src, wire)
         return {"wire": wire, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow, "code": pcode,
                 "length": length, "wire_len": wire_len}
+
+    def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray):
+        """Wire frames, in order, and the cleartext frames of the packets that a PSP NIC
+        does not seal (``None`` for those: PSP frames are sealed from their templates,
+        :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before)."""
+        n, eps = len(parts), ep.tolist()
+        psp = np.flatnonzero(pcode == PSP).tolist() if self.nics is not None else []
+        inner: list[bytes | None] = [None] * n
+        wire: list[bytes] = [b""] * n
+        if psp:
+            uniq, which = np.unique(ep[psp], return_inverse=True)
+            senders = [self.nics.sender(*self.epochs[x].data) for x in uniq.tolist()]
+            if len(psp) == n:
+                return seal_parts(senders, which.tolist(), parts, seq, ack), inner
+            sealed = seal_parts(senders, which.tolist(), [parts[k] for k in psp], [seq[k] for k in psp],
+                                [ack[k] for k in psp])
+            for k, w in zip(psp, sealed):
+                wire[k] = w
+        rest = np.flatnonzero(pcode != PSP).tolist() if psp else range(n)
+        frames = self.templates.frames([parts[k] for k in rest], [seq[k] for k in rest], [ack[k] for k in rest])
+        unique = {x: self._sealer(x) for x in {eps[k] for k in rest}}
+        for k, f in zip(rest, frames):
+            inner[k] = f
+            wire[k] = unique[eps[k]](f)
+        return wire, inner
 
     def _sequence(self, flow: np.ndarray, inc: np.ndarray, length: np.ndarray):
         """TCP seq (bytes the side sent before) and ack (the other side's bytes by the chunk's start)."""
@@ -335,7 +359,7 @@ class PacketTier:
         if counted.any():
             self.nics.count_rx(p["dst"][counted], p["wire_len"][counted])
         self.outcomes["delivered"] += int(ok.sum())
-        per_packet = np.array([c != RECORDS for c in code], dtype=bool)
+        per_packet = p["code"] != RECORDS
         self.stats["payload_delivered"] += int(p["length"][ok & per_packet].sum())
         if self.capture is not None:
             self.capture.received(arrive, dst, wire, ~dropped)
@@ -348,10 +372,9 @@ class PacketTier:
         """Open the segment's plain PSP packets with the compiled path (verification
         only); returns the packets left for the general path (other kinds, unusual
         frames, and every packet of a run that holds a rejection, which it counts)."""
-        devices, check = self.nics.devices, _psp_fast.decapsulate
         psp = [i for i in segment if code[i] == PSP] if PLAIN_OR_OTHER & set(code) else segment
         try:
-            verified = [check(wire[i], devices[dst[i]], None, PspOpened, False) for i in psp]
+            verified = verify_each(wire, psp, self.nics.devices, dst)
         except (PspRejected, NotPspPacket):
             return segment
         rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
