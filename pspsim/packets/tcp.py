@@ -42,34 +42,35 @@ def segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flag
 
 
 class Templates:
-    """Data frames (zero payload) per (flow, incarnation, length), a bounded cache,
-    each kept as the bytes before and after the sequence and acknowledgement numbers."""
+    """Data frames (zero payload) per (flow, incarnation, length), each kept as the
+    bytes before and after the sequence and acknowledgement numbers, in a cache of
+    ``limit`` entries (or one batch's, if more), emptied when a batch would overflow it."""
 
     def __init__(self, ends, rank, limit: int = 50_000) -> None:
         self.ends, self.rank, self.limit = ends, rank, limit
         self.cache: dict[int, tuple[bytes, bytes]] = {}
 
     def _make(self, key: int) -> tuple[bytes, bytes]:
-        if len(self.cache) >= self.limit:
-            self.cache.clear()
         flow, incarnation, length = key >> 28, (key >> 16) & 0xFFF, key & 0xFFFF
         conn, direction = flow >> 1, flow & 1
         src, dst = self.ends(conn, direction)
         template = segment(src, dst, *ports(self.rank(conn), incarnation, direction), 0, 0, ACK | PSH,
                            bytes(length))
-        parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
-        return parts
+        return template[:SEQ_AT], template[SEQ_AT + 8:]
 
     def parts(self, flow, incarnation, length) -> list[tuple[bytes, bytes]]:
         """(bytes before seq, bytes after ack) of each packet's data frame (arrays of
         flow, incarnation, payload length)."""
         keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
-        parts = list(map(self.cache.get, keys))
-        if None in parts:
-            for i, k in enumerate(keys):
-                if parts[i] is None:
-                    parts[i] = self.cache.get(k) or self._make(k)
-        return parts
+        cache = self.cache
+        missing = set(keys).difference(cache)
+        if missing:
+            if len(cache) + len(missing) > self.limit:  # start afresh (a batch may exceed the limit)
+                cache.clear()
+                missing = set(keys)
+            for k in missing:
+                cache[k] = self._make(k)
+        return list(map(cache.__getitem__, keys))
 
     @staticmethod
     def frames(parts: list[tuple[bytes, bytes]], seq: list[int], ack: list[int]) -> list[bytes]:

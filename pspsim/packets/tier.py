@@ -138,12 +138,11 @@ class PacketTier:
         return out
 
     def _sealer(self, e: int) -> Callable[[bytes], bytes]:
+        """How an epoch other than PSP's protects a frame (PSP: :meth:`_seal`)."""
         fn = self.sealers.get(e)
         if fn is None:
             epoch = self.epochs[e]
-            if epoch.kind == "psp":
-                fn = self.nics.sender(*epoch.data).seal
-            elif epoch.kind in ("esp", "esp-sw"):
+            if epoch.kind in ("esp", "esp-sw"):
                 sa, gen, src, spi = epoch.data
                 fn = self.sadb.sender((sa, gen, src), spi)
             else:
@@ -279,16 +278,19 @@ class PacketTier:
         inner: list[bytes | None] = [None] * n
         wire: list[bytes] = [b""] * n
         if psp:
-            uniq, which = np.unique(ep[psp], return_inverse=True)
-            senders = [self.nics.sender(*self.epochs[x].data) for x in uniq.tolist()]
+            sel = ep[psp] if len(psp) < n else ep
+            used = np.zeros(len(self.epochs), dtype=np.int64)
+            used[sel] = 1
+            senders = [self.nics.sender(*self.epochs[x].data) for x in np.flatnonzero(used).tolist()]
+            which = (np.cumsum(used) - 1)[sel].tolist()  # each packet's sender, as a position in senders
             if len(psp) == n:
-                return seal_parts(senders, which.tolist(), parts, seq, ack), inner
-            sealed = seal_parts(senders, which.tolist(), [parts[k] for k in psp], [seq[k] for k in psp],
-                                [ack[k] for k in psp])
-            for k, w in zip(psp, sealed):
+                return seal_parts(senders, which, parts, seq, ack), inner
+            pick = [parts[k] for k in psp], [seq[k] for k in psp], [ack[k] for k in psp]
+            for k, w in zip(psp, seal_parts(senders, which, *pick)):
                 wire[k] = w
         rest = np.flatnonzero(pcode != PSP).tolist() if psp else range(n)
-        frames = self.templates.frames([parts[k] for k in rest], [seq[k] for k in rest], [ack[k] for k in rest])
+        frames = self.templates.frames(*([x[k] for k in rest] for x in (parts, seq, ack))) if psp else \
+            self.templates.frames(parts, seq, ack)
         unique = {x: self._sealer(x) for x in {eps[k] for k in rest}}
         for k, f in zip(rest, frames):
             inner[k] = f
@@ -337,6 +339,7 @@ class PacketTier:
         events, pos, total = self.rx_events, 0, len(order)
         wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
         fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
+        only_psp = fast and not PLAIN_OR_OTHER & set(code)
         counted = np.zeros(len(wire), dtype=bool)  # PSP packets whose NIC counters are added in bulk
         while pos < total:
             end = total
@@ -344,7 +347,7 @@ class PacketTier:
                 end = max(pos, int(np.searchsorted(arrive_sorted, events[self.rx_pos][0], side="left")))
             segment = order[pos:end].tolist()
             if fast:
-                segment = self._open_psp_fast(segment, wire, dst, code, ok, counted)
+                segment = self._open_psp_fast(order[pos:end], segment, only_psp, wire, dst, code, ok, counted)
             for i in segment:
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
@@ -368,15 +371,20 @@ class PacketTier:
             flags = np.r_[ok[order], np.array([g for _, g in extra], dtype=bool)]
             self.arrival_log.append((p["flow"][idx] >> 1, p["flow"][idx] & 1, p["send"][idx], arrive[idx], flags))
 
-    def _open_psp_fast(self, segment: list[int], wire, dst, code, ok, counted) -> list[int]:
-        """Open the segment's plain PSP packets with the compiled path (verification
-        only); returns the packets left for the general path (other kinds, unusual
-        frames, and every packet of a run that holds a rejection, which it counts)."""
-        psp = [i for i in segment if code[i] == PSP] if PLAIN_OR_OTHER & set(code) else segment
+    def _open_psp_fast(self, index: np.ndarray, segment: list[int], only_psp: bool, wire, dst, code, ok,
+                       counted) -> list[int]:
+        """Open the segment's plain PSP packets (``index``: as an array; ``only_psp``:
+        the chunk has no other kind) with the compiled path (verification only);
+        returns the packets left for the general path (other kinds, unusual frames,
+        and every packet of a run that holds a rejection, which it counts)."""
+        psp = segment if only_psp else [i for i in segment if code[i] == PSP]
         try:
             verified = verify_each(wire, psp, self.nics.devices, dst)
         except (PspRejected, NotPspPacket):
             return segment
+        if only_psp and None not in verified:
+            ok[index] = counted[index] = True
+            return []
         rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
         if None in verified:  # frames the compiled path leaves to the general one
             rest += [i for i, good in zip(psp, verified) if good is None]
