@@ -15,6 +15,11 @@ reference/linux-psp.md 1.4): ``key-rotations``, ``stale-events``,
 ``rx-packets``, ``rx-bytes`` and ``tx-bytes`` (from the first byte after the
 PSP header through the last payload byte: no UDP, PSP header or ICV),
 ``rx-auth-fail``, ``rx-error``, ``rx-bad``, ``tx-packets``, ``tx-error``.
+
+Speed only (the bytes and every count are the same either way): a chunk's
+frames may be sealed in send order just before the receive side needs them
+(:class:`SendQueue`), and verified in batches of :data:`BATCH` in arrival
+order, so that most frames are verified while still in the CPU cache.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import numpy as np
 
 from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.psp_kdf import SPI_KEY_PHASE_BIT, derive_sa_key
-from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate
+from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate, seal_parts, verify_each
 from pspsim.wire.psp_sa import DeviceKeys, PspSA
 
 #: Ethernet 14 + IPv4 20 + UDP 8 + PSP header 16 + ICV 16: what the byte counters leave out.
 UNCOUNTED = 14 + 20 + 8 + 16 + 16
+BATCH = 1024  # packets verified per compiled call when frames are sealed on demand
 COUNTERS = ("key-rotations", "stale-events", "rx-packets", "rx-bytes", "rx-auth-fail", "rx-error", "rx-bad",
             "tx-packets", "tx-bytes", "tx-error")
 
@@ -90,6 +96,19 @@ class PspNics:
             c["rx-packets"] += int(n)
             c["rx-bytes"] += int(b) - UNCOUNTED * int(n)
 
+    def verify(self, frames: list[bytes], indices: list[int], hosts: list[int],
+               queue: SendQueue | None = None) -> list[bool | None]:
+        """:func:`~pspsim.wire.psp_packet.verify_each` with the NICs' keys (``hosts``:
+        each frame's receiver), sealing ``queue``'s frames as they are needed."""
+        if queue is None:
+            return verify_each(frames, indices, self.devices, hosts)
+        out: list[bool | None] = []
+        for a in range(0, len(indices), BATCH):
+            part = indices[a:a + BATCH]
+            queue.upto(max(part) + 1)
+            out += verify_each(frames, part, self.devices, hosts)
+        return out
+
     def open(self, nic: int, frame: bytes) -> str:
         """Verify one received frame at ``nic`` and count it: "" if it verified, else
         the counter it moved."""
@@ -122,3 +141,25 @@ class PspNics:
     def cache_hit_ratio(self) -> float:
         hits = sum(d.cache_hits for d in self.devices)
         return hits / max(hits + sum(d.cache_misses for d in self.devices), 1)
+
+
+class SendQueue:
+    """One chunk's PSP frames, sealed in send order (each sender's IVs in order)
+    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame."""
+
+    def __init__(self, senders: list[PspSender], which: list[int], parts: list[tuple[bytes, bytes]],
+                 seq: list[int], ack: list[int]) -> None:
+        self.args, self.count, self.frames = (senders, which, parts, seq, ack), len(which), []
+
+    def upto(self, n: int) -> None:
+        """Seal the packets before ``n`` that are not sealed yet."""
+        k = len(self.frames)
+        if n > k:
+            senders, which, parts, seq, ack = self.args
+            self.frames += seal_parts(senders, which[k:n], parts[k:n], seq[k:n], ack[k:n])
+
+    def finish(self, lengths: np.ndarray) -> None:
+        """Seal the rest; the frames must have the ``lengths`` told to the fabric."""
+        self.upto(self.count)
+        if not np.array_equal(np.fromiter(map(len, self.frames), dtype=np.float64, count=self.count), lengths):
+            raise AssertionError("a PSP frame's length differs from the one the fabric carried")

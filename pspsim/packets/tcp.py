@@ -18,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+import numpy as np
+
 from pspsim.wire.frames import IPPROTO_TCP, ip_frame
 
 TCP_HEADER = struct.Struct("!HHIIBBHHH")
@@ -77,6 +79,30 @@ class Templates:
         """The data frames of :meth:`parts` with their seq and ack (32-bit, as lists)."""
         pack = SEQ_ACK.pack
         return [h + pack(s, a) + t for (h, t), s, a in zip(parts, seq, ack)]
+
+
+def sequence(sent: dict[int, int], flow: np.ndarray, inc: np.ndarray, length: np.ndarray):
+    """TCP seq (bytes the side sent before) and ack (the other side's bytes by the chunk's start)
+    of each packet (arrays in send order); ``sent`` (per ``flow * 4096 + incarnation``: 1 + the
+    bytes sent so far) is brought up to date."""
+    group = flow * 4096 + inc
+    order = np.argsort(group, kind="stable")  # send order within each group
+    g, n = group[order], length[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    cum = np.cumsum(n)
+    start = np.maximum.accumulate(np.where(first, cum - n, 0))
+    uniq = g[first].tolist()
+    base = np.array([sent.get(x, 1) for x in uniq], dtype=np.int64)
+    rank = np.cumsum(first) - 1
+    seq = np.empty(len(flow), dtype=np.int64)
+    seq[order] = base[rank] + (cum - n - start)
+    ack_of = {x: sent.get(x ^ 4096, 1) for x in uniq}  # flow ^ 1 is the reverse direction
+    ack = np.empty(len(flow), dtype=np.int64)
+    ack[order] = np.array([ack_of[x] for x in uniq], dtype=np.int64)[rank]
+    ends = np.r_[np.flatnonzero(first)[1:], len(g)] - 1
+    for x, b, total in zip(uniq, base.tolist(), (cum[ends] - start[ends]).tolist()):
+        sent[x] = b + total
+    return seq, ack
 
 
 def handshake(rank: int, incarnation: int, client: int, server: int, t: float,

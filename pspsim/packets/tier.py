@@ -41,15 +41,15 @@ from pspsim.packets.capture import Capture
 from pspsim.packets.control import ControlPlane
 from pspsim.packets.fabric import Fabric
 from pspsim.packets.ipsec_sadb import Sadb
-from pspsim.packets.psp_nic import PspNics
+from pspsim.packets.psp_nic import PspNics, SendQueue
 from pspsim.packets.result import PacketTierResult
 from pspsim.packets.sample import expected_packet_rate, sample_connections
-from pspsim.packets.tcp import HEADER_BYTES, Templates
+from pspsim.packets.tcp import HEADER_BYTES, Templates, sequence
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
-from pspsim.wire.psp_packet import _psp_fast, seal_parts, verify_each
+from pspsim.wire.psp_packet import _psp_fast, seal_parts
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -238,21 +238,24 @@ class PacketTier:
         msg, index, length, send = msg[order], index[order], length[order], send[order]
         flow, ep = flows[msg], e[msg]
         inc = self.ep_inc[ep]
-        seq, ack = self._sequence(flow, inc, length)
+        seq, ack = sequence(self.seq, flow, inc, length)
         pcode = code[msg]
-        wire, inner = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
-                                 (ack & 0xFFFFFFFF).tolist(), pcode, ep)
+        wire, inner, queue = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
+                                        (ack & 0xFFFFFFFF).tolist(), pcode, ep)
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
             inner[k] = wire[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]  # as it goes
         conn, direction = flow >> 1, flow & 1
         client, server = self.w.client[conn], self.w.server[conn]
         src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
-        wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
-        self.stats["packets"] += len(wire)
-        self.stats["offered"] += len(wire)
+        if queue is None:
+            wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
+        else:  # sealed later: the lengths PSP gives (checked then, SendQueue.finish)
+            wire_len = (length + HEADER_BYTES + self.nics.encap.overhead(4)).astype(np.float64)
+        self.stats["packets"] += len(length)
+        self.stats["offered"] += len(length)
         self.stats["payload_sent"] += int(sizes.sum())
-        self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(wire)
+        self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(length)
         self.stats["wire_bytes"] += int(wire_len.sum())
         kinds = self.ep_kind[ep]
         for kind in np.unique(kinds).tolist():
@@ -266,57 +269,43 @@ class PacketTier:
                 self.nics.count_tx(int(nic), int(n), int(b))
         if self.capture is not None:
             self.capture.sent(send, src, wire)
-        return {"wire": wire, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow, "code": pcode,
-                "length": length, "wire_len": wire_len}
+        return {"wire": wire, "queue": queue, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow,
+                "code": pcode, "length": length, "wire_len": wire_len}
 
     def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray):
         """Wire frames, in order, and the cleartext frames of the packets that a PSP NIC
         does not seal (``None`` for those: PSP frames are sealed from their templates,
         :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before)."""
-        n, eps = len(parts), ep.tolist()
-        psp = np.flatnonzero(pcode == PSP).tolist() if self.nics is not None else []
+        n = len(parts)
+        is_psp = pcode == PSP if self.nics is not None else np.zeros(n, dtype=bool)
+        psp = range(n) if is_psp.all() else np.flatnonzero(is_psp).tolist()
         inner: list[bytes | None] = [None] * n
         wire: list[bytes] = [b""] * n
+        if len(psp) == n and self.capture is None and self.in_flight is None and _psp_fast is not None:
+            queue = SendQueue(*self._senders(ep), parts, seq, ack)
+            return queue.frames, inner, queue
         if psp:
-            sel = ep[psp] if len(psp) < n else ep
-            used = np.zeros(len(self.epochs), dtype=np.int64)
-            used[sel] = 1
-            senders = [self.nics.sender(*self.epochs[x].data) for x in np.flatnonzero(used).tolist()]
-            which = (np.cumsum(used) - 1)[sel].tolist()  # each packet's sender, as a position in senders
+            senders, which = self._senders(ep[psp] if len(psp) < n else ep)
             if len(psp) == n:
-                return seal_parts(senders, which, parts, seq, ack), inner
+                return seal_parts(senders, which, parts, seq, ack), inner, None
             pick = [parts[k] for k in psp], [seq[k] for k in psp], [ack[k] for k in psp]
             for k, w in zip(psp, seal_parts(senders, which, *pick)):
                 wire[k] = w
-        rest = np.flatnonzero(pcode != PSP).tolist() if psp else range(n)
+        rest, eps = np.flatnonzero(~is_psp).tolist() if psp else range(n), ep.tolist()
         frames = self.templates.frames(*([x[k] for k in rest] for x in (parts, seq, ack))) if psp else \
             self.templates.frames(parts, seq, ack)
         unique = {x: self._sealer(x) for x in {eps[k] for k in rest}}
         for k, f in zip(rest, frames):
             inner[k] = f
             wire[k] = unique[eps[k]](f)
-        return wire, inner
+        return wire, inner, None
 
-    def _sequence(self, flow: np.ndarray, inc: np.ndarray, length: np.ndarray):
-        """TCP seq (bytes the side sent before) and ack (the other side's bytes by the chunk's start)."""
-        group = flow * 4096 + inc
-        order = np.argsort(group, kind="stable")  # send order within each group
-        g, n = group[order], length[order]
-        first = np.r_[True, g[1:] != g[:-1]]
-        cum = np.cumsum(n)
-        start = np.maximum.accumulate(np.where(first, cum - n, 0))
-        uniq = g[first].tolist()
-        base = np.array([self.seq.get(x, 1) for x in uniq], dtype=np.int64)
-        rank = np.cumsum(first) - 1
-        seq = np.empty(len(flow), dtype=np.int64)
-        seq[order] = base[rank] + (cum - n - start)
-        ack_of = {x: self.seq.get(x ^ 4096, 1) for x in uniq}  # flow ^ 1 is the reverse direction
-        ack = np.empty(len(flow), dtype=np.int64)
-        ack[order] = np.array([ack_of[x] for x in uniq], dtype=np.int64)[rank]
-        ends = np.r_[np.flatnonzero(first)[1:], len(g)] - 1
-        for x, b, total in zip(uniq, base.tolist(), (cum[ends] - start[ends]).tolist()):
-            self.seq[x] = b + total
-        return seq, ack
+    def _senders(self, ep: np.ndarray) -> tuple[list, list[int]]:
+        """The PSP senders of epochs ``ep`` and each one's position among them."""
+        used = np.zeros(len(self.epochs), dtype=np.int64)
+        used[ep] = 1
+        senders = [self.nics.sender(*self.epochs[x].data) for x in np.flatnonzero(used).tolist()]
+        return senders, (np.cumsum(used) - 1)[ep].tolist()
 
     # -- receive side ---------------------------------------------------------------
     def _apply_rx(self, until: float) -> None:
@@ -334,20 +323,20 @@ class PacketTier:
         order = np.argsort(arrive, kind="stable")
         order = order[~dropped[order]]
         arrive_sorted = arrive[order]
-        ok = np.zeros(len(p["wire"]), dtype=bool)
+        ok = np.zeros(len(p["length"]), dtype=bool)
         extra: list[tuple[int, bool]] = []
         events, pos, total = self.rx_events, 0, len(order)
         wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
         fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
         only_psp = fast and not PLAIN_OR_OTHER & set(code)
-        counted = np.zeros(len(wire), dtype=bool)  # PSP packets whose NIC counters are added in bulk
+        counted = np.zeros(len(p["length"]), dtype=bool)  # PSP packets whose NIC counters are added in bulk
         while pos < total:
             end = total
             if self.rx_pos < len(events):
                 end = max(pos, int(np.searchsorted(arrive_sorted, events[self.rx_pos][0], side="left")))
             segment = order[pos:end].tolist()
             if fast:
-                segment = self._open_psp_fast(order[pos:end], segment, only_psp, wire, dst, code, ok, counted)
+                segment = self._open_psp_fast(order[pos:end], segment, only_psp, p, dst, code, ok, counted)
             for i in segment:
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
@@ -359,6 +348,8 @@ class PacketTier:
             if end < total:
                 self._apply_rx(float(arrive_sorted[end]))
             pos = end
+        if p["queue"] is not None:
+            p["queue"].finish(p["wire_len"])
         if counted.any():
             self.nics.count_rx(p["dst"][counted], p["wire_len"][counted])
         self.outcomes["delivered"] += int(ok.sum())
@@ -371,7 +362,7 @@ class PacketTier:
             flags = np.r_[ok[order], np.array([g for _, g in extra], dtype=bool)]
             self.arrival_log.append((p["flow"][idx] >> 1, p["flow"][idx] & 1, p["send"][idx], arrive[idx], flags))
 
-    def _open_psp_fast(self, index: np.ndarray, segment: list[int], only_psp: bool, wire, dst, code, ok,
+    def _open_psp_fast(self, index: np.ndarray, segment: list[int], only_psp: bool, p, dst, code, ok,
                        counted) -> list[int]:
         """Open the segment's plain PSP packets (``index``: as an array; ``only_psp``:
         the chunk has no other kind) with the compiled path (verification only);
@@ -379,8 +370,10 @@ class PacketTier:
         and every packet of a run that holds a rejection, which it counts)."""
         psp = segment if only_psp else [i for i in segment if code[i] == PSP]
         try:
-            verified = verify_each(wire, psp, self.nics.devices, dst)
+            verified = self.nics.verify(p["wire"], psp, dst, p["queue"])
         except (PspRejected, NotPspPacket):
+            if p["queue"] is not None:
+                p["queue"].upto(max(segment) + 1)  # the general path opens them all
             return segment
         if only_psp and None not in verified:
             ok[index] = counted[index] = True

@@ -264,6 +264,7 @@ def verify_each(list frames, list indices, list keyring, list hosts):
     cdef unsigned char* scratch = NULL
     cdef unsigned char* grown
     cdef bytes frame
+    cdef LastSA last = LastSA()
     out = [None] * count
     try:
         for k in range(count):
@@ -274,16 +275,39 @@ def verify_each(list frames, list indices, list keyring, list hosts):
                 if grown == NULL:
                     raise MemoryError()
                 scratch, cap = grown, len(frame)
-            out[k] = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch)
+            out[k] = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch, last)
     finally:
         PyMem_Free(scratch)
+        last.flush()
     return out
 
 
+cdef class LastSA:
+    """The receive SA of the previous packet of a batch: a packet with the same
+    keys, SPI and version takes it without asking ``keys.sa_for`` again (that
+    would be a cache hit: the entry was found or made by the previous lookup, and
+    nothing came between); its hits are added to ``keys.cache_hits`` in one go."""
+
+    cdef object keys, sa
+    cdef unsigned long spi
+    cdef int version
+    cdef Py_ssize_t hits
+
+    cdef void follow(self, object keys, unsigned long spi, int version, object sa) except *:
+        self.flush()
+        self.keys, self.spi, self.version, self.sa = keys, spi, version, sa
+
+    cdef void flush(self) except *:
+        if self.hits:
+            self.keys.cache_hits += self.hits
+            self.hits = 0
+
+
 cdef object decap(bytes frame, object keys, object versions, type opened_type, bint build,
-                  unsigned char* scratch=NULL):
+                  unsigned char* scratch=NULL, LastSA last=None):
     """``decapsulate``; with ``scratch`` (at least ``len(frame)`` bytes, only when
-    ``INTO`` and not ``build``) the cleartext is decrypted into it and dropped."""
+    ``INTO`` and not ``build``) the cleartext is decrypted into it and dropped;
+    with ``last``, runs of packets of one SA look it up once."""
     cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
     cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
     cdef int proto, ipv, version, next_header
@@ -309,7 +333,13 @@ cdef object decap(bytes frame, object keys, object versions, type opened_type, b
     spi = (<unsigned long>rd16(f + p + 4) << 16) | rd16(f + p + 6)
     iv = (<unsigned long long>rd16(f + p + 8) << 48) | (<unsigned long long>rd16(f + p + 10) << 32) \
         | (<unsigned long long>rd16(f + p + 12) << 16) | rd16(f + p + 14)
-    sa = keys.sa_for(spi, version)
+    if last is not None and last.keys is keys and last.spi == spi and last.version == version:
+        sa = last.sa  # what sa_for gives again: a cache hit, counted with the run's others
+        last.hits += 1
+    else:
+        sa = keys.sa_for(spi, version)
+        if last is not None:
+            last.follow(keys, spi, version, sa)
     aad = frame[p:p + 16 + clear_len]
     try:
         if scratch != NULL:  # verification only: the cleartext goes to the scratch buffer
