@@ -19,7 +19,11 @@ PSP header through the last payload byte: no UDP, PSP header or ICV),
 Speed only (the bytes and every count are the same either way): a chunk's
 frames may be sealed in send order just before the receive side needs them
 (:class:`SendQueue`), and verified in batches of :data:`BATCH` in arrival
-order, so that most frames are verified while still in the CPU cache.
+order, so that most frames are verified while still in the CPU cache; a
+verified frame is then let go (its memory serves the next frames sealed),
+and if a later packet of the same period is rejected, so that the whole
+period is opened again one by one, :meth:`PspNics.reopen` repeats what
+opening it again would do.
 """
 
 from __future__ import annotations
@@ -106,8 +110,21 @@ class PspNics:
         for a in range(0, len(indices), BATCH):
             part = indices[a:a + BATCH]
             queue.upto(max(part) + 1)
-            out += verify_each(frames, part, self.devices, hosts)
+            verified = verify_each(frames, part, self.devices, hosts)
+            for i, good in zip(part, verified):
+                if good:
+                    frames[i] = None  # let go (see reopen)
+            out += verified
         return out
+
+    def reopen(self, nic: int, sa: PspSA, frame_len: int) -> str:
+        """:meth:`open` of a frame of ``sa`` that ``nic`` verified and let go in this
+        rotation period: it verifies again, with the same key lookup and counts."""
+        self.devices[nic].sa_for(sa.spi, sa.version)
+        c = self.counters[nic]
+        c["rx-packets"] += 1
+        c["rx-bytes"] += frame_len - UNCOUNTED
+        return ""
 
     def open(self, nic: int, frame: bytes) -> str:
         """Verify one received frame at ``nic`` and count it: "" if it verified, else
@@ -145,21 +162,24 @@ class PspNics:
 
 class SendQueue:
     """One chunk's PSP frames, sealed in send order (each sender's IVs in order)
-    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame."""
+    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame, which
+    must be ``lengths[k]`` bytes long (what the fabric carried)."""
 
     def __init__(self, senders: list[PspSender], which: list[int], parts: list[tuple[bytes, bytes]],
-                 seq: list[int], ack: list[int]) -> None:
-        self.args, self.count, self.frames = (senders, which, parts, seq, ack), len(which), []
+                 seq: list[int], ack: list[int], lengths: np.ndarray) -> None:
+        self.args, self.lengths, self.frames = (senders, which, parts, seq, ack), lengths, []
+
+    def sa(self, k: int) -> PspSA:
+        """The SA that sealed packet ``k``."""
+        senders, which = self.args[0], self.args[1]
+        return senders[which[k]].sa
 
     def upto(self, n: int) -> None:
         """Seal the packets before ``n`` that are not sealed yet."""
         k = len(self.frames)
         if n > k:
             senders, which, parts, seq, ack = self.args
-            self.frames += seal_parts(senders, which[k:n], parts[k:n], seq[k:n], ack[k:n])
-
-    def finish(self, lengths: np.ndarray) -> None:
-        """Seal the rest; the frames must have the ``lengths`` told to the fabric."""
-        self.upto(self.count)
-        if not np.array_equal(np.fromiter(map(len, self.frames), dtype=np.float64, count=self.count), lengths):
-            raise AssertionError("a PSP frame's length differs from the one the fabric carried")
+            sealed = seal_parts(senders, which[k:n], parts[k:n], seq[k:n], ack[k:n])
+            if not np.array_equal(np.fromiter(map(len, sealed), dtype=np.float64, count=n - k), self.lengths[k:n]):
+                raise AssertionError("a PSP frame's length differs from the one the fabric carried")
+            self.frames += sealed

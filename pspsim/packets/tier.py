@@ -241,7 +241,7 @@ class PacketTier:
         seq, ack = sequence(self.seq, flow, inc, length)
         pcode = code[msg]
         wire, inner, queue = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
-                                        (ack & 0xFFFFFFFF).tolist(), pcode, ep)
+                                        (ack & 0xFFFFFFFF).tolist(), pcode, ep, length)
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
             inner[k] = wire[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]  # as it goes
@@ -250,8 +250,8 @@ class PacketTier:
         src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
         if queue is None:
             wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
-        else:  # sealed later: the lengths PSP gives (checked then, SendQueue.finish)
-            wire_len = (length + HEADER_BYTES + self.nics.encap.overhead(4)).astype(np.float64)
+        else:  # sealed later: the lengths PSP gives, checked then
+            wire_len = queue.lengths
         self.stats["packets"] += len(length)
         self.stats["offered"] += len(length)
         self.stats["payload_sent"] += int(sizes.sum())
@@ -272,17 +272,20 @@ class PacketTier:
         return {"wire": wire, "queue": queue, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow,
                 "code": pcode, "length": length, "wire_len": wire_len}
 
-    def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray):
-        """Wire frames, in order, and the cleartext frames of the packets that a PSP NIC
+    def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray, length: np.ndarray):
+        """Wire frames, in order, the cleartext frames of the packets that a PSP NIC
         does not seal (``None`` for those: PSP frames are sealed from their templates,
-        :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before)."""
+        :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before), and
+        the :class:`SendQueue` of a chunk that is all PSP (its frames are sealed as the
+        receive side needs them; the list fills as it goes)."""
         n = len(parts)
         is_psp = pcode == PSP if self.nics is not None else np.zeros(n, dtype=bool)
         psp = range(n) if is_psp.all() else np.flatnonzero(is_psp).tolist()
         inner: list[bytes | None] = [None] * n
         wire: list[bytes] = [b""] * n
         if len(psp) == n and self.capture is None and self.in_flight is None and _psp_fast is not None:
-            queue = SendQueue(*self._senders(ep), parts, seq, ack)
+            wire_len = (length + HEADER_BYTES + self.nics.encap.overhead(4)).astype(np.float64)
+            queue = SendQueue(*self._senders(ep), parts, seq, ack, wire_len)
             return queue.frames, inner, queue
         if psp:
             senders, which = self._senders(ep[psp] if len(psp) < n else ep)
@@ -338,6 +341,9 @@ class PacketTier:
             if fast:
                 segment = self._open_psp_fast(order[pos:end], segment, only_psp, p, dst, code, ok, counted)
             for i in segment:
+                if wire[i] is None:  # verified, let go, and opened again here (PspNics.reopen)
+                    ok[i] = not self.nics.reopen(dst[i], p["queue"].sa(i), int(p["wire_len"][i]))
+                    continue
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
                     good = self._open(code[i], dst[i], flow[i], f, p["inner"][i])
@@ -349,7 +355,7 @@ class PacketTier:
                 self._apply_rx(float(arrive_sorted[end]))
             pos = end
         if p["queue"] is not None:
-            p["queue"].finish(p["wire_len"])
+            p["queue"].upto(len(p["length"]))
         if counted.any():
             self.nics.count_rx(p["dst"][counted], p["wire_len"][counted])
         self.outcomes["delivered"] += int(ok.sum())
