@@ -7,6 +7,7 @@ from pspsim.costs import load_parameter_set
 from pspsim.model.workload import generate_workload
 from pspsim.packets.tier import PacketTier
 from pspsim.scenario import scenario_from_dict
+from pspsim.wire._compiled import PURE_PYTHON
 
 COSTS = load_parameter_set().costs()
 
@@ -159,3 +160,25 @@ def test_same_seed_same_events_and_bytes():
     a = PacketTier(sc, "psp", COSTS, workload, np.random.default_rng(9)).run()
     b = PacketTier(sc, "psp", COSTS, workload, np.random.default_rng(9)).run()
     assert a.counts == b.counts and a.wire_bytes_sent == b.wire_bytes_sent and a.outcomes == b.outcomes
+
+
+@pytest.mark.skipif(PURE_PYTHON, reason="frames are sealed on demand only with the compiled path")
+def test_batches_and_frames_let_go_change_nothing(monkeypatch):
+    """PSP frames are sealed as the receiver needs them and let go once verified;
+    when a later packet of the same rotation period is rejected, the period is
+    opened again one by one (PspNics.reopen for the frames let go).  One-packet
+    batches make that happen; every count must be what large batches give."""
+    from pspsim.packets import psp_nic
+
+    sc, workload = small(span="40s", psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s")
+    runs, reopened = [], []
+    reopen = psp_nic.PspNics.reopen
+    monkeypatch.setattr(psp_nic.PspNics, "reopen", lambda self, *a: reopened.append(a) or reopen(self, *a))
+    for batch in (10**9, 1):
+        monkeypatch.setattr(psp_nic, "BATCH", batch)
+        runs.append(PacketTier(sc, "psp", COSTS, workload, np.random.default_rng(3), keep_arrivals=True).run())
+    big, one = runs
+    assert reopened and big.outcomes["rx-auth-fail"] > 100
+    assert big.outcomes == one.outcomes and big.nic_counters == one.nic_counters
+    assert big.key_cache_hit_ratio == one.key_cache_hit_ratio and big.wire_bytes_sent == one.wire_bytes_sent
+    assert all((big.arrivals[k] == one.arrivals[k]).all() for k in big.arrivals)

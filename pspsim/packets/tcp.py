@@ -18,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+import numpy as np
+
 from pspsim.wire.frames import IPPROTO_TCP, ip_frame
 
 TCP_HEADER = struct.Struct("!HHIIBBHHH")
@@ -42,31 +44,65 @@ def segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flag
 
 
 class Templates:
-    """Data frames (zero payload) per (flow, incarnation, length), a bounded cache,
-    each kept as the bytes before and after the sequence and acknowledgement numbers."""
+    """Data frames (zero payload) per (flow, incarnation, length), each kept as the
+    bytes before and after the sequence and acknowledgement numbers, in a cache of
+    ``limit`` entries (or one batch's, if more), emptied when a batch would overflow it."""
 
     def __init__(self, ends, rank, limit: int = 50_000) -> None:
         self.ends, self.rank, self.limit = ends, rank, limit
         self.cache: dict[int, tuple[bytes, bytes]] = {}
 
     def _make(self, key: int) -> tuple[bytes, bytes]:
-        if len(self.cache) >= self.limit:
-            self.cache.clear()
         flow, incarnation, length = key >> 28, (key >> 16) & 0xFFF, key & 0xFFFF
         conn, direction = flow >> 1, flow & 1
         src, dst = self.ends(conn, direction)
         template = segment(src, dst, *ports(self.rank(conn), incarnation, direction), 0, 0, ACK | PSH,
                            bytes(length))
-        parts = self.cache[key] = (template[:SEQ_AT], template[SEQ_AT + 8:])
-        return parts
+        return template[:SEQ_AT], template[SEQ_AT + 8:]
 
-    def frames(self, flow, incarnation, length, seq, ack) -> list[bytes]:
-        """One data frame per packet (arrays of flow, incarnation, payload length, seq, ack)."""
+    def parts(self, flow, incarnation, length) -> list[tuple[bytes, bytes]]:
+        """(bytes before seq, bytes after ack) of each packet's data frame (arrays of
+        flow, incarnation, payload length)."""
         keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
-        get, make, pack = self.cache.get, self._make, SEQ_ACK.pack
-        parts = [get(k) or make(k) for k in keys]
-        return [h + pack(s, a) + t for (h, t), s, a in
-                zip(parts, (seq & 0xFFFFFFFF).tolist(), (ack & 0xFFFFFFFF).tolist())]
+        cache = self.cache
+        missing = set(keys).difference(cache)
+        if missing:
+            if len(cache) + len(missing) > self.limit:  # start afresh (a batch may exceed the limit)
+                cache.clear()
+                missing = set(keys)
+            for k in missing:
+                cache[k] = self._make(k)
+        return list(map(cache.__getitem__, keys))
+
+    @staticmethod
+    def frames(parts: list[tuple[bytes, bytes]], seq: list[int], ack: list[int]) -> list[bytes]:
+        """The data frames of :meth:`parts` with their seq and ack (32-bit, as lists)."""
+        pack = SEQ_ACK.pack
+        return [h + pack(s, a) + t for (h, t), s, a in zip(parts, seq, ack)]
+
+
+def sequence(sent: dict[int, int], flow: np.ndarray, inc: np.ndarray, length: np.ndarray):
+    """TCP seq (bytes the side sent before) and ack (the other side's bytes by the chunk's start)
+    of each packet (arrays in send order); ``sent`` (per ``flow * 4096 + incarnation``: 1 + the
+    bytes sent so far) is brought up to date."""
+    group = flow * 4096 + inc
+    order = np.argsort(group, kind="stable")  # send order within each group
+    g, n = group[order], length[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    cum = np.cumsum(n)
+    start = np.maximum.accumulate(np.where(first, cum - n, 0))
+    uniq = g[first].tolist()
+    base = np.array([sent.get(x, 1) for x in uniq], dtype=np.int64)
+    rank = np.cumsum(first) - 1
+    seq = np.empty(len(flow), dtype=np.int64)
+    seq[order] = base[rank] + (cum - n - start)
+    ack_of = {x: sent.get(x ^ 4096, 1) for x in uniq}  # flow ^ 1 is the reverse direction
+    ack = np.empty(len(flow), dtype=np.int64)
+    ack[order] = np.array([ack_of[x] for x in uniq], dtype=np.int64)[rank]
+    ends = np.r_[np.flatnonzero(first)[1:], len(g)] - 1
+    for x, b, total in zip(uniq, base.tolist(), (cum[ends] - start[ends]).tolist()):
+        sent[x] = b + total
+    return seq, ack
 
 
 def handshake(rank: int, incarnation: int, client: int, server: int, t: float,

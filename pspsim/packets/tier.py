@@ -41,15 +41,15 @@ from pspsim.packets.capture import Capture
 from pspsim.packets.control import ControlPlane
 from pspsim.packets.fabric import Fabric
 from pspsim.packets.ipsec_sadb import Sadb
-from pspsim.packets.psp_nic import PspNics
+from pspsim.packets.psp_nic import PspNics, SendQueue
 from pspsim.packets.result import PacketTierResult
 from pspsim.packets.sample import expected_packet_rate, sample_connections
-from pspsim.packets.tcp import HEADER_BYTES, Templates
+from pspsim.packets.tcp import HEADER_BYTES, Templates, sequence
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
-from pspsim.wire.psp_packet import PspOpened, _psp_fast
+from pspsim.wire.psp_packet import _psp_fast, seal_parts
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -138,12 +138,11 @@ class PacketTier:
         return out
 
     def _sealer(self, e: int) -> Callable[[bytes], bytes]:
+        """How an epoch other than PSP's protects a frame (PSP: :meth:`_seal`)."""
         fn = self.sealers.get(e)
         if fn is None:
             epoch = self.epochs[e]
-            if epoch.kind == "psp":
-                fn = self.nics.sender(*epoch.data).seal
-            elif epoch.kind in ("esp", "esp-sw"):
+            if epoch.kind in ("esp", "esp-sw"):
                 sa, gen, src, spi = epoch.data
                 fn = self.sadb.sender((sa, gen, src), spi)
             else:
@@ -239,22 +238,24 @@ class PacketTier:
         msg, index, length, send = msg[order], index[order], length[order], send[order]
         flow, ep = flows[msg], e[msg]
         inc = self.ep_inc[ep]
-        seq, ack = self._sequence(flow, inc, length)
-        inner = self.templates.frames(flow, inc, length, seq, ack)
+        seq, ack = sequence(self.seq, flow, inc, length)
         pcode = code[msg]
+        wire, inner, queue = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
+                                        (ack & 0xFFFFFFFF).tolist(), pcode, ep, length)
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
-            inner[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]
-        unique = {x: self._sealer(x) for x in np.unique(ep).tolist()}
-        wire = [s(f) for s, f in zip(map(unique.__getitem__, ep.tolist()), inner)]
+            inner[k] = wire[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]  # as it goes
         conn, direction = flow >> 1, flow & 1
         client, server = self.w.client[conn], self.w.server[conn]
         src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
-        wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
-        self.stats["packets"] += len(wire)
-        self.stats["offered"] += len(wire)
+        if queue is None:
+            wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
+        else:  # sealed later: the lengths PSP gives, checked then
+            wire_len = queue.lengths
+        self.stats["packets"] += len(length)
+        self.stats["offered"] += len(length)
         self.stats["payload_sent"] += int(sizes.sum())
-        self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(wire)
+        self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(length)
         self.stats["wire_bytes"] += int(wire_len.sum())
         kinds = self.ep_kind[ep]
         for kind in np.unique(kinds).tolist():
@@ -268,29 +269,46 @@ class PacketTier:
                 self.nics.count_tx(int(nic), int(n), int(b))
         if self.capture is not None:
             self.capture.sent(send, src, wire)
-        return {"wire": wire, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow, "code": pcode,
-                "length": length, "wire_len": wire_len}
+        return {"wire": wire, "queue": queue, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow,
+                "code": pcode, "length": length, "wire_len": wire_len}
 
-    def _sequence(self, flow: np.ndarray, inc: np.ndarray, length: np.ndarray):
-        """TCP seq (bytes the side sent before) and ack (the other side's bytes by the chunk's start)."""
-        group = flow * 4096 + inc
-        order = np.argsort(group, kind="stable")  # send order within each group
-        g, n = group[order], length[order]
-        first = np.r_[True, g[1:] != g[:-1]]
-        cum = np.cumsum(n)
-        start = np.maximum.accumulate(np.where(first, cum - n, 0))
-        uniq = g[first].tolist()
-        base = np.array([self.seq.get(x, 1) for x in uniq], dtype=np.int64)
-        rank = np.cumsum(first) - 1
-        seq = np.empty(len(flow), dtype=np.int64)
-        seq[order] = base[rank] + (cum - n - start)
-        ack_of = {x: self.seq.get(x ^ 4096, 1) for x in uniq}  # flow ^ 1 is the reverse direction
-        ack = np.empty(len(flow), dtype=np.int64)
-        ack[order] = np.array([ack_of[x] for x in uniq], dtype=np.int64)[rank]
-        ends = np.r_[np.flatnonzero(first)[1:], len(g)] - 1
-        for x, b, total in zip(uniq, base.tolist(), (cum[ends] - start[ends]).tolist()):
-            self.seq[x] = b + total
-        return seq, ack
+    def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray, length: np.ndarray):
+        """Wire frames, in order, the cleartext frames of the packets that a PSP NIC
+        does not seal (``None`` for those: PSP frames are sealed from their templates,
+        :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before), and
+        the :class:`SendQueue` of a chunk that is all PSP (its frames are sealed as the
+        receive side needs them; the list fills as it goes)."""
+        n = len(parts)
+        is_psp = pcode == PSP if self.nics is not None else np.zeros(n, dtype=bool)
+        psp = range(n) if is_psp.all() else np.flatnonzero(is_psp).tolist()
+        inner: list[bytes | None] = [None] * n
+        wire: list[bytes] = [b""] * n
+        if len(psp) == n and self.capture is None and self.in_flight is None and _psp_fast is not None:
+            wire_len = (length + HEADER_BYTES + self.nics.encap.overhead(4)).astype(np.float64)
+            queue = SendQueue(*self._senders(ep), parts, seq, ack, wire_len)
+            return queue.frames, inner, queue
+        if psp:
+            senders, which = self._senders(ep[psp] if len(psp) < n else ep)
+            if len(psp) == n:
+                return seal_parts(senders, which, parts, seq, ack), inner, None
+            pick = [parts[k] for k in psp], [seq[k] for k in psp], [ack[k] for k in psp]
+            for k, w in zip(psp, seal_parts(senders, which, *pick)):
+                wire[k] = w
+        rest, eps = np.flatnonzero(~is_psp).tolist() if psp else range(n), ep.tolist()
+        frames = self.templates.frames(*([x[k] for k in rest] for x in (parts, seq, ack))) if psp else \
+            self.templates.frames(parts, seq, ack)
+        unique = {x: self._sealer(x) for x in {eps[k] for k in rest}}
+        for k, f in zip(rest, frames):
+            inner[k] = f
+            wire[k] = unique[eps[k]](f)
+        return wire, inner, None
+
+    def _senders(self, ep: np.ndarray) -> tuple[list, list[int]]:
+        """The PSP senders of epochs ``ep`` and each one's position among them."""
+        used = np.zeros(len(self.epochs), dtype=np.int64)
+        used[ep] = 1
+        senders = [self.nics.sender(*self.epochs[x].data) for x in np.flatnonzero(used).tolist()]
+        return senders, (np.cumsum(used) - 1)[ep].tolist()
 
     # -- receive side ---------------------------------------------------------------
     def _apply_rx(self, until: float) -> None:
@@ -308,20 +326,24 @@ class PacketTier:
         order = np.argsort(arrive, kind="stable")
         order = order[~dropped[order]]
         arrive_sorted = arrive[order]
-        ok = np.zeros(len(p["wire"]), dtype=bool)
+        ok = np.zeros(len(p["length"]), dtype=bool)
         extra: list[tuple[int, bool]] = []
         events, pos, total = self.rx_events, 0, len(order)
         wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
         fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
-        counted = np.zeros(len(wire), dtype=bool)  # PSP packets whose NIC counters are added in bulk
+        only_psp = fast and not PLAIN_OR_OTHER & set(code)
+        counted = np.zeros(len(p["length"]), dtype=bool)  # PSP packets whose NIC counters are added in bulk
         while pos < total:
             end = total
             if self.rx_pos < len(events):
                 end = max(pos, int(np.searchsorted(arrive_sorted, events[self.rx_pos][0], side="left")))
             segment = order[pos:end].tolist()
             if fast:
-                segment = self._open_psp_fast(segment, wire, dst, code, ok, counted)
+                segment = self._open_psp_fast(order[pos:end], segment, only_psp, p, dst, code, ok, counted)
             for i in segment:
+                if wire[i] is None:  # verified, let go, and opened again here (PspNics.reopen)
+                    ok[i] = not self.nics.reopen(dst[i], p["queue"].sa(i), int(p["wire_len"][i]))
+                    continue
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
                     good = self._open(code[i], dst[i], flow[i], f, p["inner"][i])
@@ -332,10 +354,12 @@ class PacketTier:
             if end < total:
                 self._apply_rx(float(arrive_sorted[end]))
             pos = end
+        if p["queue"] is not None:
+            p["queue"].upto(len(p["length"]))
         if counted.any():
             self.nics.count_rx(p["dst"][counted], p["wire_len"][counted])
         self.outcomes["delivered"] += int(ok.sum())
-        per_packet = np.array([c != RECORDS for c in code], dtype=bool)
+        per_packet = p["code"] != RECORDS
         self.stats["payload_delivered"] += int(p["length"][ok & per_packet].sum())
         if self.capture is not None:
             self.capture.received(arrive, dst, wire, ~dropped)
@@ -344,16 +368,22 @@ class PacketTier:
             flags = np.r_[ok[order], np.array([g for _, g in extra], dtype=bool)]
             self.arrival_log.append((p["flow"][idx] >> 1, p["flow"][idx] & 1, p["send"][idx], arrive[idx], flags))
 
-    def _open_psp_fast(self, segment: list[int], wire, dst, code, ok, counted) -> list[int]:
-        """Open the segment's plain PSP packets with the compiled path (verification
-        only); returns the packets left for the general path (other kinds, unusual
-        frames, and every packet of a run that holds a rejection, which it counts)."""
-        devices, check = self.nics.devices, _psp_fast.decapsulate
-        psp = [i for i in segment if code[i] == PSP] if PLAIN_OR_OTHER & set(code) else segment
+    def _open_psp_fast(self, index: np.ndarray, segment: list[int], only_psp: bool, p, dst, code, ok,
+                       counted) -> list[int]:
+        """Open the segment's plain PSP packets (``index``: as an array; ``only_psp``:
+        the chunk has no other kind) with the compiled path (verification only);
+        returns the packets left for the general path (other kinds, unusual frames,
+        and every packet of a run that holds a rejection, which it counts)."""
+        psp = segment if only_psp else [i for i in segment if code[i] == PSP]
         try:
-            verified = [check(wire[i], devices[dst[i]], None, PspOpened, False) for i in psp]
+            verified = self.nics.verify(p["wire"], psp, dst, p["queue"])
         except (PspRejected, NotPspPacket):
+            if p["queue"] is not None:
+                p["queue"].upto(max(segment) + 1)  # the general path opens them all
             return segment
+        if only_psp and None not in verified:
+            ok[index] = counted[index] = True
+            return []
         rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
         if None in verified:  # frames the compiled path leaves to the general one
             rest += [i for i, good in zip(psp, verified) if good is None]

@@ -7,15 +7,27 @@ tunnel mode, and produces exactly the bytes of the general Python
 implementation (held equal by ``tests/test_psp_fastpath.py``).  For any
 other frame, and for every packet that the receiver must reject, it
 returns ``None`` and the general implementation runs, so that errors are
-raised in one place only.  Crypto is the same ``AESGCM`` object in both.
+raised in one place only.  Crypto is the same ``AESGCM`` object in both;
+where cryptography has ``encrypt_into`` the fast path seals straight into
+the new frame and, when only verifying, opens into a scratch buffer (no
+copy of each packet).  Batches (``seal_parts``, ``verify_each``) run their
+loop here, for a packet generator such as the packet tier.
 """
 
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pspsim.wire.errors import IvSpaceExhausted, PspAuthFailure
+
+
+#: newer cryptography seals into and opens into a given buffer (no copy of each packet)
+cdef bint INTO = hasattr(AESGCM, "encrypt_into") and hasattr(AESGCM, "decrypt_into")
 
 
 cdef inline unsigned int rd16(const unsigned char* p) noexcept:
@@ -96,15 +108,23 @@ cdef class Sealer:
 
     def seal(self, frame):
         """The frame encapsulated and sealed with the next IV (see ``PspSender.seal``)."""
+        if type(frame) is bytes:
+            return self.seal_at(<const unsigned char*>PyBytes_AS_STRING(frame), len(frame), frame)
+        return self.seal_at(NULL, 0, frame)
+
+    cdef object seal_at(self, const unsigned char* f, Py_ssize_t n, object frame):
+        """``seal`` of the ``n`` bytes at ``f`` (``frame``: those bytes as an object,
+        or ``None`` to make them only if the general path needs them; ``f`` is
+        ``NULL`` for an object that is not ``bytes``)."""
         if self.exhausted:
             raise IvSpaceExhausted("IV space of this SA is exhausted: rekey")
         cdef unsigned long long iv = self.next_iv
         out = None
-        if type(frame) is bytes:
-            out = encapsulate(frame, self.aead, self.spi, self.version, iv, self.tunnel,
-                              self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
+        if f != NULL:
+            out = encap(f, n, self.aead, self.spi, self.version, iv, self.tunnel,
+                        self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
         if out is None:
-            out = self.fallback(frame, iv)
+            out = self.fallback(PyBytes_FromStringAndSize(<const char*>f, n) if frame is None else frame, iv)
         if iv == 0xFFFFFFFFFFFFFFFF:
             self.exhausted = True
         else:
@@ -112,11 +132,49 @@ cdef class Sealer:
         return out
 
 
+def seal_parts(list sealers, list which, list parts, list words0, list words1):
+    """Seal, in order, the frames ``head + word0 + word1 + tail`` (``parts[k]`` is
+    ``(head, tail)``; the words are 32-bit, big-endian), each with its sealer
+    ``sealers[which[k]]``, without making the frames as objects: each is laid
+    out in one reused buffer (what ``seal(head + words + tail)`` returns)."""
+    cdef Py_ssize_t k, count = len(parts), cap = 0, n, hn, tn
+    cdef unsigned char* buf = NULL
+    cdef unsigned char* grown
+    cdef bytes head, tail
+    cdef Sealer sealer
+    out = [None] * count
+    try:
+        for k in range(count):
+            head, tail = parts[k]
+            hn, tn = len(head), len(tail)
+            n = hn + 8 + tn
+            if n > cap:
+                grown = <unsigned char*>PyMem_Realloc(buf, n)
+                if grown == NULL:
+                    raise MemoryError()
+                buf, cap = grown, n
+            memcpy(buf, PyBytes_AS_STRING(head), hn)
+            wr32(buf + hn, <unsigned long>words0[k])
+            wr32(buf + hn + 4, <unsigned long>words1[k])
+            memcpy(buf + hn + 8, PyBytes_AS_STRING(tail), tn)
+            sealer = <Sealer>sealers[<Py_ssize_t>which[k]]
+            out[k] = sealer.seal_at(buf, n, None)
+    finally:
+        PyMem_Free(buf)
+    return out
+
+
 cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsigned long long iv,
                   bint tunnel, int transport_co, int v4_tunnel_co, int v6_tunnel_co):
     """The encapsulated frame, or ``None`` when the general path must run."""
-    cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
-    cdef Py_ssize_t n = len(frame), hlen, end, start, clear_len, outer_hlen, udp_len, pos
+    return encap(<const unsigned char*>PyBytes_AS_STRING(frame), len(frame), aead, spi, version, iv, tunnel,
+                 transport_co, v4_tunnel_co, v6_tunnel_co)
+
+
+cdef object encap(const unsigned char* f, Py_ssize_t n, object aead, unsigned long spi, int version,
+                  unsigned long long iv, bint tunnel, int transport_co, int v4_tunnel_co, int v6_tunnel_co):
+    """``encapsulate`` of the ``n`` bytes at ``f``."""
+    cdef Py_ssize_t hlen, end, start, clear_len, outer_hlen, udp_len, pos, sealed_len
     cdef int proto, next_header, co, ipv
     cdef unsigned int sport
     cdef unsigned char hdr[16]
@@ -148,8 +206,12 @@ cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsi
     aad = PyBytes_FromStringAndSize(NULL, 16 + clear_len)
     memcpy(PyBytes_AS_STRING(aad), hdr, 16)
     memcpy(PyBytes_AS_STRING(aad) + 16, f + start, clear_len)
-    sealed = aead.encrypt(nonce, frame[start + clear_len:end], aad)
-    udp_len = 8 + 16 + clear_len + len(sealed)
+    sealed_len = end - start - clear_len + 16
+    sealed = None
+    if not INTO:
+        sealed = aead.encrypt(nonce, PyBytes_FromStringAndSize(<const char*>f + start + clear_len,
+                                                             sealed_len - 16), aad)
+    udp_len = 8 + 16 + clear_len + sealed_len
     if udp_len + (outer_hlen if ipv == 4 else 0) > 0xFFFF:
         return None
     if (proto == 6 or proto == 17) and end - (14 + hlen) >= 4:
@@ -177,7 +239,11 @@ cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsi
     wr16(o + pos + 6, 0)
     memcpy(o + pos + 8, hdr, 16)
     memcpy(o + pos + 24, f + start, clear_len)
-    memcpy(o + pos + 24 + clear_len, PyBytes_AS_STRING(sealed), len(sealed))
+    if INTO:  # straight into the new frame, which nothing else holds yet
+        aead.encrypt_into(nonce, PyMemoryView_FromMemory(<char*>f + start + clear_len, sealed_len - 16, PyBUF_READ),
+                          aad, PyMemoryView_FromMemory(<char*>o + pos + 24 + clear_len, sealed_len, PyBUF_WRITE))
+    else:
+        memcpy(o + pos + 24 + clear_len, PyBytes_AS_STRING(sealed), sealed_len)
     return out
 
 
@@ -187,6 +253,61 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type, bin
     ``versions`` is ``None`` when every version is accepted.  With ``build``
     false only verification happens, and ``True`` is returned instead (a
     receiver model that counts outcomes needs no cleartext frame)."""
+    return decap(frame, keys, versions, opened_type, build)
+
+
+def verify_each(list frames, list indices, list keyring, list hosts):
+    """``decapsulate(frames[i], keyring[hosts[i]], None, tuple, False)`` for each
+    ``i`` of ``indices``, in order: a list of ``True`` (verified) or ``None`` (left
+    to the general path); the first rejection raises, as it would there."""
+    cdef Py_ssize_t k, i, count = len(indices), cap = 0
+    cdef unsigned char* scratch = NULL
+    cdef unsigned char* grown
+    cdef bytes frame
+    cdef LastSA last = LastSA()
+    out = [None] * count
+    try:
+        for k in range(count):
+            i = indices[k]
+            frame = <bytes?>frames[i]
+            if INTO and len(frame) > cap:
+                grown = <unsigned char*>PyMem_Realloc(scratch, len(frame))
+                if grown == NULL:
+                    raise MemoryError()
+                scratch, cap = grown, len(frame)
+            out[k] = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch, last)
+    finally:
+        PyMem_Free(scratch)
+        last.flush()
+    return out
+
+
+cdef class LastSA:
+    """The receive SA of the previous packet of a batch: a packet with the same
+    keys, SPI and version takes it without asking ``keys.sa_for`` again (that
+    would be a cache hit: the entry was found or made by the previous lookup, and
+    nothing came between); its hits are added to ``keys.cache_hits`` in one go."""
+
+    cdef object keys, sa
+    cdef unsigned long spi
+    cdef int version
+    cdef Py_ssize_t hits
+
+    cdef void follow(self, object keys, unsigned long spi, int version, object sa) except *:
+        self.flush()
+        self.keys, self.spi, self.version, self.sa = keys, spi, version, sa
+
+    cdef void flush(self) except *:
+        if self.hits:
+            self.keys.cache_hits += self.hits
+            self.hits = 0
+
+
+cdef object decap(bytes frame, object keys, object versions, type opened_type, bint build,
+                  unsigned char* scratch=NULL, LastSA last=None):
+    """``decapsulate``; with ``scratch`` (at least ``len(frame)`` bytes, only when
+    ``INTO`` and not ``build``) the cleartext is decrypted into it and dropped;
+    with ``last``, runs of packets of one SA look it up once."""
     cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
     cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
     cdef int proto, ipv, version, next_header
@@ -212,9 +333,20 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type, bin
     spi = (<unsigned long>rd16(f + p + 4) << 16) | rd16(f + p + 6)
     iv = (<unsigned long long>rd16(f + p + 8) << 48) | (<unsigned long long>rd16(f + p + 10) << 32) \
         | (<unsigned long long>rd16(f + p + 12) << 16) | rd16(f + p + 14)
-    sa = keys.sa_for(spi, version)
+    if last is not None and last.keys is keys and last.spi == spi and last.version == version:
+        sa = last.sa  # what sa_for gives again: a cache hit, counted with the run's others
+        last.hits += 1
+    else:
+        sa = keys.sa_for(spi, version)
+        if last is not None:
+            last.follow(keys, spi, version, sa)
     aad = frame[p:p + 16 + clear_len]
     try:
+        if scratch != NULL:  # verification only: the cleartext goes to the scratch buffer
+            sa._aead.decrypt_into(frame[p + 4:p + 16], PyMemoryView_FromMemory(
+                <char*>f + p + 16 + clear_len, protected_len - clear_len + 16, PyBUF_READ), aad,
+                PyMemoryView_FromMemory(<char*>scratch, protected_len - clear_len, PyBUF_WRITE))
+            return True
         plain = sa._aead.decrypt(frame[p + 4:p + 16], frame[p + 16 + clear_len:end], aad)
     except InvalidTag:
         raise PspAuthFailure(f"ICV mismatch for SPI {spi:08x}") from None

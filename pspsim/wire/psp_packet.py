@@ -63,6 +63,7 @@ from pspsim.wire.psp_kdf import ENCRYPTING_VERSIONS
 from pspsim.wire.psp_sa import DeviceKeys, PspSA
 
 _BASE = struct.Struct("!BBBBIQ")
+_WORDS = struct.Struct("!II")
 _PSP_PORT_BYTES = PSP_UDP_PORT.to_bytes(2, "big")
 _TUNNEL_ETHERTYPE = {
     IPPROTO_IPIP: ETHERTYPE_IPV4.to_bytes(2, "big"),
@@ -308,3 +309,28 @@ class PspSender:
         if self._sealer is not None:
             self._sealer.exhausted = value > MAX_IV
             self._sealer.next_iv = min(value, MAX_IV)
+
+
+def seal_parts(senders: list[PspSender], which: list[int], parts: list[tuple[bytes, bytes]],
+               words0: list[int], words1: list[int]) -> list[bytes]:
+    """``senders[which[k]].seal(head + word0 + word1 + tail)`` for each ``k`` in order
+    (``parts[k]`` is ``(head, tail)``; words: 32-bit, big-endian), the same bytes;
+    the compiled path lays each frame out in one reused buffer instead of making
+    it (a packet generator that keeps templates of its frames)."""
+    sealers = [s._sealer for s in senders]
+    if _psp_fast is not None and None not in sealers:
+        return _psp_fast.seal_parts(sealers, which, parts, words0, words1)
+    pack = _WORDS.pack
+    return [senders[k].seal(h + pack(a, b) + t) for k, (h, t), a, b in zip(which, parts, words0, words1)]
+
+
+def verify_each(frames: list[bytes], indices: list[int], keyring: list[DeviceKeys],
+                hosts: list[int]) -> list[bool | None]:
+    """Verify ``frames[i]`` with ``keyring[hosts[i]]`` (every version accepted) for
+    each ``i`` of ``indices``, in order, without making the cleartext: ``True`` for
+    a packet that verified, ``None`` for one the compiled path leaves to
+    :func:`decapsulate` (every packet when there is no compiled path); the first
+    rejection raises (:class:`NotPspPacket`, :class:`PspRejected`)."""
+    if _psp_fast is None:
+        return [None] * len(indices)
+    return _psp_fast.verify_each(frames, indices, keyring, hosts)
