@@ -5,9 +5,13 @@ What it models: nothing new.  It computes the same per-host results as
 :func:`pspsim.model.dataplane.window_dataplane` at a cost proportional to the
 flows a window touches, not to the fleet:
 
-* :class:`HostSums`: for per-flow features ``phi(flow's quantities)`` (bytes
-  per category, wire bits, engine load, cached keys...), the sum over the
-  flows each host sends (or receives).  A window's sums are the level's sums
+* :class:`HostSums`: for per-flow features ``phi(flow's quantities)`` that are
+  not linear in them (engine loads, the busier of packet and bit rate flow by
+  flow; cached keys), the sum over the flows each host sends (or receives).
+  Linear ones (bytes, packets, records per category, wire bits, cross-rack
+  bits) come from the ledger's own per-host sums
+  (:class:`~pspsim.model.traffic.TrafficLedger`, built with the racks'
+  ``crossing`` flags), kept move by move.  A window's sums are the level's sums
   plus ``phi(average) - phi(before)`` over the touched flows; then the level's
   sums move by ``phi(after) - phi(before)``.  Sums of disjoint flow sets,
   so they combine by addition: one partition (rack) of a fleet can keep its
@@ -132,7 +136,6 @@ class IncrementalDataplane:
         self.paths, self.c, self.flows, self.network = paths, c, flows, network
         self.hosts = hosts = len(network.rack_of)
         own = paths.own
-        self.cross = network.rack_of[flows.sender] != network.rack_of[flows.receiver]
         self.cache, self.miss_cost = own.context_cache(c)
         self.uses_cache = own.crypto_on_nic and self.cache is not None
         self.by_sender = csr(flows.sender, hosts)

@@ -1,10 +1,13 @@
 """FIFO servers, served a batch at a time: NIC command queues and fabric links.
 
 Within one server, the departure of item i is ``max(arrival_i,
-departure_{i-1}) + service_i``, which unrolls to ``S_i + max_{j<=i}(a_j -
-S_{j-1})`` with ``S`` the running sum of service times: a running maximum,
-so a whole batch (one simulation window) is served in one vectorised pass.
-A server still busy from the previous batch starts late.
+departure_{i-1}) + service_i``.  The compiled loop (``_kernels.fifo_serve``)
+is that recurrence, over the batch in arrival order; without it the
+recurrence unrolls to ``S_i + max_{j<=i}(a_j - S_{j-1})`` with ``S`` the
+running sum of service times, a running maximum served in one vectorised
+pass.  A server still busy from the previous batch starts late.  Commands
+that wait for others (:meth:`CommandQueues.serve_dependent`) are served in
+one pass in time order.
 
 :class:`CommandQueues`: key and SA installs, deletes and rotations are NIC
 firmware commands, served one at a time, each type with its own service
@@ -196,46 +199,3 @@ class CommandQueues:
         share = (target - below) / max(self.histogram[rank], 1)
         lo, hi = _BINS[rank], _BINS[rank + 1]
         return min(float(lo + (hi - lo) * min(max(share, 0.0), 1.0)), self.max_delay)
-
-
-
-def serve_stages(queues: CommandQueues, first: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 later: list) -> list[np.ndarray]:
-    """Serve commands that depend on each other's completions through the same FIFO queues.
-
-    ``first`` is (times, nics, kinds); each function in ``later`` builds the next
-    stage's (times, nics, kinds) from the previous stage's completion times (for
-    example: TX key creates issued when both GEN_SPI commands of a connection are
-    done).  All stages share each NIC's queue in arrival order, so they are served
-    together.  Arrivals of a later stage depend on the joint service, so it is
-    iterated from a stage-by-stage lower bound until the arrivals stop moving
-    (completions only move later; a few rounds).  Returns each stage's completions."""
-    saved = queues.busy_until.copy()
-
-    def dry(stage) -> np.ndarray:
-        out = queues.serve(*stage, commit=False)
-        queues.busy_until[:] = saved
-        return out
-
-    stages = [first]
-    cursor = dry(first)
-    for build in later:
-        stages.append(build(cursor))
-        cursor = dry(stages[-1])
-
-    def joint(commit: bool) -> list[np.ndarray]:
-        merged = [np.concatenate([np.asarray(st[i]) for st in stages]) for i in range(3)]
-        out = queues.serve(*merged, commit=commit)
-        if not commit:
-            queues.busy_until[:] = saved
-        return np.split(out, np.cumsum([len(st[0]) for st in stages])[:-1])
-
-    for _ in range(10):
-        done = joint(commit=False)
-        rebuilt = [first] + [build(done[i]) for i, build in enumerate(later)]
-        moved = any(len(a[0]) != len(b[0]) or not np.allclose(a[0], b[0], rtol=0, atol=1e-9)
-                    for a, b in zip(rebuilt, stages))
-        stages = rebuilt
-        if not moved:
-            break
-    return joint(commit=True)
