@@ -69,6 +69,14 @@ SLOTS = [
 ]
 
 
+def assert_refused_untouched(capsys, root, argv: list[str]) -> str:
+    """``pspsim argv`` fails with one line and leaves everything under ``root`` as it was."""
+    before = snapshot(root)
+    line = assert_one_line_error(capsys, main(argv))
+    assert snapshot(root) == before
+    return line
+
+
 def assert_one_line_error(capsys, status: int, expected: int = 2) -> str:
     captured = capsys.readouterr()
     assert status == expected, captured.err
@@ -195,11 +203,9 @@ def test_validate_output_that_is_a_file(ws, capsys):
 
 
 def test_run_refuses_a_missing_pcap_host_before_simulating(ws, capsys):
-    before = snapshot(ws.root)
-    line = assert_one_line_error(capsys, main(["run", str(ws.scenario), "--pcap", "99999", "-o",
-                                               str(ws.root / "r")]))
+    line = assert_refused_untouched(capsys, ws.root, ["run", str(ws.scenario), "--pcap", "99999", "-o",
+                                                      str(ws.root / "r")])
     assert "--pcap host 99999 is not in the fleet (0..3)" in line
-    assert snapshot(ws.root) == before
 
 
 def test_run_refuses_to_replace_a_folder_holding_its_scenario(ws, capsys):
@@ -208,10 +214,8 @@ def test_run_refuses_to_replace_a_folder_holding_its_scenario(ws, capsys):
     (results / "manifest.json").write_text("{}\n")
     scenario = results / "s.toml"
     scenario.write_text(ws.scenario.read_text())
-    before = snapshot(ws.root)
-    line = assert_one_line_error(capsys, main(["run", "-q", str(scenario), "-o", str(results)]))
+    line = assert_refused_untouched(capsys, ws.root, ["run", "-q", str(scenario), "-o", str(results)])
     assert "would delete the input" in line
-    assert snapshot(ws.root) == before
 
 
 def test_openssl_speed_with_a_malformed_rate(ws, capsys):
