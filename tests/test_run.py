@@ -140,3 +140,32 @@ def test_output_folder_is_only_replaced_when_it_holds_results(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", "-q", "--no-figure", str(path), "-o", str(out)]) == 0
     assert main(["run", "-q", "--no-figure", str(path), "-o", str(out)]) == 0  # a results folder: replaced
+
+
+def test_executor_gets_the_slowest_runs_first_and_the_tables_keep_their_order():
+    from pspsim.study.executors import SerialExecutor
+
+    class Recording(SerialExecutor):
+        def __init__(self):
+            self.order = []
+
+        def submit(self, fn, *args, **kwargs):
+            self.order.append(args[-2:])
+            return super().submit(fn, *args, **kwargs)
+
+    scenario = scenario_from_dict({**_small_dict(), "run": {**_small_dict()["run"], "replications": 2}})
+    executor = Recording()
+    pooled = run_scenario(scenario, executor=executor)
+    # kTLS offload (every NIC's cache spills: Che each window) first, then PSP, ...; replications in order
+    assert executor.order == [(0, "ktls-offload"), (1, "ktls-offload"), (0, "psp"), (1, "psp"),
+                              (0, "ipsec-sw"), (1, "ipsec-sw"), (0, "plaintext"), (1, "plaintext")]
+    serial = run_scenario(scenario)
+    pd.testing.assert_frame_equal(pooled.summary, serial.summary)
+    pd.testing.assert_frame_equal(pooled.timeseries, serial.timeseries)
+    assert list(serial.summary["variant"]) == ["psp", "ipsec-sw", "ktls-offload", "plaintext"] * 2
+
+
+def _small_dict():
+    import tomllib
+
+    return tomllib.loads(SMALL.format(seed=3))
