@@ -16,6 +16,7 @@ without them pspsim runs its numpy implementations).
 import numpy as np
 
 from libc.math cimport ceil
+from libc.string cimport memset
 
 cdef int CATS = 4
 cdef int QUANTS = 5
@@ -40,78 +41,130 @@ cdef inline void _quantities(double size, double msgs, double mss, double record
     out[4] = 1.0
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define PSPSIM_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define PSPSIM_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void PSPSIM_PREFETCH(const void *p) noexcept nogil
+
+cdef int AHEAD = 8  # pairs ahead whose level rows are fetched into the cache
+
+
 def apply_moves(const long long[::1] conn, const signed char[::1] to, const signed char[::1] came_from,
-                const double[::1] weight, const long long[::1] local, const long long[::1] touched,
+                const double[::1] weight, const long long[::1] local, const long long[::1] by_pair,
+                const long long[::1] pair_start, const long long[::1] touched,
                 const float[::1] msg_bytes, const float[::1] msgs_per_s, double response_ratio,
                 double mss, double record, double tso, double[:, :, ::1] rows,
-                double[:, :, :, ::1] scratch, const long long[::1] sender, const long long[::1] receiver,
+                double[:, :, :, ::1] out, double[:, :, ::1] values,
+                const long long[::1] sender, const long long[::1] receiver,
                 const unsigned char[::1] crossing, double[:, :, :, :, ::1] host_level,
                 double[:, :, :, :, ::1] host_average):
     """Moves ``i`` (sorted by connection, then time) of connection ``conn[i]`` from category
     ``came_from[i]`` to ``to[i]`` (-1: none) at window share ``weight[i]``; ``local[i]`` is its pair's
     position among the touched pairs, whose flows ``touched`` (``2 * local + direction``) are
-    sorted.  Updates ``rows`` (the level, flow by flow) and writes the touched flows' level before
-    the window to ``scratch[0, :n]`` and their average over it to ``scratch[1, :n]``, each
-    (touched, categories, quantities); ``scratch[2:6]`` is working space (the caller keeps it from
-    window to window, so its pages are not faulted in again each time).
+    sorted; ``by_pair`` lists the moves pair by pair (in move order within a pair), pair ``p``'s
+    from ``pair_start[p]`` to ``pair_start[p + 1]``.  Updates ``rows`` (the level, flow by flow) and
+    writes the touched flows' level before the window to ``out[0, :n]`` and their average over it
+    to ``out[1, :n]``, each (touched, categories, quantities).  ``values`` (moves, 2, quantities) is
+    working space.
 
     Per-host sums: ``host_level[h, side, part]`` (flows sent by ``h``: side 0, received: 1; all
     of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and
-    ``host_average`` (the level at the window start, as given) by its values times its share."""
-    cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], i, j, q, f, c, k
-    if scratch.shape[0] < 6 or scratch.shape[1] < n or scratch.shape[2] != CATS or scratch.shape[3] != QUANTS:
-        raise ValueError("scratch must be (6, >= touched, 4, 5)")
-    cdef double[:, :, ::1] before = scratch[0], average = scratch[1], added = scratch[2], removed = scratch[3]
-    cdef double[:, :, ::1] part_added = scratch[4], part_removed = scratch[5]
-    cdef double values[2][5]
-    cdef double size, msgs, w, v
-    cdef int d, t, s, side, part
-    cdef long long flow, h
+    ``host_average`` (the level at the window start, as given) by its values times its share.
+
+    Two passes: move by move (each move's values, and the per-host sums, in move order), then
+    pair by pair, so each touched flow's level row is read and written once while it is in the
+    cache (it is fetched ``AHEAD`` pairs early).  Each flow's sums take its moves in move
+    order, additions and removals apart, as the numpy implementation does."""
+    cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], pairs = n // 2, i, k, p, q, c
+    if out.shape[0] < 2 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
+        raise ValueError("out must be (2, >= touched, 4, 5)")
+    if values.shape[0] < m or values.shape[1] != 2 or values.shape[2] != QUANTS:
+        raise ValueError("values must be (>= moves, 2, 5)")
+    if by_pair.shape[0] != m or pair_start.shape[0] != pairs + 1:
+        raise ValueError("by_pair must list every move and pair_start bound every pair")
+    cdef double acc[4][20]  # added, removed, their shares of the window (part_added, part_removed)
+    cdef double vw[5]
+    cdef double size, msgs, w, v, before
+    cdef int d, t, s, side, part, parts_of
+    cdef long long flow, h, f, base
+    # every array is C-contiguous (the ``::1`` declarations): walk them by offsets
+    cdef double* R = &rows[0, 0, 0]
+    cdef double* OUT0 = &out[0, 0, 0, 0]
+    cdef double* OUT1 = &out[1, 0, 0, 0]
+    cdef double* V = &values[0, 0, 0]
+    cdef double* HL = &host_level[0, 0, 0, 0, 0]
+    cdef double* HA = &host_average[0, 0, 0, 0, 0]
+    cdef double* vd
+    cdef double* r
+    cdef double* o0
+    cdef double* o1
     with nogil:
-        for j in range(n):
-            for c in range(CATS):
-                for q in range(QUANTS):
-                    before[j, c, q] = rows[touched[j], c, q]
-                    added[j, c, q] = 0.0
-                    removed[j, c, q] = 0.0
-                    part_added[j, c, q] = 0.0
-                    part_removed[j, c, q] = 0.0
         for i in range(m):
             size = <double> msg_bytes[conn[i]]
             msgs = <double> msgs_per_s[conn[i]]
-            _quantities(size, msgs, mss, record, tso, values[0])
-            _quantities(size * response_ratio, msgs, mss, record, tso, values[1])
+            _quantities(size, msgs, mss, record, tso, V + 10 * i)
+            _quantities(size * response_ratio, msgs, mss, record, tso, V + 10 * i + 5)
             w = weight[i]
             t = to[i]
             s = came_from[i]
             for d in range(2):
-                f = 2 * local[i] + d
-                flow = touched[f]
-                if t >= 0:
-                    for q in range(QUANTS):
-                        v = values[d][q]
-                        added[f, t, q] += v
-                        part_added[f, t, q] += v * w
-                if s >= 0:
-                    for q in range(QUANTS):
-                        v = -values[d][q]
-                        removed[f, s, q] += v
-                        part_removed[f, s, q] += v * w
+                vd = V + 10 * i + 5 * d
+                for q in range(QUANTS):
+                    vw[q] = vd[q] * w
+                flow = touched[2 * local[i] + d]
+                parts_of = 1 + crossing[flow]
                 for side in range(2):
                     h = sender[flow] if side == 0 else receiver[flow]
-                    for part in range(1 + crossing[flow]):
+                    for part in range(parts_of):
+                        base = ((h * 2 + side) * 2 + part) * (CATS * QUANTS)
+                        if t >= 0:
+                            for q in range(QUANTS):
+                                HL[base + t * QUANTS + q] += vd[q]
+                                HA[base + t * QUANTS + q] += vw[q]
+                        if s >= 0:
+                            for q in range(QUANTS):
+                                HL[base + s * QUANTS + q] -= vd[q]
+                                HA[base + s * QUANTS + q] -= vw[q]
+        for p in range(pairs):
+            if p + AHEAD < pairs:
+                for d in range(2):
+                    r = R + (CATS * QUANTS) * touched[2 * (p + AHEAD) + d]
+                    PSPSIM_PREFETCH(r)
+                    PSPSIM_PREFETCH(r + 8)
+                    PSPSIM_PREFETCH(r + 16)
+                    PSPSIM_PREFETCH(r + 19)
+            for d in range(2):
+                f = 2 * p + d
+                memset(&acc[0][0], 0, sizeof(acc))
+                for k in range(pair_start[p], pair_start[p + 1]):
+                    i = by_pair[k]
+                    vd = V + 10 * i + 5 * d
+                    w = weight[i]
+                    t = to[i]
+                    s = came_from[i]
+                    if t >= 0:
                         for q in range(QUANTS):
-                            if t >= 0:
-                                host_level[h, side, part, t, q] += values[d][q]
-                                host_average[h, side, part, t, q] += values[d][q] * w
-                            if s >= 0:
-                                host_level[h, side, part, s, q] -= values[d][q]
-                                host_average[h, side, part, s, q] -= values[d][q] * w
-        for j in range(n):
-            for c in range(CATS):
-                for q in range(QUANTS):
-                    rows[touched[j], c, q] = (before[j, c, q] + added[j, c, q]) + removed[j, c, q]
-                    average[j, c, q] = (before[j, c, q] + part_added[j, c, q]) + part_removed[j, c, q]
+                            v = vd[q]
+                            acc[0][t * QUANTS + q] += v
+                            acc[2][t * QUANTS + q] += v * w
+                    if s >= 0:
+                        for q in range(QUANTS):
+                            v = -vd[q]
+                            acc[1][s * QUANTS + q] += v
+                            acc[3][s * QUANTS + q] += v * w
+                r = R + (CATS * QUANTS) * touched[f]
+                o0 = OUT0 + (CATS * QUANTS) * f
+                o1 = OUT1 + (CATS * QUANTS) * f
+                for c in range(CATS * QUANTS):
+                    before = r[c]
+                    o0[c] = before
+                    o1[c] = (before + acc[2][c]) + acc[3][c]
+                    r[c] = (before + acc[0][c]) + acc[1][c]
 
 
 def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,

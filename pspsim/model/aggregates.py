@@ -203,13 +203,16 @@ class IncrementalDataplane:
                 and np.bincount(net.rack_of, row("cross", True), racks).max() <= limit * net.spine_bps)
         miss = np.zeros(hosts)
         engine = None
-        near: tuple[np.ndarray, np.ndarray] | None = None  # flows of the NICs whose keys may spill
+        near: tuple[np.ndarray, np.ndarray] | None = None  # flows of the NICs whose keys may spill, offloaded
         if fits and self.uses_cache:
             keys = sum(row("keys", side) for side in (False, True) if ("keys", side) in self.row)
             maybe = np.flatnonzero(keys > self.cache * limit)
             if len(maybe):
-                ids = self._flows_of(maybe) if len(maybe) < hosts else np.arange(self.flows.count)
-                near = ids, traffic.of(ids)
+                if len(maybe) < hosts:
+                    ids = self._flows_of(maybe)
+                    near = ids, traffic.category_of(ids, OFFLOAD)
+                else:  # every NIC (kTLS offload spills on all): every flow
+                    near = np.arange(self.flows.count), traffic.category_of(None, OFFLOAD)
                 miss = self._miss(near, maybe)
         if fits and own.crypto_on_nic:
             engine = np.maximum(row("engine", False), row("engine", True))
@@ -240,22 +243,21 @@ class IncrementalDataplane:
         mine = np.zeros(self.hosts, bool)
         mine[nics] = True
         keep = (mine[self.flows.sender[ids]] & tx) | (mine[self.flows.receiver[ids]] & rx)
-        return ids[keep], q[:, :, keep]
+        return ids[keep], q[:, keep]
 
     def _miss(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray) -> np.ndarray:
         """Che's miss ratio for ``nics`` from their own flows (others: 0, their keys fit)."""
         own = self.paths.own
         ids, q = self._part(near, nics, bool(own.lookups_tx()), bool(own.lookups_rx()))
-        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q[OFFLOAD], self.cache, self.hosts,
+        miss = miss_ratio(own, self.flows.sender[ids], self.flows.receiver[ids], q, self.cache, self.hosts,
                           self.log_t)
         out = np.zeros(self.hosts)
         out[nics] = miss[nics]
         return out
 
     def _engine(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray, miss: np.ndarray) -> np.ndarray:
-        """Engine share of ``nics`` with their cache misses, from their flows (as the dense path)."""
+        """Engine share of ``nics`` with their cache misses, from their flows (as the dense path, which
+        leaves out flows without bytes: their load is 0, and adding 0 changes no sum)."""
         ids, q = self._part(near, nics, True, True)
-        active = (q[OFFLOAD, BYTES] + q[SOFTWARE, BYTES]) > 0
-        ids = ids[active]
-        return engine_util(self.c, self.paths.own, q[OFFLOAD][:, active], 1.0, self.flows.sender[ids],
-                           self.flows.receiver[ids], miss, self.miss_cost, self.hosts)
+        return engine_util(self.c, self.paths.own, q, 1.0, self.flows.sender[ids], self.flows.receiver[ids], miss,
+                           self.miss_cost, self.hosts)

@@ -28,7 +28,7 @@ import numpy as np
 
 from pspsim.model.calendar import Calendar
 from pspsim.model.commands import COMMAND, CommandQueues
-from pspsim.model.control import ControlWindow, fits_on_both, rank_within
+from pspsim.model.control import ControlWindow, fits_on_both, rank_within, sorted_unique
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
@@ -81,14 +81,17 @@ class IpsecControl:
         self.index = 0
 
     def _count(self, counts: np.ndarray, of: np.ndarray, arrivals: np.ndarray, departures: np.ndarray):
-        before = counts.copy() if (len(arrivals) or len(departures)) else counts
-        counts += np.bincount(of[arrivals], minlength=len(counts))
-        counts -= np.bincount(of[departures], minlength=len(counts))
-        touched = np.unique(np.concatenate([of[arrivals], of[departures]]))
-        added = np.bincount(of[arrivals], minlength=len(counts))[touched] > 0
+        """Connections per SA move by the window's arrivals and departures; returns the SAs set up
+        (from 0 connections) and those gone (to 0).  Costs what the window's connections cost."""
+        came, went = of[arrivals], of[departures]
+        touched = sorted_unique(np.concatenate([came, went]))
+        before = counts[touched]
+        added = np.bincount(np.searchsorted(touched, came), minlength=len(touched))
+        after = before + added - np.bincount(np.searchsorted(touched, went), minlength=len(touched))
+        counts[touched] = after
         # an SA whose connections all come and go inside the window is set up and torn down in it
-        new = touched[(before[touched] == 0) & added]
-        gone = touched[(counts[touched] == 0) & ((before[touched] > 0) | added)]
+        new = touched[(before == 0) & (added > 0)]
+        gone = touched[(after == 0) & ((before > 0) | (added > 0))]
         return new, gone
 
     def _first_start(self, of: np.ndarray, arrivals: np.ndarray, new: np.ndarray, size: int) -> np.ndarray:
@@ -130,13 +133,13 @@ class IpsecControl:
             out.handshakes(self.sa_a[extra], self.sa_b[extra], self._child_cycles(), self._child_cycles())
 
         # Re-keys in the window (never after the SA is gone).
-        live_sa = np.flatnonzero((self.sa_count > 0) | np.isin(np.arange(len(self.sa_count)), gone_sa))
+        live_sa = self._alive_or_gone(self.sa_count, gone_sa)
         until = np.where(self.sa_count[live_sa] > 0, t1, np.minimum(last_end[live_sa], t1))
         pos, child_t = _events_in(self.sa_start[live_sa], self.interval[live_sa], t0, until)
         child = live_sa[pos]
         out.count("child_sa_rekeys", len(child))
         out.cycles_at_both(self.sa_a[child], self.sa_b[child], self._child_cycles(), rekey=True)
-        live_ike = np.flatnonzero((self.ike_count > 0) | np.isin(np.arange(len(self.ike_count)), gone_ike))
+        live_ike = self._alive_or_gone(self.ike_count, gone_ike)
         until = np.where(self.ike_count[live_ike] > 0, t1, np.minimum(ike_last_end[live_ike], t1))
         ike_int = np.full(len(live_ike), keys.ipsec_ike_rekey)
         pos, _ = _events_in(self.ike_start[live_ike], ike_int, t0, until)
@@ -156,6 +159,13 @@ class IpsecControl:
         on_nic = self.sa_installed[live]
         self.nic_pairs = (np.bincount(a[on_nic], pairs[on_nic], len(self.nic_pairs))
                           + np.bincount(b[on_nic], pairs[on_nic], len(self.nic_pairs)))
+
+    @staticmethod
+    def _alive_or_gone(counts: np.ndarray, gone: np.ndarray) -> np.ndarray:
+        """SAs with connections, and those that lost their last one in this window."""
+        keep = counts > 0
+        keep[gone] = True
+        return np.flatnonzero(keep)
 
     def _child_cycles(self) -> float:
         c = self.c

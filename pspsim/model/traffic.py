@@ -44,7 +44,7 @@ BYTES, PACKETS, RECORDS, LOOKUPS, CONNECTIONS = range(5)
 QUANTITIES = ("bytes", "packets", "records", "lookups", "connections")
 GONE = -1
 RESYNC = 256  # windows between rebuilds of the per-host sums from the flows' level
-SCRATCH_FLOWS = 1 << 16  # touched flows up to which the ledger keeps its working space (61 MiB)
+SCRATCH_FLOWS = 1 << 16  # touched flows (and moves) up to which the ledger keeps its working space (26 MiB)
 
 
 def _ceil_div(x: np.ndarray, d: float) -> np.ndarray:
@@ -147,16 +147,32 @@ class WindowTraffic:
         out[hit] = self.average[:, :, pos[hit]].transpose(2, 0, 1)
         return out.transpose(1, 2, 0)
 
+    def category_of(self, flows: np.ndarray | None, category: int) -> np.ndarray:
+        """The average of some flows (sorted ids; None: every flow) in one category, as one
+        contiguous (quantities, len(flows)) array."""
+        if flows is None:
+            out = np.ascontiguousarray(self.rows[:, category]).T.copy()
+            out[:, self.touched] = self.average[category]
+            return out
+        out = np.ascontiguousarray(self.rows[flows, category]).T.copy()
+        pos = np.searchsorted(self.touched, flows)
+        hit = pos < len(self.touched)
+        hit[hit] = self.touched[pos[hit]] == flows[hit]
+        out[:, hit] = self.average[category][:, pos[hit]]
+        return out
 
-def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(x, return_inverse=True)`` by one sort."""
+
+def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(x, return_inverse=True)`` by one sort, with that sort: (unique values, inverse,
+    the positions of ``x`` by value (stable), where each value's positions start (and the end))."""
     order = np.argsort(x, kind="stable")
     xs = x[order]
     first = np.ones(len(xs), dtype=bool)
     first[1:] = xs[1:] != xs[:-1]
     inverse = np.empty(len(x), np.int64)
     inverse[order] = np.cumsum(first) - 1
-    return xs[first], inverse
+    starts = np.append(np.flatnonzero(first), len(xs))
+    return xs[first], inverse, order, starts
 
 
 class TrafficLedger:
@@ -182,7 +198,7 @@ class TrafficLedger:
         self.rows = np.zeros((flows.count, len(CATEGORIES), len(QUANTITIES)))  # level, flow by flow
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
         self._steps = Calendar(window, ("conn", "to"))
-        self._scratch: np.ndarray | None = None  # the compiled loop's working space (see _scratch_for)
+        self._scratch: tuple[np.ndarray, np.ndarray] | None = None  # the compiled loop's (see _space)
 
     def move(self, time: np.ndarray, conns: np.ndarray, to: int | np.ndarray) -> None:
         """From ``time`` on, connection ``conns`` runs in category ``to`` (GONE: it ended).
@@ -218,19 +234,19 @@ class TrafficLedger:
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
         weight = (t1 - np.clip(time, t0, t1)) / max(t1 - t0, 1e-12)  # share of the window after the move
-        pairs, inverse = _unique_inverse(self.flows.pair_of[conn])
+        pairs, inverse, by_pair, pair_start = _unique_inverse(self.flows.pair_of[conn])
         touched = np.empty(2 * len(pairs), np.int64)
         touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
         if _ledger_fast is not None:
-            scratch = self._scratch_for(len(touched))
+            n = len(touched)
+            out, values = self._space(n, len(conn))
             f = self.flows
             _ledger_fast.apply_moves(
-                conn, to, came_from, weight, inverse, touched, f.msg_bytes, f.msgs_per_s, f.response_ratio, f.mss,
-                f.record_bytes, f.tso_bytes, self.rows, scratch, f.sender, f.receiver, self.crossing,
-                self.host_level, host_average)
-            n = len(touched)
-            return WindowTraffic(self.rows, touched, scratch[0, :n].transpose(1, 2, 0),
-                                 scratch[1, :n].transpose(1, 2, 0), host_average)
+                conn, to, came_from, weight, inverse, by_pair, pair_start, touched, f.msg_bytes, f.msgs_per_s,
+                f.response_ratio, f.mss, f.record_bytes, f.tso_bytes, self.rows, out, values, f.sender, f.receiver,
+                self.crossing, self.host_level, host_average)
+            return WindowTraffic(self.rows, touched, out[0, :n].transpose(1, 2, 0),
+                                 out[1, :n].transpose(1, 2, 0), host_average)
         before, average = self._apply(conn, to, came_from, weight, inverse, touched)
         after = self.rows[touched].transpose(1, 2, 0)
         self.host_level += self._host_sums(touched, after - before)
@@ -254,14 +270,18 @@ class TrafficLedger:
         everything = np.arange(self.flows.count)
         self.host_level = self._host_sums(everything, self.rows.transpose(1, 2, 0))
 
-    def _scratch_for(self, n: int) -> np.ndarray:
-        """Working space of the compiled loop for ``n`` touched flows: kept from window to window
-        up to ``SCRATCH_FLOWS`` (a window's usual few thousand moves), fresh beyond (window 0)."""
-        if n > SCRATCH_FLOWS:
-            return np.empty((6, n, len(CATEGORIES), len(QUANTITIES)))
-        if self._scratch is None or self._scratch.shape[1] < n:
-            size = min(SCRATCH_FLOWS, max(n, 2 * (0 if self._scratch is None else self._scratch.shape[1])))
-            self._scratch = np.empty((6, size, len(CATEGORIES), len(QUANTITIES)))
+    def _space(self, flows: int, moves: int) -> tuple[np.ndarray, np.ndarray]:
+        """The compiled loop's output (2, flows, categories, quantities) and working space
+        (moves, 2, quantities): kept from window to window up to ``SCRATCH_FLOWS`` touched flows (a
+        window's usual few thousand moves), so their pages are not faulted in again each
+        window; fresh beyond (window 0)."""
+        shape = (len(CATEGORIES), len(QUANTITIES))
+        if flows > SCRATCH_FLOWS or moves > SCRATCH_FLOWS:
+            return np.empty((2, flows, *shape)), np.empty((moves, 2, len(QUANTITIES)))
+        if self._scratch is None or self._scratch[0].shape[1] < max(flows, moves):
+            have = 0 if self._scratch is None else self._scratch[0].shape[1]
+            size = min(SCRATCH_FLOWS, max(flows, moves, 2 * have))
+            self._scratch = (np.empty((2, size, *shape)), np.empty((size, 2, len(QUANTITIES))))
         return self._scratch
 
     def _apply(self, conn, to, came_from, weight, inverse, touched) -> tuple[np.ndarray, np.ndarray]:
