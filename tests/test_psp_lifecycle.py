@@ -208,3 +208,43 @@ def test_hosts_over_capacity_flags_a_table_only_when_it_overflows():
     sc = scenario(run={"duration": "10min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 60}})
     roomy = summarize(sc, "ktls-offload", {"nic.ktls_tx_context_capacity": 200, "nic.ktls_rx_context_capacity": 200})
     assert roomy["offload_fallbacks"] == 0 and roomy["hosts_over_nic_capacity_peak"] == 0
+
+
+def test_a_reconnect_that_covers_the_peers_rotation_is_not_dropped():
+    """A connection opens a microsecond before its client's NIC rotates (T); its server's NIC rotates
+    10 s later.  The client's rotation asks for a reconnect at T + 60 s (the next window), and the
+    server's rotation
+    asks for nothing, because that reconnect is pending and re-keys both sides.  The client's
+    association was made after T (its GEN_SPI completes after the rotation), so the reconnect is
+    not needed for the client, but the server's association has seen its NIC rotate: the
+    reconnect must run, or the server's side goes stale at its next rotation (T + P + 10 s) although
+    re-keying (60 s) is far faster than rotation (P = 400 s).  pspsim used to drop it."""
+    from pspsim.model.simulation import FleetSimulation
+    from pspsim.model.variants import make_variant
+    from pspsim.model.workload import Workload
+    from tests.sim_helpers import RandomStreams, load_parameter_set
+
+    period = 400.0
+    sc = scenario(run={"duration": "30min"}, fleet={"racks": 2, "hosts_per_rack": 1}, workload={"peers_per_host": 1},
+                  keys={"psp_rotation_period": period, "psp_rotation_schedule": "rack-waves",
+                        "psp_rack_wave_gap": 10, "psp_rekey_delay": 60, "psp_rekey_spread": 0,
+                        "psp_stale_notice": 1e6})
+    costs = load_parameter_set().costs()
+
+    def run(workload):
+        streams = RandomStreams.from_sequence(np.random.SeedSequence(5))
+        sim = FleetSimulation(sc, make_variant("psp", costs, sc.keys), workload, costs, streams)
+        return sim, sim.run()
+
+    def one_connection(start):
+        return Workload(2, np.array([0], np.int32), np.array([1], np.int32), np.array([start]),
+                        np.array([1e5]), np.array([8192], np.float32), np.array([1], np.float32), 1.0)
+
+    probe, _ = run(one_connection(1000.0))
+    phase = probe.control.schedule.phase
+    assert phase[1] - phase[0] == pytest.approx(10.0)  # the server's NIC rotates 10 s after the client's
+    rotation = phase[0] + period  # T
+    sim, result = run(one_connection(rotation - 1e-6))
+    assert result.totals["psp_stale_events"] == 0 and not sim.control.lost.any()
+    # one reconnect 60 s after each of the client's rotations from T on (the server's are covered by them)
+    assert result.totals["key_reconnects"] == len(np.arange(rotation + 60, 1800, period)) >= 3

@@ -105,6 +105,24 @@ class PspControl:
                                reconnect=np.full(sum(map(len, conn_parts)), self.keys.psp_rekey == "reconnect"))
         return nics, times, np.full(len(nics), COMMAND["psp_rotate_key"])
 
+    def _still_needed(self, requests: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The requests that still have work when they fall due: their connection is alive and on
+        PSP, and the association on the triggering side is older than the trigger; a reconnect also
+        when either side's association has seen a rotation of its NIC since it was made.  That
+        covers rotations whose own request was not made because this reconnect was pending
+        (``_rotation_requests``): it re-keys both sides, so it must not be dropped while one of
+        them still needs it."""
+        conn, time = requests["conn"].astype(np.int64), requests["time"]
+        side = requests["side"].astype(np.int64)
+        made = self.made[conn]
+        alive = (self.w.end[conn] > time) & (self.mode[conn] == PSP)
+        trigger_side_old = ~(made[np.arange(len(conn)), side] >= requests["trigger"])  # not set up yet: True
+        with np.errstate(invalid="ignore"):
+            rotated_since = (self.schedule.next_after(self.ends[conn], made) <= time[:, None]).any(axis=1)
+        reconnect = requests["reconnect"].astype(bool)
+        keep = alive & (trigger_side_old | (reconnect & rotated_since))
+        return {name: values[keep] for name, values in requests.items()}
+
     def _stale(self, index: int, t1: float, requests: dict, out: ControlWindow) -> None:
         """This window's stale checks: associations still in use at their stale time."""
         chk = self.checks.take(index)
@@ -112,7 +130,7 @@ class PspControl:
         if not len(conn):
             return
         current = self.version[conn, side] == chk["version"]
-        # a re-keying requested in this window before the stale time replaces it first
+        # a re-keying that runs in this window before the stale time replaces it first
         early = np.zeros(len(conn), dtype=bool)
         if len(requests["conn"]):  # each connection's first request of the window (sorted, searched)
             asked, at = requests["conn"].astype(np.int64), requests["time"]
@@ -160,17 +178,13 @@ class PspControl:
         out.cycles_at_both(w.client[opened], w.server[opened], c.host_psp_key_exchange_cycles)
 
         rot_nics, rot_times, rot_kinds = self._rotation_requests(t1, out)
-        requests = self.requests.take(index)
+        requests = self._still_needed(self.requests.take(index))
         self._stale(index, t1, requests, out)
-        late = self.requests.take(index)  # stale-notice reconnects that fall in this window
+        late = self._still_needed(self.requests.take(index))  # stale-notice reconnects that fall in this window
         req_conn = np.concatenate([requests["conn"], late["conn"]]).astype(np.int64)
         req_time = np.concatenate([requests["time"], late["time"]])
         req_side = np.concatenate([requests["side"], late["side"]]).astype(np.int64)
-        trigger = np.concatenate([requests["trigger"], late["trigger"]])
-        # still needed: alive, on PSP, and the association on the triggering side older than the trigger
-        ok = (w.end[req_conn] > req_time) & (self.mode[req_conn] == PSP) & ~(self.made[req_conn, req_side] >= trigger)
-        reconnect = np.concatenate([requests["reconnect"], late["reconnect"]]).astype(bool)[ok]
-        req_conn, req_time, req_side = req_conn[ok], req_time[ok], req_side[ok]
+        reconnect = np.concatenate([requests["reconnect"], late["reconnect"]]).astype(bool)
 
         # Who does what: new connections and reconnects allocate an SPI on both ends;
         # in-place re-keys on the rotated side only.
