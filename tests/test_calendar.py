@@ -5,7 +5,7 @@ import numpy as np
 from pspsim.model.calendar import EPOCH, Calendar
 
 
-def _reference(pushes, window, windows):
+def _reference(pushes, window, windows, by_time=True):
     buckets: dict[int, list] = {}
     out = []
     for w, batch in pushes:  # batch pushed just before take(w)
@@ -14,7 +14,7 @@ def _reference(pushes, window, windows):
                 if np.isfinite(t):
                     buckets.setdefault(max(int(np.floor(t / window)), 0), []).append((t, g))
         rows = buckets.pop(w, [])
-        order = sorted(range(len(rows)), key=lambda i: rows[i][0])  # stable by time
+        order = sorted(range(len(rows)), key=lambda i: rows[i][0] if by_time else 0)  # stable: push order
         out.append([rows[i] for i in order])
     return out
 
@@ -34,13 +34,17 @@ def test_two_level_calendar_matches_one_bucket_per_window():
             batch.append((time, np.arange(tag, tag + n)))
             tag += n
         pushes.append((w, batch))
-    cal = Calendar(window, ("tag",))
-    got = []
+    cal, unsorted = Calendar(window, ("tag",)), Calendar(window, ("tag",))
+    got, got_unsorted = [], []
     for w, batch in pushes:
         for time, tags in batch:
             cal.push(time, tag=tags)
+            unsorted.push(time, tag=tags)
         rows = cal.take(w)
         got.append(list(zip(rows["time"], rows["tag"])))
+        rows = unsorted.take(w, by_time=False)
+        got_unsorted.append(list(zip(rows["time"], rows["tag"])))
     want = _reference(pushes, window, windows)
     assert [len(g) for g in got] == [len(x) for x in want] and sum(map(len, got)) > 1000
     assert got == want
+    assert got_unsorted == _reference(pushes, window, windows, by_time=False) != want  # push order

@@ -68,8 +68,9 @@ class Calendar:
         for lo, hi in zip(starts, np.concatenate([cuts, [len(index)]])):
             self._buckets.setdefault(int(index[lo]), []).append(tuple(c[lo:hi] for c in columns))
 
-    def take(self, window_index: int) -> dict[str, np.ndarray]:
-        """Remove and return the rows filed under ``window_index``, sorted by time (stable)."""
+    def take(self, window_index: int, by_time: bool = True) -> dict[str, np.ndarray]:
+        """Remove and return the rows filed under ``window_index``, sorted by time (stable), or
+        in push order (``by_time=False``, for a caller that sorts them itself)."""
         while self._open * EPOCH <= window_index:  # file the epochs reached, in push order
             chunks = self._epochs.pop(self._open, [])
             self._open += 1
@@ -80,6 +81,8 @@ class Calendar:
         if not chunks:
             return {f: np.empty(0) for f in self.fields}
         columns = [np.concatenate([c[i] for c in chunks]) for i in range(len(self.fields))]
+        if not by_time:
+            return dict(zip(self.fields, columns))
         order = np.argsort(columns[0], kind="stable")
         return {f: c[order] for f, c in zip(self.fields, columns)}
 

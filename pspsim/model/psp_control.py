@@ -139,7 +139,9 @@ class PspControl:
             first = np.ones(len(asked), dtype=bool)
             first[1:] = asked[1:] != asked[:-1]
             asked, at = asked[first], at[first]
-            pos = np.minimum(np.searchsorted(asked, conn), len(asked) - 1)
+            pos = np.empty(len(conn), np.int64)
+            by_conn = np.argsort(conn, kind="stable")  # sorted needles: each search starts where the last ended
+            pos[by_conn] = np.minimum(np.searchsorted(asked, conn[by_conn]), len(asked) - 1)
             early = (asked[pos] == conn) & (at[pos] < s)
         valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
         conn, side, s = conn[valid], side[valid], s[valid]

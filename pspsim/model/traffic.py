@@ -214,7 +214,7 @@ class TrafficLedger:
 
         Costs what the window's moves cost: the untouched flows' average is their level,
         which is not copied."""
-        steps = self._steps.take(index)
+        steps = self._steps.take(index, by_time=False)  # sorted below by connection, then time (stable)
         cats, quants = len(CATEGORIES), len(QUANTITIES)
         if index % RESYNC == RESYNC - 1:
             self._resync_host_level()
