@@ -44,7 +44,6 @@ from pspsim.model.workload import generate_workload
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
-
 # Relative wall time of each variant's run (fleet-1k, 24 h, one process; plaintext = 1): the order in
 # which runs are handed to an executor, longest first, so that the slowest run does not start last
 # (longest-processing-time-first scheduling).  It orders work only; results do not depend on it.
