@@ -30,6 +30,7 @@ from pspsim.cli import (
     sweep_command,
 )
 from pspsim.cli.common import UserError
+from pspsim.study.allocator import keep_freed_memory
 from pspsim.wire.errors import WireError
 
 DESCRIPTION = """\
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
+            keep_freed_memory()  # the window loop's temporaries are reused, not faulted in again
             return int(args.handler(args))
         except Terminated:
             return _error("terminated (SIGTERM); nothing was written", 143)

@@ -25,6 +25,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from pspsim.study.allocator import keep_freed_memory
 from pspsim.wire.errors import ConfigError
 
 
@@ -56,7 +57,9 @@ def process_pool(jobs: int | None = None) -> ProcessPoolExecutor:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Runs in each pool worker: a daemon thread ends the worker once ``parent`` is gone."""
+    """Runs in each pool worker: a daemon thread ends the worker once ``parent`` is gone (and the
+    worker keeps its freed memory, as the ``pspsim`` command does: :mod:`pspsim.study.allocator`)."""
+    keep_freed_memory()
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -1,0 +1,44 @@
+"""Keep freed memory in the process: glibc ``malloc`` tuned for the fleet model's window loop.
+
+What it addresses: every window allocates and frees numpy temporaries of a
+few MB to a few hundred MB (a short-rotation window moves a million
+connections).  By default glibc returns freed blocks above its mmap threshold
+and the freed top of its heap to the kernel, and the next window takes them
+back page by page, each page zeroed by the kernel on its first touch.  On
+``experiments/short-rotation.toml`` (first 15 minutes) that was 11 s of
+system time in a 53 s run; with the settings below it is 1.3 s, and the run
+takes 35 s (peak RSS 1.43 -> 1.65 GB).
+
+The settings (``mallopt``, glibc's documented knobs, the same as the
+``MALLOC_*_`` environment variables): the mmap threshold at its largest
+(32 MiB, so blocks up to it come from the heap and are reused), no trimming
+of the heap top below 2 GiB, and 256 MiB of padding when the heap grows.
+Peak memory rises by about 15 % in exchange (freed memory stays with the
+process until it ends).
+
+Applied by the ``pspsim`` command and in its worker processes; a library user
+calls :func:`keep_freed_memory` once if they want it.  Linux with glibc only
+(elsewhere it does nothing); ``PSPSIM_MALLOC=default`` in the environment
+keeps glibc's defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc <malloc.h>
+SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (2 << 30) - 1), (M_TOP_PAD, 256 << 20))
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc malloc as the module docstring says; True if every setting took."""
+    if not sys.platform.startswith("linux") or os.environ.get("PSPSIM_MALLOC") == "default":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in SETTINGS)
