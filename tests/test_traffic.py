@@ -40,6 +40,8 @@ def test_the_compiled_ledger_gives_the_numpy_bytes(monkeypatch):
         assert a.before.tobytes() == np.ascontiguousarray(b.before).tobytes()
         assert np.ascontiguousarray(a.average).tobytes() == np.ascontiguousarray(b.average).tobytes()
         assert fast.rows.tobytes() == slow.rows.tobytes()
+        assert np.ascontiguousarray(a.touched_after).tobytes() == np.ascontiguousarray(
+            fast.rows[a.touched].transpose(1, 2, 0)).tobytes()  # the level after, as the rows hold it
         np.testing.assert_allclose(a.host_average, b.host_average, rtol=1e-9, atol=1e-6)
     assert fast.rows[:, OFFLOAD, CONNECTIONS].sum() > 0
 

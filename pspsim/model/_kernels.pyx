@@ -68,8 +68,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     position among the touched pairs, whose flows ``touched`` (``2 * local + direction``) are
     sorted; ``by_pair`` lists the moves pair by pair (in move order within a pair), pair ``p``'s
     from ``pair_start[p]`` to ``pair_start[p + 1]``.  Updates ``rows`` (the level, flow by flow) and
-    writes the touched flows' level before the window to ``out[0, :n]`` and their average over it
-    to ``out[1, :n]``, each (touched, categories, quantities).  ``values`` (moves, 2, quantities) is
+    writes the touched flows' level before the window to ``out[0, :n]``, their average over it
+    to ``out[1, :n]`` and their level after it to ``out[2, :n]``, each (touched, categories, quantities).  ``values`` (moves, 2, quantities) is
     working space.
 
     Per-host sums: ``host_level[h, side, part]`` (flows sent by ``h``: side 0, received: 1; all
@@ -81,8 +81,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cache (it is fetched ``AHEAD`` pairs early).  Each flow's sums take its moves in move
     order, additions and removals apart, as the numpy implementation does."""
     cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], pairs = n // 2, i, k, p, q, c
-    if out.shape[0] < 2 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
-        raise ValueError("out must be (2, >= touched, 4, 5)")
+    if out.shape[0] < 3 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
+        raise ValueError("out must be (3, >= touched, 4, 5)")
     if values.shape[0] < m or values.shape[1] != 2 or values.shape[2] != QUANTS:
         raise ValueError("values must be (>= moves, 2, 5)")
     if by_pair.shape[0] != m or pair_start.shape[0] != pairs + 1:
@@ -96,6 +96,7 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* R = &rows[0, 0, 0]
     cdef double* OUT0 = &out[0, 0, 0, 0]
     cdef double* OUT1 = &out[1, 0, 0, 0]
+    cdef double* OUT2 = &out[2, 0, 0, 0]
     cdef double* V = &values[0, 0, 0]
     cdef double* HL = &host_level[0, 0, 0, 0, 0]
     cdef double* HA = &host_average[0, 0, 0, 0, 0]
@@ -103,6 +104,7 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* r
     cdef double* o0
     cdef double* o1
+    cdef double* o2
     with nogil:
         for i in range(m):
             size = <double> msg_bytes[conn[i]]
@@ -160,11 +162,13 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
                 r = R + (CATS * QUANTS) * touched[f]
                 o0 = OUT0 + (CATS * QUANTS) * f
                 o1 = OUT1 + (CATS * QUANTS) * f
+                o2 = OUT2 + (CATS * QUANTS) * f
                 for c in range(CATS * QUANTS):
                     before = r[c]
                     o0[c] = before
                     o1[c] = (before + acc[2][c]) + acc[3][c]
                     r[c] = (before + acc[0][c]) + acc[1][c]
+                    o2[c] = r[c]
 
 
 def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,

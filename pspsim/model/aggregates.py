@@ -112,14 +112,14 @@ class HostSums:
             everything = np.arange(self.flows.count)
             self.sums = self._bin(everything, self.features(traffic.level, everything))
             ids = traffic.touched
-            after = self.features(traffic.after(ids), ids)
+            after = self.features(traffic.touched_after, ids)
             return self.sums + self._bin(ids, self.features(traffic.average, ids) - after)
         ids = traffic.touched
         if not len(ids):
             return self.sums.copy()
         before = self.features(traffic.before, ids)
         out = self.sums + self._bin(ids, self.features(traffic.average, ids) - before)
-        self.sums += self._bin(ids, self.features(traffic.after(ids), ids) - before)
+        self.sums += self._bin(ids, self.features(traffic.touched_after, ids) - before)
         return out
 
 

@@ -44,7 +44,7 @@ BYTES, PACKETS, RECORDS, LOOKUPS, CONNECTIONS = range(5)
 QUANTITIES = ("bytes", "packets", "records", "lookups", "connections")
 GONE = -1
 RESYNC = 256  # windows between rebuilds of the per-host sums from the flows' level
-SCRATCH_FLOWS = 1 << 16  # touched flows (and moves) up to which the ledger keeps its working space (26 MiB)
+SCRATCH_FLOWS = 1 << 16  # touched flows (and moves) up to which the ledger keeps its working space (36 MiB)
 
 
 def _ceil_div(x: np.ndarray, d: float) -> np.ndarray:
@@ -114,14 +114,15 @@ class WindowTraffic:
     """One window's time-averaged quantities per flow, shape (categories, quantities, flows),
     kept sparse: flows ``touched`` by the window's moves had ``before`` as their level at the
     window start and ``average`` over the window; every other flow's average is its
-    ``level`` (unchanged in the window).  Valid until the ledger's next window (``before`` and
-    ``average`` may be views of the ledger's working space, and ``rows`` is its level)."""
+    ``level`` (unchanged in the window).  Valid until the ledger's next window (``before``,
+    ``average`` and ``touched_after`` may be views of its working space, and ``rows`` is its level)."""
 
     rows: np.ndarray  # (flows, categories, quantities): the ledger's level after the window, flow by flow
     touched: np.ndarray  # (t,) flows, sorted
     before: np.ndarray  # (categories, quantities, t)
     average: np.ndarray  # (categories, quantities, t)
     host_average: np.ndarray  # (hosts, 2, 2, categories, quantities): see TrafficLedger (per-host sums)
+    touched_after: np.ndarray  # (categories, quantities, t): the touched flows' level after the window
 
     @property
     def level(self) -> np.ndarray:
@@ -221,7 +222,7 @@ class TrafficLedger:
         host_average = self.host_level.copy()
         if len(steps["conn"]) == 0:
             empty = np.empty((cats, quants, 0))
-            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty, host_average)
+            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty, host_average, empty)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = np.lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -246,12 +247,12 @@ class TrafficLedger:
                 f.response_ratio, f.mss, f.record_bytes, f.tso_bytes, self.rows, out, values, f.sender, f.receiver,
                 self.crossing, self.host_level, host_average)
             return WindowTraffic(self.rows, touched, out[0, :n].transpose(1, 2, 0),
-                                 out[1, :n].transpose(1, 2, 0), host_average)
+                                 out[1, :n].transpose(1, 2, 0), host_average, out[2, :n].transpose(1, 2, 0))
         before, average = self._apply(conn, to, came_from, weight, inverse, touched)
         after = self.rows[touched].transpose(1, 2, 0)
         self.host_level += self._host_sums(touched, after - before)
         host_average += self._host_sums(touched, average - before)
-        return WindowTraffic(self.rows, touched, before, average, host_average)
+        return WindowTraffic(self.rows, touched, before, average, host_average, after)
 
     def _host_sums(self, flows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``."""
@@ -271,17 +272,17 @@ class TrafficLedger:
         self.host_level = self._host_sums(everything, self.rows.transpose(1, 2, 0))
 
     def _space(self, flows: int, moves: int) -> tuple[np.ndarray, np.ndarray]:
-        """The compiled loop's output (2, flows, categories, quantities) and working space
+        """The compiled loop's output (3, flows, categories, quantities) and working space
         (moves, 2, quantities): kept from window to window up to ``SCRATCH_FLOWS`` touched flows (a
         window's usual few thousand moves), so their pages are not faulted in again each
         window; fresh beyond (window 0)."""
         shape = (len(CATEGORIES), len(QUANTITIES))
         if flows > SCRATCH_FLOWS or moves > SCRATCH_FLOWS:
-            return np.empty((2, flows, *shape)), np.empty((moves, 2, len(QUANTITIES)))
+            return np.empty((3, flows, *shape)), np.empty((moves, 2, len(QUANTITIES)))
         if self._scratch is None or self._scratch[0].shape[1] < max(flows, moves):
             have = 0 if self._scratch is None else self._scratch[0].shape[1]
             size = min(SCRATCH_FLOWS, max(flows, moves, 2 * have))
-            self._scratch = (np.empty((2, size, *shape)), np.empty((size, 2, len(QUANTITIES))))
+            self._scratch = (np.empty((3, size, *shape)), np.empty((size, 2, len(QUANTITIES))))
         return self._scratch
 
     def _apply(self, conn, to, came_from, weight, inverse, touched) -> tuple[np.ndarray, np.ndarray]:
