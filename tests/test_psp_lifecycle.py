@@ -248,3 +248,47 @@ def test_a_reconnect_that_covers_the_peers_rotation_is_not_dropped():
     assert result.totals["psp_stale_events"] == 0 and not sim.control.lost.any()
     # one reconnect 60 s after each of the client's rotations from T on (the server's are covered by them)
     assert result.totals["key_reconnects"] == len(np.arange(rotation + 60, 1800, period)) >= 3
+
+
+def _in_place_stale_by_hand(phase: float, period: float, delay: float, horizon: float) -> int:
+    """Stale events of one side of a connection open from time 0, re-keyed in place: each side is
+    on its own (a rotation of its NIC asks for a new SPI on that side ``delay`` later unless one is
+    asked for already; the peer's rotations renew only the peer's side).  Counts the associations
+    whose stale time (the second rotation of the NIC after they were made) comes before they are
+    replaced and before the horizon."""
+    rotations = [phase + k * period for k in range(int(horizon / period) + 2) if phase + k * period < horizon]
+    made, asked, renewals, events = 0.0, -np.inf, [], 0
+
+    def stale(made):
+        return phase + period * (np.floor((made - phase) / period) + 1) + period
+
+    for r in rotations + [np.inf]:
+        while renewals and renewals[0] <= min(r, horizon):
+            q = renewals.pop(0)
+            if made < q - delay:  # the association is older than the rotation that asked
+                events += stale(made) < q
+                made = q
+        if r == np.inf:
+            break
+        if made < r and asked <= r:
+            asked = r + delay
+            renewals.append(asked)
+    return events + (stale(made) < horizon)
+
+
+def test_in_place_rekeys_renew_only_their_own_side_so_the_other_side_still_goes_stale():
+    """In place, a re-key of one side does not save the other side's association: each side's
+    stale events follow from its own NIC's rotations alone (worked out by hand per side).  Stale
+    checks used to be cancelled by any re-key of the connection earlier in the window, whichever
+    side it renewed, so some stale events (and their lost connections) went uncounted."""
+    period, delay, horizon = 300.0, 350.0, 7200.0
+    sc = scenario(run={"duration": "2h"}, fleet={"racks": 2, "hosts_per_rack": 2},
+                  workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 10}, "peers_per_host": 1},
+                  keys={"psp_rotation_period": period, "psp_rekey_delay": delay, "psp_rekey_spread": 0,
+                        "psp_rekey": "in-place", "psp_stale_notice": 1e6})
+    sim, run, w = simulate(sc, "psp", seed=0)
+    phase = sim.control.schedule.phase
+    expected = sum(_in_place_stale_by_hand(phase[int(host)], period, delay, horizon)
+                   for conn in range(len(w)) for host in (w.client[conn], w.server[conn]))
+    assert expected > 0
+    assert run.totals["psp_stale_events"] == expected

@@ -130,19 +130,24 @@ class PspControl:
         if not len(conn):
             return
         current = self.version[conn, side] == chk["version"]
-        # a re-keying that runs in this window before the stale time replaces it first
+        # a re-keying that runs in this window before the stale time replaces the association
+        # first: a reconnect both sides', an in-place re-key its own side's
         early = np.zeros(len(conn), dtype=bool)
-        if len(requests["conn"]):  # each connection's first request of the window (sorted, searched)
-            asked, at = requests["conn"].astype(np.int64), requests["time"]
+        if len(requests["conn"]):  # each association's first re-key of the window (sorted, searched)
+            asked_conn, asked_side = requests["conn"].astype(np.int64), requests["side"].astype(np.int64)
+            both = requests["reconnect"].astype(bool)
+            asked = np.concatenate([2 * asked_conn + asked_side, 2 * asked_conn[both] + 1 - asked_side[both]])
+            at = np.concatenate([requests["time"], requests["time"][both]])
             order = np.lexsort((at, asked))
             asked, at = asked[order], at[order]
             first = np.ones(len(asked), dtype=bool)
             first[1:] = asked[1:] != asked[:-1]
             asked, at = asked[first], at[first]
+            checked = 2 * conn + side
             pos = np.empty(len(conn), np.int64)
-            by_conn = np.argsort(conn, kind="stable")  # sorted needles: each search starts where the last ended
-            pos[by_conn] = np.minimum(np.searchsorted(asked, conn[by_conn]), len(asked) - 1)
-            early = (asked[pos] == conn) & (at[pos] < s)
+            by_key = np.argsort(checked, kind="stable")  # sorted needles: each search starts where the last ended
+            pos[by_key] = np.minimum(np.searchsorted(asked, checked[by_key]), len(asked) - 1)
+            early = (asked[pos] == checked) & (at[pos] < s)
         valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
         conn, side, s = conn[valid], side[valid], s[valid]
         nic = self.ends[conn, side]
