@@ -277,33 +277,25 @@ def test_manifest_is_standard_json(tmp_path, tiny_results):
 
 
 def test_the_allocator_keeps_freed_memory_unless_told_not_to(monkeypatch):
-    import ctypes
-    import sys
-
-    from pspsim.study.allocator import keep_freed_memory
+    from pspsim.study.allocator import keep_freed_memory, refaults
 
     if not sys.platform.startswith("linux"):
         assert keep_freed_memory() is False
         return
     assert keep_freed_memory() is True  # glibc accepted every setting (each is within its documented range)
     # freed memory stays: a 20 MiB block freed and taken again faults in no new pages (glibc defaults: 5,119)
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
-    libc.free.argtypes = (ctypes.c_void_p,)
-
-    def faults():
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-    size = 20 << 20  # below the 32 MiB mmap threshold: from the heap
-    block = libc.malloc(size)
-    ctypes.memset(block, 1, size)
-    libc.free(block)
-    before = faults()
-    block = libc.malloc(size)
-    ctypes.memset(block, 2, size)
-    libc.free(block)
-    assert faults() - before < 100  # 20 MiB of fresh pages would be ~5,000 faults (or 10 huge ones)
+    assert refaults() < 100
     monkeypatch.setenv("PSPSIM_MALLOC", "default")
     assert keep_freed_memory() is False
+
+
+def test_workers_of_the_pool_and_of_a_local_dask_cluster_keep_freed_memory():
+    from pspsim.study.allocator import refaults
+    from pspsim.study.executors import dask_executor, process_pool
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    with process_pool(1) as pool:
+        assert pool.submit(refaults).result() < 100
+    with dask_executor("local", 1) as executor:
+        assert executor.submit(refaults).result() < 100

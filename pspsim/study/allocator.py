@@ -16,8 +16,10 @@ of the heap top below 2 GiB, and 256 MiB of padding when the heap grows.
 Peak memory rises by about 15 % in exchange (freed memory stays with the
 process until it ends).
 
-Applied by the ``pspsim`` command and in its worker processes; a library user
-calls :func:`keep_freed_memory` once if they want it.  Linux with glibc only
+Applied by the ``pspsim`` command, in its worker processes and on the workers
+of the Dask LocalCluster it starts; a library user calls
+:func:`keep_freed_memory` once (on a Dask cluster of their own:
+``client.register_worker_callbacks(keep_freed_memory)``) if they want it.  Linux with glibc only
 (elsewhere it does nothing); ``PSPSIM_MALLOC=default`` in the environment
 keeps glibc's defaults.
 """
@@ -42,3 +44,24 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in SETTINGS)
+
+
+def refaults(size: int = 20 << 20) -> int:
+    """Page faults taken when a block of ``size`` bytes is allocated, written and freed a second
+    time: near 0 once :func:`keep_freed_memory` took, ``size`` / 4 KiB with glibc's defaults (a
+    check of the setting in any process, a Dask worker's included)."""
+    import resource
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    counts = []
+    for value in (1, 2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = libc.malloc(size)
+        if not block:
+            raise MemoryError(size)
+        ctypes.memset(block, value, size)
+        libc.free(block)
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return counts[1]

@@ -80,6 +80,7 @@ def dask_executor(address: str, workers: int | None = None) -> Iterator[Executor
     if address == "local":
         with LocalCluster(n_workers=workers or default_jobs(), threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
+            client.register_worker_callbacks(keep_freed_memory)  # as the pool's workers do
             yield client.get_executor(pure=False)
     else:
         try:
