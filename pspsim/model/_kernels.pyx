@@ -69,8 +69,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     sorted; ``by_pair`` lists the moves pair by pair (in move order within a pair), pair ``p``'s
     from ``pair_start[p]`` to ``pair_start[p + 1]``.  Updates ``rows`` (the level, flow by flow) and
     writes the touched flows' level before the window to ``out[0, :n]``, their average over it
-    to ``out[1, :n]`` and their level after it to ``out[2, :n]``, each (touched, categories, quantities).  ``values`` (moves, 2, quantities) is
-    working space.
+    to ``out[1, :n]`` and their level after it to ``out[2, :n]``, each (touched, categories,
+    quantities).  ``values`` (moves, 2, quantities) is working space.
 
     Per-host sums: ``host_level[h, side, part]`` (flows sent by ``h``: side 0, received: 1; all
     of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and

@@ -129,24 +129,11 @@ class WindowTraffic:
         """The level after the window as (categories, quantities, flows) (a view)."""
         return self.rows.transpose(1, 2, 0)
 
-    def after(self, flows: np.ndarray) -> np.ndarray:
-        """The level after the window of ``flows``, (categories, quantities, len(flows))."""
-        return self.rows[flows].transpose(1, 2, 0)
-
     def full(self) -> np.ndarray:
         """The dense (categories, quantities, flows) average."""
         out = np.ascontiguousarray(self.level)
         out[:, :, self.touched] = self.average
         return out
-
-    def of(self, flows: np.ndarray) -> np.ndarray:
-        """The average of some flows (sorted ids), shape (categories, quantities, len(flows))."""
-        out = self.rows[flows]
-        pos = np.searchsorted(self.touched, flows)
-        hit = pos < len(self.touched)
-        hit[hit] = self.touched[pos[hit]] == flows[hit]
-        out[hit] = self.average[:, :, pos[hit]].transpose(2, 0, 1)
-        return out.transpose(1, 2, 0)
 
     def category_of(self, flows: np.ndarray | None, category: int) -> np.ndarray:
         """The average of some flows (sorted ids; None: every flow) in one category, as one

@@ -34,12 +34,16 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc <malloc.h>
 SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, (2 << 30) - 1), (M_TOP_PAD, 256 << 20))
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL("libc.so.6")
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc malloc as the module docstring says; True if every setting took."""
     if not sys.platform.startswith("linux") or os.environ.get("PSPSIM_MALLOC") == "default":
         return False
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
@@ -52,7 +56,7 @@ def refaults(size: int = 20 << 20) -> int:
     check of the setting in any process, a Dask worker's included)."""
     import resource
 
-    libc = ctypes.CDLL(None)
+    libc = _libc()
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
     libc.free.argtypes = (ctypes.c_void_p,)
     counts = []
