@@ -52,6 +52,7 @@ cdef extern from *:
     void PSPSIM_PREFETCH(const void *p) noexcept nogil
 
 cdef int AHEAD = 8  # pairs ahead whose level rows are fetched into the cache
+cdef int AHEAD_MOVES = 16  # moves ahead whose connection's and flow's values are fetched
 
 
 def apply_moves(const long long[::1] conn, const signed char[::1] to, const signed char[::1] came_from,
@@ -76,7 +77,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and
     ``host_average`` (the level at the window start, as given) by its values times its share.
 
-    Two passes: move by move (each move's values, and the per-host sums, in move order), then
+    Two passes: move by move (each move's values, and the per-host sums, in move order; the
+    connection's size and rate and the flow's hosts fetched ``AHEAD_MOVES`` moves early), then
     pair by pair, so each touched flow's level row is read and written once while it is in the
     cache (it is fetched ``AHEAD`` pairs early).  Each flow's sums take its moves in move
     order, additions and removals apart, as the numpy implementation does."""
@@ -107,6 +109,13 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* o2
     with nogil:
         for i in range(m):
+            if i + AHEAD_MOVES < m:  # this move's connection and flows, fetched ahead
+                PSPSIM_PREFETCH(&msg_bytes[conn[i + AHEAD_MOVES]])
+                PSPSIM_PREFETCH(&msgs_per_s[conn[i + AHEAD_MOVES]])
+                flow = touched[2 * local[i + AHEAD_MOVES]]
+                PSPSIM_PREFETCH(&sender[flow])
+                PSPSIM_PREFETCH(&receiver[flow])
+                PSPSIM_PREFETCH(&crossing[flow])
             size = <double> msg_bytes[conn[i]]
             msgs = <double> msgs_per_s[conn[i]]
             _quantities(size, msgs, mss, record, tso, V + 10 * i)

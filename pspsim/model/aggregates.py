@@ -53,6 +53,7 @@ from pspsim.model.dataplane import (
     window_dataplane,
     wire_bytes,
 )
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.traffic import (
     BYTES,
     CONNECTIONS,
@@ -73,7 +74,7 @@ RESYNC = 256  # windows between rebuilds of the sums from the level
 
 def csr(groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Items grouped by ``groups`` (ascending within a group): (order, bounds)."""
-    order = np.argsort(groups, kind="stable")
+    order = argsort_stable(groups)
     return order, np.searchsorted(groups[order], np.arange(n + 1))
 
 

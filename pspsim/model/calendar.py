@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
+
 EPOCH = 64  # windows per epoch: far events wait per epoch and are filed per window when it begins
 
 
@@ -53,14 +55,14 @@ class Calendar:
             self._file(index[near], [c[near] for c in columns])
             index, columns = index[~near], [c[~near] for c in columns]
         epoch = index // EPOCH
-        order = np.argsort(epoch.astype(np.int16) if epoch.max() < 32768 else epoch, kind="stable")  # radix
+        order = argsort_stable(epoch)
         epoch, index, columns = epoch[order], index[order], [c[order] for c in columns]
         cuts = np.flatnonzero(np.diff(epoch)) + 1
         for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(epoch)]])):
             self._epochs.setdefault(int(epoch[lo]), []).append((index[lo:hi], *(c[lo:hi] for c in columns)))
 
     def _file(self, index: np.ndarray, columns: list[np.ndarray]) -> None:
-        order = np.argsort(index.astype(np.int16) if index.max() < 32768 else index, kind="stable")  # radix
+        order = argsort_stable(index)
         index = index[order]
         columns = [c[order] for c in columns]
         cuts = np.flatnonzero(np.diff(index)) + 1
@@ -83,7 +85,7 @@ class Calendar:
         columns = [np.concatenate([c[i] for c in chunks]) for i in range(len(self.fields))]
         if not by_time:
             return dict(zip(self.fields, columns))
-        order = np.argsort(columns[0], kind="stable")
+        order = argsort_stable(columns[0])
         return {f: c[order] for f, c in zip(self.fields, columns)}
 
     def pending(self) -> int:

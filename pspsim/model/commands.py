@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
+
 try:  # the compiled FIFO (setup.py builds it); the numpy one below agrees to about a nanosecond
     from pspsim.model import _kernels
 except ImportError:  # pragma: no cover - exercised when the extension is not built
@@ -35,7 +37,7 @@ def fifo_departures(arrivals: np.ndarray, servers: np.ndarray, service: np.ndarr
     n = len(arrivals)
     if n == 0:
         return np.empty(0)
-    by_time = np.argsort(arrivals, kind="stable")
+    by_time = argsort_stable(arrivals)
     if _kernels is not None:
         out = np.empty(n)
         busy = busy_until if busy_until.dtype == np.float64 and busy_until.flags.c_contiguous \
@@ -58,7 +60,7 @@ def _fifo_numpy(arrivals: np.ndarray, servers: np.ndarray, service: np.ndarray, 
     keys = servers[by_time]
     if len(busy_until) < 32768:  # numpy sorts 16-bit integers with a radix sort
         keys = keys.astype(np.int16)
-    order = by_time[np.argsort(keys, kind="stable")]  # by server, then time, then input order
+    order = by_time[argsort_stable(keys)]  # by server, then time, then input order
     t, q, s = arrivals[order], servers[order], service[order]
     first = np.ones(n, dtype=bool)
     first[1:] = q[1:] != q[:-1]
@@ -140,11 +142,11 @@ class CommandQueues:
         if _kernels is not None:
             waiting = np.concatenate([np.flatnonzero(dep_a >= 0), np.flatnonzero((dep_b >= 0) & (dep_b != dep_a))])
             on = np.concatenate([dep_a[dep_a >= 0], dep_b[(dep_b >= 0) & (dep_b != dep_a)]])
-            order = np.argsort(on, kind="stable")
+            order = argsort_stable(on)
             bounds = np.concatenate([[0], np.cumsum(np.bincount(on, minlength=n))])
             finished = np.empty(n)
             independent = np.flatnonzero(dep_a < 0)
-            independent = independent[np.argsort(times[independent], kind="stable")]
+            independent = independent[argsort_stable(times[independent])]
             served = _kernels.fifo_serve_dependent(times, nics, np.ascontiguousarray(self.service[kinds]), dep_a, dep_b,
                                                    np.ascontiguousarray(waiting[order]), bounds, independent,
                                                    self.latency, self.busy_until, finished)

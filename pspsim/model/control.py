@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.workload import Workload
 
 COUNTS = ("handshakes", "psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects",
@@ -60,7 +61,7 @@ class ControlWindow:
 def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
     """A function from a host to every connection (over the whole run) with an end on it."""
     ends = np.concatenate([w.client, w.server])
-    order = np.argsort(ends, kind="stable")
+    order = argsort_stable(ends)
     ends = ends[order]
     conn = (order % len(w)).astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
     del order
@@ -70,14 +71,6 @@ def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
         return conn[bounds[host]:bounds[host + 1]]
 
     return of
-
-
-def _radix_key(keys: np.ndarray) -> np.ndarray:
-    """``keys`` as 16-bit integers when they fit (numpy sorts those stably by radix sort, several
-    times faster than a merge sort; the same order)."""
-    if keys.dtype.kind in "iu" and len(keys) and keys.min() >= 0 and keys.max() < 32768:
-        return keys.astype(np.int16)
-    return keys
 
 
 def sorted_unique(x: np.ndarray) -> np.ndarray:
@@ -94,7 +87,7 @@ def rank_within(groups: np.ndarray) -> np.ndarray:
     n = len(groups)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    order = np.argsort(_radix_key(groups), kind="stable")
+    order = argsort_stable(groups)
     g = groups[order]
     first = np.ones(n, dtype=bool)
     first[1:] = g[1:] != g[:-1]
@@ -110,10 +103,10 @@ def fits_on_both(nic_a: np.ndarray, nic_b: np.ndarray, when: np.ndarray, free: n
     Each install takes the next slot on both of its NICs (an install that fails on one
     NIC still takes its turn on the other: conservative by at most the failures)."""
     n = len(nic_a)
-    order = np.argsort(when, kind="stable")
+    order = argsort_stable(when)
     nics = np.concatenate([nic_a[order], nic_b[order]])
     slot = np.concatenate([np.arange(n), np.arange(n)])  # interleave by time: a then b of each install
-    by_time = np.argsort(slot, kind="stable")
+    by_time = argsort_stable(slot)
     rank = np.empty(2 * n, dtype=np.int64)
     rank[by_time] = rank_within(nics[by_time])
     ok = (rank[:n] < free[nic_a[order]]) & (rank[n:] < free[nic_b[order]])

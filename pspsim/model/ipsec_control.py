@@ -29,12 +29,13 @@ import numpy as np
 from pspsim.model.calendar import Calendar
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both, rank_within, sorted_unique
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
 
 def _csr(groups: np.ndarray, n: int):
-    order = np.argsort(groups, kind="stable")
+    order = argsort_stable(groups)
     bounds = np.searchsorted(groups[order], np.arange(n + 1))
     return order, bounds
 
@@ -126,7 +127,7 @@ class IpsecControl:
                        c.host_ike_sa_setup_responder_cycles)
         fresh_sa = new_sa[~running_sa]
         if keys.ipsec_sa_granularity == "connection" and len(fresh_sa):
-            order = np.argsort(self.sa_start[fresh_sa], kind="stable")
+            order = argsort_stable(self.sa_start[fresh_sa])
             ranked = fresh_sa[order]
             is_new_ike = np.isin(self.sa_ike[ranked], fresh_ike)
             extra = ranked[~(is_new_ike & (rank_within(self.sa_ike[ranked]) == 0))]
@@ -187,7 +188,7 @@ class IpsecControl:
         retry = np.flatnonzero(failed)
         trying = np.concatenate([new_sa, retry])
         when = np.concatenate([np.maximum(self.sa_start[new_sa], 0.0), np.full(len(retry), t0)])
-        order = np.argsort(when, kind="stable")
+        order = argsort_stable(when)
         trying, when = trying[order], when[order]
         capacity = self.c.nic_ipsec_sa_capacity / 2  # inbound + outbound per pair
         free = np.maximum(capacity - self.sa_pairs_on_nic, 0)

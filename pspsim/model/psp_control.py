@@ -38,6 +38,7 @@ from pspsim.model.calendar import Calendar
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, conns_by_host, fits_on_both
 from pspsim.model.rotation import RotationSchedule
+from pspsim.model.sorting import argsort_stable, lexsort
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, STALE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
@@ -138,14 +139,14 @@ class PspControl:
             both = requests["reconnect"].astype(bool)
             asked = np.concatenate([2 * asked_conn + asked_side, 2 * asked_conn[both] + 1 - asked_side[both]])
             at = np.concatenate([requests["time"], requests["time"][both]])
-            order = np.lexsort((at, asked))
+            order = lexsort((at, asked))
             asked, at = asked[order], at[order]
             first = np.ones(len(asked), dtype=bool)
             first[1:] = asked[1:] != asked[:-1]
             asked, at = asked[first], at[first]
             checked = 2 * conn + side
             pos = np.empty(len(conn), np.int64)
-            by_key = np.argsort(checked, kind="stable")  # sorted needles: each search starts where the last ended
+            by_key = argsort_stable(checked)  # sorted needles: each search starts where the last ended
             pos[by_key] = np.minimum(np.searchsorted(asked, checked[by_key]), len(asked) - 1)
             early = (asked[pos] == checked) & (at[pos] < s)
         valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
@@ -210,8 +211,12 @@ class PspControl:
 
         # TX keys destroyed at the end: installed before this window, or set up and ended inside it
         installed = ~np.isnan(self.made[departures, 0])
-        gone = departures[(self.mode[departures] == PSP) & (installed | (w.start[departures] >= t0))]
-        gone_new = departures[~installed & (w.start[departures] >= t0)]
+        opened_here = w.start[departures] >= t0
+        is_gone = (self.mode[departures] == PSP) & (installed | opened_here)
+        gone = departures[is_gone]
+        new_here = ~installed & opened_here
+        gone_new = departures[new_here]
+        gone_old = departures[is_gone & ~new_here]  # gone minus gone_new (departures are distinct)
         n_new, n_ip = len(new_conn), len(ip_conn)
         gen_nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, ip_side]])
         gen_times = np.concatenate([new_time, new_time, ip_time])
@@ -251,7 +256,6 @@ class PspControl:
         spi = spi_done[: len(gen_times)]
         if self.tx_keys_on_nic:
             old = nics[-1]
-            gone_old = np.setdiff1d(gone, gone_new)
             before = np.concatenate([self.ends[gone_old, 0], self.ends[gone_old, 1]])
             self.tx_keys -= np.bincount(np.concatenate([before, old]), minlength=len(self.tx_keys))
             self.tx_keys += np.bincount(self.ends[ip_conn, 1 - ip_side], minlength=len(self.tx_keys))  # in-place

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
+
 
 @dataclass(frozen=True)
 class RotationSchedule:
@@ -58,5 +60,5 @@ class RotationSchedule:
         nic = np.repeat(np.arange(len(self.phase)), count)
         k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
         times = self.phase[nic] + k * self.period
-        order = np.argsort(times, kind="stable")
+        order = argsort_stable(times)
         return nic[order], times[order]

@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
+
 RELATIVE_TIE = 1e-9  # resources within this relative distance of the lowest level saturate together
 
 
@@ -106,7 +108,7 @@ def max_min_rates(
     ro = (np.cumsum(present) - 1)[ro]
     capacity, n_res = capacity[present], int(present.sum())
     if fo.size and (fo[1:] < fo[:-1]).any():
-        order = np.argsort(fo, kind="stable")
+        order = argsort_stable(fo)
         fo, ro, co = fo[order], ro[order], co[order]
 
     rate = demand.copy()  # flows crossing no finite resource keep their demand
@@ -171,7 +173,7 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     flow_start[flows] = np.cumsum(counts) - counts
     flow_len = np.zeros(demand.size, np.intp)
     flow_len[flows] = counts
-    by_res = np.argsort(ro.astype(np.uint16) if n_res <= 1 << 16 else ro, kind="stable")  # radix sort if it fits
+    by_res = argsort_stable(ro)
     res_len = np.bincount(ro, minlength=n_res)
     res_start = np.cumsum(res_len) - res_len
     open_flows = res_len.copy()
@@ -184,7 +186,7 @@ def _one_level_per_round(rate, demand, weight, fo, ro, co, flows, counts, capaci
     slot = np.empty(demand.size, np.intp)
     frozen[flows] = False
     demand_level = demand[flows] / weight[flows]
-    order = np.argsort(demand_level, kind="stable")
+    order = argsort_stable(demand_level)
     by_demand, demand_level = flows[order], demand_level[order]
     next_demand, left = 0, flows.size
     level = _level(capacity - used, share, np.where(wanting > 0, np.inf, wanted))

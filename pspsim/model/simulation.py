@@ -30,6 +30,7 @@ from pspsim.model.dataplane import Network, PathVariants, window_dataplane
 from pspsim.model.ipsec_control import IpsecControl
 from pspsim.model.psp_control import PspControl
 from pspsim.model.rotation import RotationSchedule
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.streams import RandomStreams
 from pspsim.model.tls_control import TlsControl
 from pspsim.model.traffic import GONE, OFFLOAD, TrafficLedger, build_flows
@@ -82,7 +83,7 @@ class FleetSimulation:
         self.dataplane = IncrementalDataplane(self.paths, costs, self.flows, self.network) if incremental else None
         self.control = self._control(streams)
         index_type = np.int32 if len(workload) < 2**31 else np.int64
-        self.end_order = np.argsort(workload.end, kind="stable").astype(index_type)
+        self.end_order = argsort_stable(workload.end).astype(index_type)
         self.end_sorted = workload.end[self.end_order]
         self.live_ends = np.zeros(self.hosts)
         self.rows: list[dict[str, float]] = []

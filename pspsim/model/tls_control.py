@@ -22,6 +22,7 @@ import numpy as np
 
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, TrafficLedger
 from pspsim.model.workload import Workload
 
@@ -36,7 +37,7 @@ def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizo
     conn = np.repeat(np.arange(len(start)), count)
     k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
     times = start[conn] + k * interval[conn]
-    order = np.argsort(times, kind="stable")
+    order = argsort_stable(times)
     return conn[order], times[order]
 
 

@@ -36,6 +36,7 @@ try:  # the compiled inner loop (setup.py builds it); the numpy one gives the sa
     from pspsim.model import _kernels as _ledger_fast
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _ledger_fast = None
+from pspsim.model.sorting import argsort_stable, lexsort
 from pspsim.model.workload import Workload
 
 OFFLOAD, SOFTWARE, WAITING, STALE = 0, 1, 2, 3
@@ -99,7 +100,7 @@ class Flows:
 def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) -> Flows:
     """The flows of the workload's host pairs (see :class:`Flows`)."""
     hosts = w.hosts
-    pair_ids, pair_of = np.unique(w.client.astype(np.int64) * hosts + w.server, return_inverse=True)
+    pair_ids, pair_of, _, _ = _unique_inverse(w.client.astype(np.int64) * hosts + w.server)
     client, server = pair_ids // hosts, pair_ids % hosts
     sender = np.empty(2 * len(pair_ids), dtype=np.int64)
     receiver = np.empty_like(sender)
@@ -153,7 +154,7 @@ class WindowTraffic:
 def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``np.unique(x, return_inverse=True)`` by one sort, with that sort: (unique values, inverse,
     the positions of ``x`` by value (stable), where each value's positions start (and the end))."""
-    order = np.argsort(x, kind="stable")
+    order = argsort_stable(x)
     xs = x[order]
     first = np.ones(len(xs), dtype=bool)
     first[1:] = xs[1:] != xs[:-1]
@@ -211,7 +212,7 @@ class TrafficLedger:
             empty = np.empty((cats, quants, 0))
             return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty, host_average, empty)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
-        order = np.lexsort((steps["time"], conn))  # by connection, then time
+        order = lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
         first = np.ones(len(conn), dtype=bool)
         first[1:] = conn[1:] != conn[:-1]

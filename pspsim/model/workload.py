@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pspsim.model.sorting import argsort_stable
 from pspsim.scenario import Distribution, Scenario
 
 
@@ -95,7 +96,7 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     end = start + lifetime
     end[: len(initial_client)] = lifetime[: len(initial_client)]  # residual life from time 0
     server = peers[peer_start[client] + (rng.uniform(0, 1, n) * fanout[client]).astype(np.int64)]
-    order = np.argsort(start, kind="stable")  # the running ones (negative start) come first
+    order = argsort_stable(start)  # the running ones (negative start) come first
     return Workload(
         hosts=hosts,
         client=client[order],
