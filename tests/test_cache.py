@@ -12,7 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
+from pspsim.model import cache as cache_module
 from pspsim.model.cache import TSO_MAX_BYTES, lookups_per_s, lru_miss_ratio
+
+saved_che = cache_module._che
 
 
 def test_uniform_popularity_misses_one_minus_c_over_n():
@@ -131,3 +134,29 @@ def test_a_warm_start_finds_the_same_root():
     got = cache.lru_miss_ratio(nudged, mult, group, size, groups, log_t)
     assert got == pytest.approx(want, rel=1e-9)
     assert not np.array_equal(got, cold)
+
+
+@pytest.mark.skipif(cache_module._che is None, reason="compiled module not built")
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), groups=st.integers(1, 40), every_group_spills=st.booleans())
+def test_compiled_passes_give_the_numpy_bytes(seed, groups, every_group_spills):
+    """The compiled per-key passes against the numpy expressions: equal miss ratios and roots, byte
+    for byte (same products, same order of addition, numpy's exponentials in both)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(groups, 40 * groups))
+    rate = rng.lognormal(0, 2, n) * (rng.random(n) > 0.05)  # a few idle keys
+    mult = rng.integers(1, 20, n).astype(float)
+    group = np.concatenate([np.arange(groups), rng.integers(0, groups, n - groups)])
+    keys = np.bincount(group, mult, groups)
+    cache = keys * rng.uniform(0.1, 0.9, groups) if every_group_spills else keys * rng.uniform(0.1, 1.5, groups)
+    results = []
+    for che in (cache_module._che, None):
+        cache_module._che = che
+        try:
+            log_t = np.full(groups, np.nan)
+            results.append((lru_miss_ratio(rate, mult, group, cache, groups, log_t), log_t))
+        finally:
+            cache_module._che = saved_che
+    (fast, fast_t), (slow, slow_t) = results
+    assert fast.tobytes() == slow.tobytes()
+    assert fast_t.tobytes() == slow_t.tobytes()

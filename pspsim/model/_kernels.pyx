@@ -293,3 +293,66 @@ def fifo_serve_dependent(double[::1] arrivals, const long long[::1] servers, con
                     arrivals[d] = t
                     _push(&heap_t[0], &heap_i[0], &size, t, d)
     return served
+
+
+def events_in(const double[::1] start, const double[::1] interval, double t0, const double[::1] t1):
+    """:func:`pspsim.model.ipsec_control._events_in` in one pass (two: count, then fill): per item
+    ``i``, the ages ``k * interval[i]`` (k >= 1) that fall in ``[t0, t1[i])``, as (item, time) in
+    item order, then k.  The same float operations in the same order, so the same bytes."""
+    cdef Py_ssize_t n = start.shape[0], i, j = 0, total = 0
+    cdef long long k, c
+    cdef double first, last
+    counts_ = np.empty(n, dtype=np.int64)
+    firsts_ = np.empty(n)
+    cdef long long[::1] counts = counts_
+    cdef double[::1] firsts = firsts_
+    with nogil:
+        for i in range(n):
+            first = ceil((t0 - start[i]) / interval[i])
+            if first < 1.0:
+                first = 1.0
+            last = ceil((t1[i] - start[i]) / interval[i]) - 1
+            c = <long long> (last - first + 1) if last - first + 1 > 0 else 0
+            counts[i] = c
+            firsts[i] = first
+            total += c
+    pos_ = np.empty(total, dtype=np.int64)
+    times_ = np.empty(total)
+    cdef long long[::1] pos = pos_
+    cdef double[::1] times = times_
+    with nogil:
+        for i in range(n):
+            for k in range(counts[i]):
+                pos[j] = i
+                times[j] = start[i] + (firsts[i] + <double> k) * interval[i]
+                j += 1
+    return pos_, times_
+
+
+def sa_pairs(const double[::1] start, const double[::1] interval, const long long[::1] count,
+             const unsigned char[::1] installed, const long long[::1] a, const long long[::1] b, double t1,
+             double overlap, double[::1] host_pairs, double[::1] nic_pairs):
+    """Per host, the SA pairs its live SAs (``count > 0``) hold at ``t1``: 1, plus the old pair of a
+    re-key less than ``overlap`` ago (make-before-break); ``nic_pairs`` counts the installed ones.
+    Sums over the SAs in order, each end apart (``a``, then ``b``), as the numpy ``bincount``s."""
+    cdef Py_ssize_t n = start.shape[0], i, hosts = host_pairs.shape[0]
+    cdef double x1, x2, b1, b2, pairs
+    ha_ = np.zeros((4, hosts))
+    cdef double[:, ::1] acc = ha_
+    with nogil:
+        for i in range(n):
+            if count[i] <= 0:
+                continue
+            x1 = (t1 - start[i]) + 1e-9
+            x2 = ((t1 - start[i]) - overlap) + 1e-9
+            b1 = ceil((x1 if x1 > 0 else 0.0) / interval[i]) - 1
+            b2 = ceil((x2 if x2 > 0 else 0.0) / interval[i]) - 1
+            pairs = (1.0 + (b1 if b1 > 0 else 0.0)) - (b2 if b2 > 0 else 0.0)
+            acc[0, a[i]] += pairs
+            acc[1, b[i]] += pairs
+            if installed[i]:
+                acc[2, a[i]] += pairs
+                acc[3, b[i]] += pairs
+        for i in range(hosts):
+            host_pairs[i] = acc[0, i] + acc[1, i]
+            nic_pairs[i] = acc[2, i] + acc[3, i]

@@ -48,6 +48,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # the compiled passes (setup.py builds them); the numpy expressions below give the same bytes
+    from pspsim.model import _che
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _che = None
+
 TSO_MAX_BYTES = 65536  # Linux GSO_LEGACY_MAX_SIZE: largest TSO/GSO burst without BIG TCP
 _MAX_STEPS = 200
 _LOG_TOLERANCE = 1e-10  # on log T; the miss ratio moves by at most 1/e times this
@@ -82,7 +87,8 @@ def lru_miss_ratio(
     cache_size = np.broadcast_to(np.asarray(cache_size, dtype=float), (groups,))
     _check(rate, multiplicity, group, cache_size, groups)
     active = (rate > 0) & (multiplicity > 0)
-    rate, multiplicity, group = rate[active], multiplicity[active], group[active]
+    if not active.all():
+        rate, multiplicity, group = rate[active], multiplicity[active], group[active]
     keys = np.bincount(group, multiplicity, groups)
     lookups = np.bincount(group, multiplicity * rate, groups)
     miss = np.zeros(groups)
@@ -91,21 +97,19 @@ def lru_miss_ratio(
     solve = spill & (cache_size > 0)
     if not solve.any():
         return miss
-    rows = solve[group]
-    r, m = rate[rows], multiplicity[rows]
-    local = (np.cumsum(solve) - 1)[group[rows]]
+    if solve.all():  # every group (kTLS offload: every NIC spills)
+        r, m, local = rate, multiplicity, group
+    else:
+        rows = solve[group]
+        r, m = rate[rows], multiplicity[rows]
+        local = (np.cumsum(solve) - 1)[group[rows]]
     c, n, total = cache_size[solve], keys[solve], lookups[solve]
-
-    def per_group(x: np.ndarray) -> np.ndarray:  # sums by scatter-add in row order: no sort
-        return np.bincount(local, x, c.size)
-
-    slowest = np.full(c.size, np.inf)
-    np.minimum.at(slowest, local, r)
+    steps = _Steps(r, m, local, c.size)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         # Bracket on u = log T: occupancy(T) <= T * sum(m r) gives the low end,
         # occupancy(T) >= n (1 - exp(-r_min T)) the high end.
         lo = np.log(c) - np.log(total)
-        hi = np.maximum(np.log(-np.log1p(-c / n)) - np.log(slowest), lo)
+        hi = np.maximum(np.log(-np.log1p(-c / n)) - np.log(steps.slowest()), lo)
         u = 0.5 * (lo + hi)
         if log_t is not None:
             guess = log_t[solve]
@@ -113,10 +117,8 @@ def lru_miss_ratio(
             u = np.where(inside, guess, u)
         done = np.zeros(c.size, bool)
         for _ in range(_MAX_STEPS):
-            rt = r * np.exp(u)[local]
-            held = -np.expm1(-rt)  # each key's chance of being in the cache
-            excess = per_group(m * held) - c
-            slope = per_group(m * rt * (1.0 - held))  # d occupancy / d log T
+            occupancy, slope = steps.occupancy(u)
+            excess = occupancy - c
             high = excess > 0
             hi = np.where(high, u, hi)
             lo = np.where(high, lo, u)
@@ -128,9 +130,58 @@ def lru_miss_ratio(
                 break
         if log_t is not None:
             log_t[solve] = u
-        t = np.exp(u)[local]
-        miss[solve] = np.minimum(per_group(m * r * np.exp(-r * t)) / total, 1.0)  # a ratio, despite rounding
+        miss[solve] = np.minimum(steps.misses(u) / total, 1.0)  # a ratio, despite rounding
     return miss
+
+
+class _Steps:
+    """The per-key passes of a solve over keys ``r`` (rates), ``m`` (multiplicities) of groups
+    ``local`` (``groups`` of them): compiled (:mod:`pspsim.model._che`) or numpy, the same bytes."""
+
+    def __init__(self, r: np.ndarray, m: np.ndarray, local: np.ndarray, groups: int) -> None:
+        self.r, self.m, self.local, self.groups = r, m, local, groups
+        self.fast = _che is not None
+        if self.fast:
+            self.r, self.m = np.ascontiguousarray(r, np.float64), np.ascontiguousarray(m, np.float64)
+            self.local = np.ascontiguousarray(local, np.int64)
+            self.rt, self.neg = np.empty(len(r)), np.empty(len(r))
+
+    def per_group(self, x: np.ndarray) -> np.ndarray:  # sums by scatter-add in key order: no sort
+        return np.bincount(self.local, x, self.groups)
+
+    def slowest(self) -> np.ndarray:
+        """Each group's smallest rate."""
+        out = np.full(self.groups, np.inf)
+        if self.fast:
+            _che.group_min(self.r, self.local, out)
+        else:
+            np.minimum.at(out, self.local, self.r)
+        return out
+
+    def occupancy(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per group at ``T = exp(u)``: the expected keys cached, and its derivative in ``u``."""
+        r, m, local = self.r, self.m, self.local
+        if self.fast:
+            occupancy, slope = np.empty(self.groups), np.empty(self.groups)
+            _che.scaled(r, np.exp(u), local, 1.0, self.rt, self.neg)
+            np.expm1(self.neg, out=self.neg)
+            _che.occupancy_and_slope(m, self.rt, self.neg, local, occupancy, slope)
+            return occupancy, slope
+        rt = r * np.exp(u)[local]
+        held = -np.expm1(-rt)  # each key's chance of being in the cache
+        return self.per_group(m * held), self.per_group(m * rt * (1.0 - held))  # slope: d occupancy / d log T
+
+    def misses(self, u: np.ndarray) -> np.ndarray:
+        """Per group at ``T = exp(u)``: lookups per second that miss."""
+        r, m, local = self.r, self.m, self.local
+        if self.fast:
+            out = np.empty(self.groups)
+            _che.scaled(r, np.exp(u), local, -1.0, self.rt, self.neg)
+            np.exp(self.neg, out=self.neg)
+            _che.weighted_misses(m, r, self.neg, local, out)
+            return out
+        t = np.exp(u)[local]
+        return self.per_group(m * r * np.exp(-r * t))
 
 
 def lookups_per_s(messages_per_s, message_bytes, tso_max_bytes: float = TSO_MAX_BYTES) -> np.ndarray:

@@ -73,15 +73,6 @@ def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
     return of
 
 
-def sorted_unique(x: np.ndarray) -> np.ndarray:
-    """``np.unique(x)`` by one sort (numpy 2's ``unique`` hashes first, and is several times slower
-    on the few thousand ids of a window)."""
-    x = np.sort(x)
-    keep = np.ones(len(x), dtype=bool)
-    keep[1:] = x[1:] != x[:-1]
-    return x[keep]
-
-
 def rank_within(groups: np.ndarray) -> np.ndarray:
     """For items already in order, each one's rank among the earlier items of its group."""
     n = len(groups)

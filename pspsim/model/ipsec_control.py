@@ -28,10 +28,15 @@ import numpy as np
 
 from pspsim.model.calendar import Calendar
 from pspsim.model.commands import COMMAND, CommandQueues
-from pspsim.model.control import ControlWindow, fits_on_both, rank_within, sorted_unique
-from pspsim.model.sorting import argsort_stable
+from pspsim.model.control import ControlWindow, fits_on_both, rank_within
+from pspsim.model.sorting import argsort_stable, unique_inverse
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
+
+try:  # the compiled passes (setup.py builds them); the numpy expressions below give the same bytes
+    from pspsim.model import _kernels
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _kernels = None
 
 
 def _csr(groups: np.ndarray, n: int):
@@ -42,6 +47,9 @@ def _csr(groups: np.ndarray, n: int):
 
 def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarray):
     """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time)."""
+    if _kernels is not None:
+        return _kernels.events_in(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(interval, np.float64),
+                                  float(t0), np.ascontiguousarray(np.broadcast_to(t1, start.shape), np.float64))
     first = np.maximum(1.0, np.ceil((t0 - start) / interval))
     last = np.ceil((t1 - start) / interval) - 1
     count = np.maximum(0, last - first + 1).astype(np.int64)
@@ -57,7 +65,7 @@ class IpsecControl:
         self.offload = offload
         w, hosts = workload, workload.hosts
         lo, hi = np.minimum(w.client, w.server).astype(np.int64), np.maximum(w.client, w.server).astype(np.int64)
-        ike_ids, self.ike_of = np.unique(lo * hosts + hi, return_inverse=True)
+        ike_ids, self.ike_of, _, _ = unique_inverse(lo * hosts + hi)
         self.ike_a, self.ike_b = ike_ids // hosts, ike_ids % hosts
         if keys.ipsec_sa_granularity == "host-pair":
             self.sa_of = self.ike_of
@@ -68,11 +76,11 @@ class IpsecControl:
         n_sa, n_ike = len(self.sa_a), len(ike_ids)
         self.interval = keys.ipsec_child_rekey * (1 - keys.ipsec_rekey_jitter * jitter_rng.uniform(0, 1, n_sa))
         self.phase_rng = jitter_rng
-        self.sa_count = np.zeros(n_sa, dtype=np.int64)
+        self.ike_count = np.zeros(n_ike, dtype=np.int64)  # connections per IKE SA and per CHILD_SA
+        self.sa_count = self.ike_count if self.sa_of is self.ike_of else np.zeros(n_sa, dtype=np.int64)
         self.sa_start = np.full(n_sa, np.nan)
         self.sa_mode = np.full(n_sa, OFFLOAD, dtype=np.int8)
         self.sa_installed = np.zeros(n_sa, dtype=bool)
-        self.ike_count = np.zeros(n_ike, dtype=np.int64)
         self.ike_start = np.full(n_ike, np.nan)
         self.sa_pairs_on_nic = np.zeros(hosts)  # installed SA pairs with an end on the NIC
         self.conns_of_sa = _csr(self.sa_of, n_sa)
@@ -84,11 +92,10 @@ class IpsecControl:
     def _count(self, counts: np.ndarray, of: np.ndarray, arrivals: np.ndarray, departures: np.ndarray):
         """Connections per SA move by the window's arrivals and departures; returns the SAs set up
         (from 0 connections) and those gone (to 0).  Costs what the window's connections cost."""
-        came, went = of[arrivals], of[departures]
-        touched = sorted_unique(np.concatenate([came, went]))
+        touched, at, _, _ = unique_inverse(np.concatenate([of[arrivals], of[departures]]))
         before = counts[touched]
-        added = np.bincount(np.searchsorted(touched, came), minlength=len(touched))
-        after = before + added - np.bincount(np.searchsorted(touched, went), minlength=len(touched))
+        added = np.bincount(at[:len(arrivals)], minlength=len(touched))
+        after = before + added - np.bincount(at[len(arrivals):], minlength=len(touched))
         counts[touched] = after
         # an SA whose connections all come and go inside the window is set up and torn down in it
         new = touched[(before == 0) & (added > 0)]
@@ -110,7 +117,10 @@ class IpsecControl:
         np.maximum.at(ike_last_end, self.ike_of[departures], w.end[departures])
 
         new_ike, gone_ike = self._count(self.ike_count, self.ike_of, arrivals, departures)
-        new_sa, gone_sa = self._count(self.sa_count, self.sa_of, arrivals, departures)
+        if self.sa_count is self.ike_count:  # host-pair CHILD_SAs: one per IKE SA, counted once
+            new_sa, gone_sa = new_ike, gone_ike
+        else:
+            new_sa, gone_sa = self._count(self.sa_count, self.sa_of, arrivals, departures)
         ike_start = self._first_start(self.ike_of, arrivals, new_ike, len(self.ike_count))
         sa_start = self._first_start(self.sa_of, arrivals, new_sa, len(self.sa_count))
         # Alive at time 0: re-key phases uniform over the interval (per-connection SAs: their age).
@@ -151,6 +161,10 @@ class IpsecControl:
         self.index = index
         self._offload(t0, t1, arrivals, new_sa, gone_sa, last_end, child, child_t, out)
         # State: SA pairs per host, with the old pairs kept for make-before-break.
+        if _kernels is not None:  # the same sums in one pass over the SAs
+            _kernels.sa_pairs(self.sa_start, self.interval, self.sa_count, self.sa_installed.view(np.uint8),
+                              self.sa_a, self.sa_b, t1, keys.ipsec_rekey_overlap, self.host_pairs, self.nic_pairs)
+            return
         live = np.flatnonzero(self.sa_count > 0)
         s, interval = self.sa_start[live], self.interval[live]
         before = lambda x: np.maximum(0.0, np.ceil(np.maximum(x, 0) / interval) - 1)  # noqa: E731

@@ -36,7 +36,7 @@ try:  # the compiled inner loop (setup.py builds it); the numpy one gives the sa
     from pspsim.model import _kernels as _ledger_fast
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _ledger_fast = None
-from pspsim.model.sorting import argsort_stable, lexsort
+from pspsim.model.sorting import lexsort, unique_inverse
 from pspsim.model.workload import Workload
 
 OFFLOAD, SOFTWARE, WAITING, STALE = 0, 1, 2, 3
@@ -100,7 +100,7 @@ class Flows:
 def build_flows(w: Workload, mss: float, record_bytes: float, tso_bytes: float) -> Flows:
     """The flows of the workload's host pairs (see :class:`Flows`)."""
     hosts = w.hosts
-    pair_ids, pair_of, _, _ = _unique_inverse(w.client.astype(np.int64) * hosts + w.server)
+    pair_ids, pair_of, _, _ = unique_inverse(w.client.astype(np.int64) * hosts + w.server)
     client, server = pair_ids // hosts, pair_ids % hosts
     sender = np.empty(2 * len(pair_ids), dtype=np.int64)
     receiver = np.empty_like(sender)
@@ -140,7 +140,7 @@ class WindowTraffic:
         """The average of some flows (sorted ids; None: every flow) in one category, as one
         contiguous (quantities, len(flows)) array."""
         if flows is None:
-            out = np.ascontiguousarray(self.rows[:, category]).T.copy()
+            out = np.ascontiguousarray(self.rows[:, category].T)  # one strided copy
             out[:, self.touched] = self.average[category]
             return out
         out = np.ascontiguousarray(self.rows[flows, category]).T.copy()
@@ -149,19 +149,6 @@ class WindowTraffic:
         hit[hit] = self.touched[pos[hit]] == flows[hit]
         out[:, hit] = self.average[category][:, pos[hit]]
         return out
-
-
-def _unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(x, return_inverse=True)`` by one sort, with that sort: (unique values, inverse,
-    the positions of ``x`` by value (stable), where each value's positions start (and the end))."""
-    order = argsort_stable(x)
-    xs = x[order]
-    first = np.ones(len(xs), dtype=bool)
-    first[1:] = xs[1:] != xs[:-1]
-    inverse = np.empty(len(x), np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    starts = np.append(np.flatnonzero(first), len(xs))
-    return xs[first], inverse, order, starts
 
 
 class TrafficLedger:
@@ -223,7 +210,7 @@ class TrafficLedger:
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
         weight = (t1 - np.clip(time, t0, t1)) / max(t1 - t0, 1e-12)  # share of the window after the move
-        pairs, inverse, by_pair, pair_start = _unique_inverse(self.flows.pair_of[conn])
+        pairs, inverse, by_pair, pair_start = unique_inverse(self.flows.pair_of[conn])
         touched = np.empty(2 * len(pairs), np.int64)
         touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
         if _ledger_fast is not None:

@@ -1,0 +1,49 @@
+"""Each compiled pass of the fleet model (radix argsort, Che's per-key passes, IPsec's re-key and SA
+pair passes) gives the bytes of its numpy version, end to end: every column of ``run_one``'s tables
+for variants and settings that go through them, the compiled modules on and off.  (The command
+queues and the ledger stay compiled in both: the numpy FIFO is exact only to about a nanosecond
+(``tests/test_commands.py``), and the numpy ledger sums per-host loads in another order
+(``tests/test_traffic.py``, ``tests/test_aggregates.py``).)"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pspsim.model import _kernels, cache, ipsec_control, sorting
+from pspsim.study.runner import resolve_parameters, run_one
+from tests.sim_helpers import scenario
+
+pytestmark = pytest.mark.skipif(sorting._sort is None or cache._che is None, reason="compiled modules not built")
+
+CASES = [
+    ("ipsec-packet-offload", {"keys": {"ipsec_child_rekey": "7min", "ipsec_ike_rekey": "13min"}}),
+    ("ipsec-crypto-offload", {"keys": {"ipsec_sa_granularity": "connection", "ipsec_child_rekey": "9min"}}),
+    ("ktls-offload", {}),
+    ("psp", {"keys": {"psp_rotation_period": "10min", "psp_rekey_delay": "30s", "psp_rekey_spread": "2min"}}),
+]
+
+
+def _tables(variant: str, sections: dict, overrides: dict) -> tuple[pd.DataFrame, dict]:
+    sc = scenario(run={"duration": "40min"},
+                  workload={"connections_per_host": {"kind": "fixed", "mean": 900}, "peers_per_host": 5},
+                  **sections)
+    params = resolve_parameters(sc).with_overrides(overrides)
+    out = run_one(sc, params, 0, variant)
+    summary = {k: v for k, v in out.summary.items() if k != "wall_time_s"}
+    return out.timeseries, summary
+
+
+@pytest.mark.parametrize("variant,sections", CASES, ids=[c[0] for c in CASES])
+def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
+    overrides = {"nic.ipsec_sa_capacity": 12, "nic.ipsec_sa_cache_entries": 4,  # table full, caches spill
+                 "nic.ktls_context_cache_entries": 300, "nic.psp_tx_key_cache_entries": 300}
+    fast = _tables(variant, sections, overrides)
+    with monkeypatch.context() as m:
+        m.setattr(sorting, "_sort", None)
+        m.setattr(cache, "_che", None)
+        m.setattr(ipsec_control, "_kernels", None)
+        slow = _tables(variant, sections, overrides)
+    pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
+    assert fast[1] == slow[1]
+    assert _kernels is not None
