@@ -10,7 +10,7 @@ DEMO_OUT := results/psp-roundtrip
 
 .PHONY: demo psp-roundtrip test bench fuzz lint validate clean
 
-$(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx pspsim/model/_kernels.pyx
+$(STAMP): pyproject.toml setup.py pspsim/wire/_psp_fast.pyx pspsim/wire/_esp_fast.pyx $(wildcard pspsim/model/*.pyx)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
@@ -58,4 +58,4 @@ lint: $(LINT_STAMP)
 	  $(VENV)/bin/mypy || status=1; exit $$status
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so pspsim/model/_kernels.c pspsim/model/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis pspsim/wire/_psp_fast.c pspsim/wire/_esp_fast.c pspsim/wire/*.so pspsim/model/_*.c pspsim/model/*.so

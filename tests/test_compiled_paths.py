@@ -1,5 +1,5 @@
 """Each compiled pass of the fleet model (radix argsort, Che's per-key passes, IPsec's re-key and SA
-pair passes) gives the bytes of its numpy version, end to end: every column of ``run_one``'s tables
+pair passes, the NIC engine shares) gives the bytes of its numpy version, end to end: every column of ``run_one``'s tables
 for variants and settings that go through them, the compiled modules on and off.  (The command
 queues and the ledger stay compiled in both: the numpy FIFO is exact only to about a nanosecond
 (``tests/test_commands.py``), and the numpy ledger sums per-host loads in another order
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pspsim.model import _kernels, cache, ipsec_control, sorting
+from pspsim.model import _kernels, cache, dataplane, ipsec_control, sorting
 from pspsim.study.runner import resolve_parameters, run_one
 from tests.sim_helpers import scenario
 
@@ -43,6 +43,7 @@ def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
         m.setattr(sorting, "_sort", None)
         m.setattr(cache, "_che", None)
         m.setattr(ipsec_control, "_kernels", None)
+        m.setattr(dataplane, "_kernels", None)
         slow = _tables(variant, sections, overrides)
     pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
     assert fast[1] == slow[1]

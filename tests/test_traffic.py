@@ -87,3 +87,22 @@ def test_a_connection_moving_mid_window_counts_its_share():
     after = ledger.window(1, 60.0, 120.0).full()  # nothing moves: the level carries on
     assert after[SOFTWARE, BYTES, flow] == pytest.approx(rate)
     assert after[OFFLOAD, BYTES, flow] == 0.0
+
+
+def test_every_flow_averages_kept_from_window_to_window_equal_fresh_ones():
+    """The ledger's kept every-flow averages (asked for from window 5 on, as kTLS offload's data
+    plane does) against the dense average gathered afresh, byte for byte, windows with and without
+    moves; and callers cannot write into them."""
+    ledger = _ledger(9, "2h")
+    quiet = 0
+    for i in range(200):  # the workload's connections end by about 2 h 40 min: quiet windows after
+        t = ledger.window(i, 60.0 * i, 60.0 * (i + 1))
+        quiet += len(t.touched) == 0
+        if i < 5:
+            continue
+        for c in (OFFLOAD, SOFTWARE):
+            kept = t.category_of(None, c)
+            assert kept.tobytes() == np.ascontiguousarray(t.full()[c]).tobytes()
+            with pytest.raises(ValueError):
+                kept[0, 0] = 1.0
+    assert 10 < quiet < 150

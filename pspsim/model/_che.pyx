@@ -63,3 +63,15 @@ def group_min(const double[::1] x, const long long[::1] group, double[::1] out):
         for i in range(n):
             if x[i] < out[group[i]]:
                 out[group[i]] = x[i]
+
+
+def keys_and_lookups(const double[::1] mult, const double[::1] rate, const long long[::1] group,
+                     double[::1] keys, double[::1] lookups):
+    """Per group, ``keys += mult`` and ``lookups += mult * rate``, keys in order (from 0)."""
+    cdef Py_ssize_t i, n = mult.shape[0]
+    with nogil:
+        keys[:] = 0.0
+        lookups[:] = 0.0
+        for i in range(n):
+            keys[group[i]] += mult[i]
+            lookups[group[i]] += mult[i] * rate[i]

@@ -356,3 +356,30 @@ def sa_pairs(const double[::1] start, const double[::1] interval, const long lon
         for i in range(hosts):
             host_pairs[i] = acc[0, i] + acc[1, i]
             nic_pairs[i] = acc[2, i] + acc[3, i]
+
+
+def engine_shares(const double[:, ::1] q, double scale, const long long[::1] sender,
+                  const long long[::1] receiver, const double[::1] miss, double per_packet, double per_record,
+                  double tx_lookups, double rx_lookups, double miss_cost, double pps, double bps,
+                  double[::1] tx, double[::1] rx):
+    """:func:`pspsim.model.dataplane.engine_util`'s two sums in one pass over the flows (rows of ``q``:
+    bytes, packets, records, lookups): per flow, ``wire = bytes + packets * per_packet + records *
+    per_record`` and each direction's ``max((packets + lookups * on * miss * miss_cost) / pps, 8 *
+    wire / bps)``, added to its sender's ``tx`` and its receiver's ``rx`` in flow order, as the numpy
+    expressions and ``bincount`` do (same operations, same order: the same bytes)."""
+    cdef Py_ssize_t n = q.shape[1], i
+    cdef double pk, lk, wire, bits, a
+    if q.shape[0] < 4:
+        raise ValueError("q needs rows bytes, packets, records, lookups")
+    with nogil:
+        tx[:] = 0.0
+        rx[:] = 0.0
+        for i in range(n):
+            pk = q[1, i] * scale
+            lk = q[3, i] * scale
+            wire = (q[0, i] * scale + pk * per_packet) + (q[2, i] * scale) * per_record
+            bits = (8 * wire) / bps
+            a = (pk + ((lk * tx_lookups) * miss[sender[i]]) * miss_cost) / pps
+            tx[sender[i]] += a if a >= bits else bits
+            a = (pk + ((lk * rx_lookups) * miss[receiver[i]]) * miss_cost) / pps
+            rx[receiver[i]] += a if a >= bits else bits

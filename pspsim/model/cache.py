@@ -89,8 +89,14 @@ def lru_miss_ratio(
     active = (rate > 0) & (multiplicity > 0)
     if not active.all():
         rate, multiplicity, group = rate[active], multiplicity[active], group[active]
-    keys = np.bincount(group, multiplicity, groups)
-    lookups = np.bincount(group, multiplicity * rate, groups)
+    if _che is not None:
+        rate, multiplicity = np.ascontiguousarray(rate), np.ascontiguousarray(multiplicity)
+        group = np.ascontiguousarray(group, np.int64)
+        keys, lookups = np.empty(groups), np.empty(groups)
+        _che.keys_and_lookups(multiplicity, rate, group, keys, lookups)
+    else:
+        keys = np.bincount(group, multiplicity, groups)
+        lookups = np.bincount(group, multiplicity * rate, groups)
     miss = np.zeros(groups)
     spill = keys > cache_size
     miss[spill & (cache_size <= 0)] = 1.0

@@ -37,6 +37,11 @@ from pspsim.model.sharing import max_min_rates
 from pspsim.model.traffic import BYTES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, RECORDS, SOFTWARE, STALE, WAITING, Flows
 from pspsim.model.variants import Variant
 
+try:  # the compiled pass (setup.py builds it); the numpy expressions below give the same bytes
+    from pspsim.model import _kernels
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _kernels = None
+
 FRAMING = 78  # bytes per packet on the wire: Ethernet 14 + FCS 4 + preamble/IFG 20 + IPv4 20 + TCP 20
 
 
@@ -136,6 +141,13 @@ def engine_util(c: Costs, own: Variant, q: np.ndarray, scale, s: np.ndarray, r: 
                 miss_cost: float, hosts: int) -> np.ndarray:
     """Per NIC, the busier direction's crypto engine share taken by the carried offloaded traffic
     of flows ``q[quantity, flow]`` (sent by ``s``, received by ``r``)."""
+    if _kernels is not None and np.ndim(scale) == 0 and q.flags.c_contiguous and q.dtype == np.float64:
+        tx, rx = np.empty(hosts), np.empty(hosts)  # the expressions below, in one compiled pass
+        _kernels.engine_shares(q, float(scale), np.ascontiguousarray(s, np.int64), np.ascontiguousarray(r, np.int64),
+                               np.ascontiguousarray(miss, np.float64), float(own.per_packet_overhead + FRAMING),
+                               float(own.per_record_overhead), float(own.lookups_tx()), float(own.lookups_rx()),
+                               float(miss_cost), c.nic_crypto_pps, c.nic_crypto_bps, tx, rx)
+        return np.maximum(tx, rx)
     lk = q[LOOKUPS] * scale
     pk = q[PACKETS] * scale
     wire = wire_bytes(own, q[BYTES] * scale, pk, q[RECORDS] * scale)

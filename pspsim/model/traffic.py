@@ -124,6 +124,7 @@ class WindowTraffic:
     average: np.ndarray  # (categories, quantities, t)
     host_average: np.ndarray  # (hosts, 2, 2, categories, quantities): see TrafficLedger (per-host sums)
     touched_after: np.ndarray  # (categories, quantities, t): the touched flows' level after the window
+    dense: DenseAverages | None = None  # the ledger's every-flow averages kept from window to window
 
     @property
     def level(self) -> np.ndarray:
@@ -140,15 +141,49 @@ class WindowTraffic:
         """The average of some flows (sorted ids; None: every flow) in one category, as one
         contiguous (quantities, len(flows)) array."""
         if flows is None:
-            out = np.ascontiguousarray(self.rows[:, category].T)  # one strided copy
-            out[:, self.touched] = self.average[category]
-            return out
+            if self.dense is not None:
+                return self.dense.get(self, category)
+            return _every_flow(self, category)
         out = np.ascontiguousarray(self.rows[flows, category]).T.copy()
         pos = np.searchsorted(self.touched, flows)
         hit = pos < len(self.touched)
         hit[hit] = self.touched[pos[hit]] == flows[hit]
         out[:, hit] = self.average[category][:, pos[hit]]
         return out
+
+
+def _every_flow(traffic: WindowTraffic, category: int) -> np.ndarray:
+    """Every flow's average in ``category`` as a new (quantities, flows) array."""
+    out = np.ascontiguousarray(traffic.rows[:, category]).T.copy()  # row by row, then transposed (cache lines)
+    out[:, traffic.touched] = traffic.average[category]
+    return out
+
+
+class DenseAverages:
+    """Every flow's window average in some categories, as contiguous (quantities, flows) arrays kept
+    from window to window.  A category asked for once (kTLS offload's data plane asks for every flow's
+    offloaded traffic in every window) is from then on updated by the ledger at the cost of the flows
+    the window touched (last window's get their level back, this window's their average), instead of
+    being gathered from the 32 MB level each window.  Callers get read-only views."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[int, np.ndarray] = {}
+        self.touched = np.empty(0, np.int64)  # the flows whose entries hold an average, not the level
+
+    def get(self, traffic: WindowTraffic, category: int) -> np.ndarray:
+        if category not in self.arrays:
+            self.arrays[category] = _every_flow(traffic, category)
+        view = self.arrays[category].view()
+        view.flags.writeable = False
+        return view
+
+    def update(self, rows: np.ndarray, touched: np.ndarray, average: np.ndarray) -> None:
+        """After a window's moves: ``rows`` the level, ``average[category, quantity, t]`` of the
+        ``touched`` flows."""
+        for category, out in self.arrays.items():
+            out[:, self.touched] = rows[self.touched, category].T  # unchanged since, unless touched again
+            out[:, touched] = average[category]
+        self.touched = touched.copy()
 
 
 class TrafficLedger:
@@ -175,6 +210,7 @@ class TrafficLedger:
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
         self._steps = Calendar(window, ("conn", "to"))
         self._scratch: tuple[np.ndarray, np.ndarray] | None = None  # the compiled loop's (see _space)
+        self.dense = DenseAverages()
 
     def move(self, time: np.ndarray, conns: np.ndarray, to: int | np.ndarray) -> None:
         """From ``time`` on, connection ``conns`` runs in category ``to`` (GONE: it ended).
@@ -196,8 +232,9 @@ class TrafficLedger:
             self._resync_host_level()
         host_average = self.host_level.copy()
         if len(steps["conn"]) == 0:
-            empty = np.empty((cats, quants, 0))
-            return WindowTraffic(self.rows, np.empty(0, np.int64), empty, empty, host_average, empty)
+            empty, none = np.empty((cats, quants, 0)), np.empty(0, np.int64)
+            self.dense.update(self.rows, none, empty)
+            return WindowTraffic(self.rows, none, empty, empty, host_average, empty, self.dense)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -221,13 +258,16 @@ class TrafficLedger:
                 conn, to, came_from, weight, inverse, by_pair, pair_start, touched, f.msg_bytes, f.msgs_per_s,
                 f.response_ratio, f.mss, f.record_bytes, f.tso_bytes, self.rows, out, values, f.sender, f.receiver,
                 self.crossing, self.host_level, host_average)
-            return WindowTraffic(self.rows, touched, out[0, :n].transpose(1, 2, 0),
-                                 out[1, :n].transpose(1, 2, 0), host_average, out[2, :n].transpose(1, 2, 0))
+            average = out[1, :n].transpose(1, 2, 0)
+            self.dense.update(self.rows, touched, average)
+            return WindowTraffic(self.rows, touched, out[0, :n].transpose(1, 2, 0), average, host_average,
+                                 out[2, :n].transpose(1, 2, 0), self.dense)
         before, average = self._apply(conn, to, came_from, weight, inverse, touched)
         after = self.rows[touched].transpose(1, 2, 0)
         self.host_level += self._host_sums(touched, after - before)
         host_average += self._host_sums(touched, average - before)
-        return WindowTraffic(self.rows, touched, before, average, host_average, after)
+        self.dense.update(self.rows, touched, average)
+        return WindowTraffic(self.rows, touched, before, average, host_average, after, self.dense)
 
     def _host_sums(self, flows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``."""

@@ -97,7 +97,7 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     end[: len(initial_client)] = lifetime[: len(initial_client)]  # residual life from time 0
     server = peers[peer_start[client] + (rng.uniform(0, 1, n) * fanout[client]).astype(np.int64)]
     order = argsort_stable(start)  # the running ones (negative start) come first
-    return Workload(
+    return _read_only(Workload(
         hosts=hosts,
         client=client[order],
         server=server[order].astype(np.int32),
@@ -107,4 +107,12 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
         msgs_per_s=draw(w.messages_per_second, rng, n).astype(np.float32)[order],
         response_ratio=0.0 if w.traffic == "bulk" else w.response_ratio,
         running=len(initial_client),
-    )
+    ))
+
+
+def _read_only(w: Workload) -> Workload:
+    """``w`` with its arrays frozen: runs share a workload and must not change it."""
+    for value in vars(w).values():
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+    return w

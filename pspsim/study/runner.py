@@ -40,7 +40,7 @@ from pspsim.model.control import REKEY_KINDS
 from pspsim.model.simulation import FleetSimulation, VariantRun
 from pspsim.model.streams import RandomStreams, replication_seed, replication_sequence
 from pspsim.model.variants import make_variant
-from pspsim.model.workload import generate_workload
+from pspsim.model.workload import Workload, generate_workload
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
@@ -125,6 +125,28 @@ def resolve_parameters(scenario: Scenario) -> ParameterSet:
     return load_parameter_set(scenario.costs.parameter_set).with_overrides(scenario.costs.overrides)
 
 
+_last_workload: dict[str, Workload] = {}  # this process's last workload (see replication_workload)
+
+
+def replication_workload(scenario: Scenario, replication: int) -> Workload:
+    """Replication ``replication``'s workload, drawn from its workload stream.  Every variant of a
+    replication has the same one (common random numbers), so a process that runs several of them
+    (a pool or Dask worker, or ``run_scenario`` in process) draws it once and keeps the last one
+    (its arrays are read-only; ``forget_workload`` drops it)."""
+    key = json.dumps([scenario.fleet.model_dump(mode="json"), scenario.workload.model_dump(mode="json"),
+                      scenario.run.duration, scenario.run.seed, replication])
+    if key not in _last_workload:
+        _last_workload.clear()
+        streams = RandomStreams.from_sequence(replication_sequence(scenario.run.seed, replication))
+        _last_workload[key] = generate_workload(scenario, streams.workload)
+    return _last_workload[key]
+
+
+def forget_workload() -> None:
+    """Drop the workload ``replication_workload`` keeps."""
+    _last_workload.clear()
+
+
 def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant: str) -> RunOutput:
     """Run one variant for one replication; self-contained and deterministic, so
     any executor (a process pool, a Dask worker) gives the same bytes.
@@ -136,7 +158,7 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
     seq = replication_sequence(scenario.run.seed, replication)
     costs = params.costs()
     streams = RandomStreams.from_sequence(seq)
-    workload = generate_workload(scenario, streams.workload)
+    workload = replication_workload(scenario, replication)
     run = FleetSimulation(scenario, make_variant(variant, costs, scenario.keys), workload, costs, streams).run()
     key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
            "seed": replication_seed(seq), "spawn_key": str(replication)}
@@ -194,12 +216,12 @@ def run_scenario(
         summary.append(out.summary)
         if capture_host is not None and replication == 0 and name in capture_variants:
             seq = replication_sequence(scenario.run.seed, replication)
-            streams = RandomStreams.from_sequence(seq)
-            workload = generate_workload(scenario, streams.workload)
+            workload = replication_workload(scenario, replication)
             key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
             packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
         if progress:
             progress(f"{name} (replication {replication}): {out.wall_time_s:.1f} s")
+    forget_workload()  # this process's copy (workers' copies go with the workers)
     manifest = manifest_for(scenario, params, time.time() - started)
     return Results(pd.concat(series, ignore_index=True), pd.DataFrame(summary), manifest,
                    pd.DataFrame(packet_rows) if packet_rows else None,
