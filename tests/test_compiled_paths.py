@@ -1,9 +1,9 @@
 """Each compiled pass of the fleet model (radix argsort, Che's per-key passes, IPsec's re-key and SA
-pair passes, the NIC engine shares) gives the bytes of its numpy version, end to end: every column of ``run_one``'s tables
-for variants and settings that go through them, the compiled modules on and off.  (The command
-queues and the ledger stay compiled in both: the numpy FIFO is exact only to about a nanosecond
-(``tests/test_commands.py``), and the numpy ledger sums per-host loads in another order
-(``tests/test_traffic.py``, ``tests/test_aggregates.py``).)"""
+pair passes, the NIC engine shares) gives the bytes of its numpy version, end to end: every column
+of ``run_one``'s tables for variants and settings that go through them, the compiled modules on and
+off.  (The command queues and the ledger stay compiled in both: the numpy FIFO is exact only to
+about a nanosecond (``tests/test_commands.py``), and the numpy ledger sums per-host loads in
+another order (``tests/test_traffic.py``, ``tests/test_aggregates.py``).)"""
 
 from __future__ import annotations
 

@@ -383,3 +383,21 @@ def engine_shares(const double[:, ::1] q, double scale, const long long[::1] sen
             tx[sender[i]] += a if a >= bits else bits
             a = (pk + ((lk * rx_lookups) * miss[receiver[i]]) * miss_cost) / pps
             rx[receiver[i]] += a if a >= bits else bits
+
+
+def dense_update(double[:, ::1] dense, const double[:, :, ::1] rows, int category, const long long[::1] back,
+                 const long long[::1] touched, const double[:, :, ::1] average):
+    """:class:`pspsim.model.traffic.DenseAverages` of ``category`` after a window: flows ``back`` get
+    their level (``rows[flow, category]``) again, flows ``touched`` their average (``average[j,
+    category]``, touched-flow by touched-flow): copies only."""
+    cdef Py_ssize_t j, q, quants = dense.shape[0]
+    cdef long long f
+    with nogil:
+        for j in range(back.shape[0]):
+            f = back[j]
+            for q in range(quants):
+                dense[q, f] = rows[f, category, q]
+        for j in range(touched.shape[0]):
+            f = touched[j]
+            for q in range(quants):
+                dense[q, f] = average[j, category, q]

@@ -101,9 +101,13 @@ class HostSums:
         self.sums = np.zeros((self.k, hosts))
         self.windows = 0
 
-    def _bin(self, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _index(self, ids: np.ndarray) -> np.ndarray:
+        """Each (feature, flow)'s bin: feature j of a flow goes to its receiver's or sender's bin j."""
         group = np.where(self.by_receiver[:, None], self.flows.receiver[ids], self.flows.sender[ids])
-        index = (np.arange(self.k)[:, None] * self.hosts + group).ravel()
+        return (np.arange(self.k)[:, None] * self.hosts + group).ravel()
+
+    def _bin(self, ids: np.ndarray, values: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        index = self._index(ids) if index is None else index
         return np.bincount(index, values.ravel(), self.k * self.hosts).reshape(self.k, self.hosts)
 
     def window(self, traffic: WindowTraffic) -> np.ndarray:
@@ -118,9 +122,10 @@ class HostSums:
         ids = traffic.touched
         if not len(ids):
             return self.sums.copy()
+        index = self._index(ids)  # the same bins for the window's average and its level after
         before = self.features(traffic.before, ids)
-        out = self.sums + self._bin(ids, self.features(traffic.average, ids) - before)
-        self.sums += self._bin(ids, self.features(traffic.touched_after, ids) - before)
+        out = self.sums + self._bin(ids, self.features(traffic.average, ids) - before, index)
+        self.sums += self._bin(ids, self.features(traffic.touched_after, ids) - before, index)
         return out
 
 
@@ -175,8 +180,8 @@ class IncrementalDataplane:
 
     def _features(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         own, c = self.paths.own, self.c
-        o, s = q[OFFLOAD], q[SOFTWARE]
-        active = (o[BYTES] + s[BYTES]) > 0
+        o = np.ascontiguousarray(q[OFFLOAD])  # one gather of the flows' rows; the arithmetic on contiguous rows
+        active = (o[BYTES] + q[SOFTWARE, BYTES]) > 0
         rows = []
         if own.crypto_on_nic:  # engine loads with no cache misses
             w_own = wire_bytes(own, o[BYTES], o[PACKETS], o[RECORDS])

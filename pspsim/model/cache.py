@@ -85,9 +85,9 @@ def lru_miss_ratio(
     multiplicity = np.asarray(multiplicity, dtype=float)
     group = np.asarray(group, dtype=np.intp)
     cache_size = np.broadcast_to(np.asarray(cache_size, dtype=float), (groups,))
-    _check(rate, multiplicity, group, cache_size, groups)
-    active = (rate > 0) & (multiplicity > 0)
-    if not active.all():
+    smallest = _check(rate, multiplicity, group, cache_size, groups)
+    if smallest <= 0:  # keys without lookups (or without multiplicity) take no cache room
+        active = (rate > 0) & (multiplicity > 0)
         rate, multiplicity, group = rate[active], multiplicity[active], group[active]
     if _che is not None:
         rate, multiplicity = np.ascontiguousarray(rate), np.ascontiguousarray(multiplicity)
@@ -200,14 +200,18 @@ def lookups_per_s(messages_per_s, message_bytes, tso_max_bytes: float = TSO_MAX_
     return np.asarray(messages_per_s, dtype=float) * bursts
 
 
-def _check(rate, multiplicity, group, cache_size, groups) -> None:
+def _check(rate, multiplicity, group, cache_size, groups) -> float:
+    """Refuses bad input; returns the smallest rate or multiplicity (inf if none).  Two reductions
+    an array, no temporaries: a NaN makes ``min`` NaN, which fails ``>= 0``."""
     if not (rate.ndim == 1 and rate.shape == multiplicity.shape == group.shape):
         raise ValueError("rate, multiplicity and group must be 1-d arrays of the same length")
-    if not (np.isfinite(rate).all() and (rate >= 0).all()):
+    lowest = [float(x.min(initial=np.inf)) for x in (rate, multiplicity)]
+    if not (lowest[0] >= 0 and rate.max(initial=0.0) < np.inf):
         raise ValueError("rate must be finite and >= 0")
-    if not (np.isfinite(multiplicity).all() and (multiplicity >= 0).all()):
+    if not (lowest[1] >= 0 and multiplicity.max(initial=0.0) < np.inf):
         raise ValueError("multiplicity must be finite and >= 0")
     if np.isnan(cache_size).any() or (cache_size < 0).any():
         raise ValueError("cache_size must be >= 0")
     if group.size and (group.min() < 0 or group.max() >= groups):
         raise ValueError("group out of range")
+    return min(lowest)

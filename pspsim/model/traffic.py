@@ -140,9 +140,10 @@ class WindowTraffic:
     def category_of(self, flows: np.ndarray | None, category: int) -> np.ndarray:
         """The average of some flows (sorted ids; None: every flow) in one category, as one
         contiguous (quantities, len(flows)) array."""
+        if self.dense is not None:  # kept by the ledger: a gather from one contiguous array
+            every = self.dense.get(self, category)
+            return every if flows is None else every[:, flows]
         if flows is None:
-            if self.dense is not None:
-                return self.dense.get(self, category)
             return _every_flow(self, category)
         out = np.ascontiguousarray(self.rows[flows, category]).T.copy()
         pos = np.searchsorted(self.touched, flows)
@@ -180,7 +181,11 @@ class DenseAverages:
     def update(self, rows: np.ndarray, touched: np.ndarray, average: np.ndarray) -> None:
         """After a window's moves: ``rows`` the level, ``average[category, quantity, t]`` of the
         ``touched`` flows."""
+        by_flow = average.transpose(2, 0, 1)  # (t, categories, quantities): the compiled ledger's own layout
         for category, out in self.arrays.items():
+            if _ledger_fast is not None and by_flow.flags.c_contiguous:
+                _ledger_fast.dense_update(out, rows, category, self.touched, touched, by_flow)
+                continue
             out[:, self.touched] = rows[self.touched, category].T  # unchanged since, unless touched again
             out[:, touched] = average[category]
         self.touched = touched.copy()
