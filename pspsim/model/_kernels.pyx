@@ -401,3 +401,37 @@ def dense_update(double[:, ::1] dense, const double[:, :, ::1] rows, int categor
             f = touched[j]
             for q in range(quants):
                 dense[q, f] = average[j, category, q]
+
+
+def dependents_of(const long long[::1] dep_a, const long long[::1] dep_b):
+    """Per item ``j``, the items waiting for it, as (dependents, bounds): ``dependents[bounds[j]:
+    bounds[j + 1]]`` are the ``k`` with ``dep_a[k] == j`` in increasing ``k``, then those with
+    ``dep_b[k] == j != dep_a[k]`` (a counting sort: the order of the stable sort by ``j`` of that
+    concatenation)."""
+    cdef Py_ssize_t n = dep_a.shape[0], k
+    cdef long long total = 0, c
+    bounds_ = np.zeros(n + 1, dtype=np.int64)
+    cdef long long[::1] bounds = bounds_
+    with nogil:
+        for k in range(n):
+            if dep_a[k] >= 0:
+                bounds[dep_a[k] + 1] += 1
+            if dep_b[k] >= 0 and dep_b[k] != dep_a[k]:
+                bounds[dep_b[k] + 1] += 1
+        for k in range(n):
+            bounds[k + 1] += bounds[k]
+        total = bounds[n]
+    dependents_ = np.empty(total, dtype=np.int64)
+    fill_ = np.array(bounds_[:n], dtype=np.int64)
+    cdef long long[::1] dependents = dependents_
+    cdef long long[::1] fill = fill_
+    with nogil:
+        for k in range(n):
+            if dep_a[k] >= 0:
+                dependents[fill[dep_a[k]]] = k
+                fill[dep_a[k]] += 1
+        for k in range(n):
+            if dep_b[k] >= 0 and dep_b[k] != dep_a[k]:
+                dependents[fill[dep_b[k]]] = k
+                fill[dep_b[k]] += 1
+    return dependents_, bounds_

@@ -139,16 +139,15 @@ class CommandQueues:
         n = len(times)
         if n == 0:
             return np.empty(0)
+        if dep_a.max() >= n or dep_b.max() >= n:
+            raise ValueError("a dependency points past the last command")
         if _kernels is not None:
-            waiting = np.concatenate([np.flatnonzero(dep_a >= 0), np.flatnonzero((dep_b >= 0) & (dep_b != dep_a))])
-            on = np.concatenate([dep_a[dep_a >= 0], dep_b[(dep_b >= 0) & (dep_b != dep_a)]])
-            order = argsort_stable(on)
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(on, minlength=n))])
+            dependents, bounds = _kernels.dependents_of(dep_a, dep_b)
             finished = np.empty(n)
             independent = np.flatnonzero(dep_a < 0)
             independent = independent[argsort_stable(times[independent])]
             served = _kernels.fifo_serve_dependent(times, nics, np.ascontiguousarray(self.service[kinds]), dep_a, dep_b,
-                                                   np.ascontiguousarray(waiting[order]), bounds, independent,
+                                                   dependents, bounds, independent,
                                                    self.latency, self.busy_until, finished)
             if served != n:
                 raise ValueError("command dependencies form a cycle")
