@@ -220,17 +220,19 @@ def miss_ratio(v: Variant, sender: np.ndarray, receiver: np.ndarray, q: np.ndarr
     ``log_t``: Che's characteristic times from the previous window (see ``lru_miss_ratio``)."""
     conns, lookups = q[CONNECTIONS], q[LOOKUPS]
     live = (conns > 0) & (lookups > 0)
-    keys = conns[live] if v.key_per_connection() else np.ones(live.sum())
-    rate = lookups[live] / np.maximum(keys, 1e-12)
+    every = bool(live.all())  # usually: no gathers then
+    pick = (lambda x: x) if every else (lambda x: x[live])  # noqa: E731
+    keys = pick(conns) if v.key_per_connection() else np.ones(int(live.sum()))
+    rate = pick(lookups) / np.maximum(keys, 1e-12)
     parts_rate, parts_mult, parts_group = [], [], []
     if v.lookups_tx():
         parts_rate.append(rate)
         parts_mult.append(keys)
-        parts_group.append(sender[live])
+        parts_group.append(pick(sender))
     if v.lookups_rx():
         parts_rate.append(rate)
         parts_mult.append(keys)
-        parts_group.append(receiver[live])
+        parts_group.append(pick(receiver))
     if not parts_rate:
         return np.zeros(hosts)
     size = np.full(hosts, cache)  # NICs whose keys fit their cache miss 0
