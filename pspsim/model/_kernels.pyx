@@ -15,7 +15,7 @@ without them pspsim runs its numpy implementations).
 
 import numpy as np
 
-from libc.math cimport ceil
+from libc.math cimport ceil, floor
 from libc.string cimport memset
 
 cdef int CATS = 4
@@ -435,3 +435,68 @@ def dependents_of(const long long[::1] dep_a, const long long[::1] dep_b):
                 dependents[fill[dep_b[k]]] = k
                 fill[dep_b[k]] += 1
     return dependents_, bounds_
+
+
+cdef inline long long _window_of(double t, double window) noexcept nogil:
+    cdef long long w = <long long> floor(t / window)
+    if t < w * window:  # the windows' own edges (index * window), not the division's rounding
+        w -= 1
+    if t >= (w + 1) * window:
+        w += 1
+    return w
+
+
+def rekeys_by_window(const double[::1] start, const double[::1] end, const double[::1] interval, double horizon,
+                     double window):
+    """:func:`pspsim.model.tls_control.rekey_times` in two passes over the connections (count per
+    window, then place), without the per-re-key temporaries: the same re-keys (ages ``k *
+    interval``, ``k >= 1``, in ``[0, min(end, horizon))``), the same float operations, grouped by
+    window in connection order, then k.  Returns (connection, time, bounds)."""
+    cdef Py_ssize_t n = start.shape[0], i
+    cdef long long windows = <long long> floor(horizon / window) + 2 if horizon < 1e300 else 2
+    cdef long long j, c, w, total = 0
+    cdef double stop, first, last, count, t
+    counts_ = np.zeros(windows + 1, dtype=np.int64)
+    firsts_ = np.empty(n)
+    ks_ = np.zeros(n, dtype=np.int64)
+    cdef long long[::1] counts = counts_
+    cdef double[::1] firsts = firsts_
+    cdef long long[::1] ks = ks_
+    with nogil:
+        for i in range(n):
+            stop = end[i] if end[i] < horizon else horizon
+            first = floor((-start[i] if -start[i] > 0 else 0.0) / interval[i]) + 1
+            if first < 1.0:
+                first = 1.0
+            last = ceil((stop - start[i]) / interval[i]) - 1
+            count = last - first + 1
+            if not (count > 0 and count < 1e300):  # none, or not finite
+                continue
+            ks[i] = <long long> count
+            firsts[i] = first
+            for j in range(ks[i]):
+                t = start[i] + (first + <double> j) * interval[i]
+                if t >= 0:
+                    w = _window_of(t, window)
+                    if 0 <= w < windows:
+                        counts[w + 1] += 1
+        for w in range(windows):
+            counts[w + 1] += counts[w]
+        total = counts[windows]
+    conn_ = np.empty(total, dtype=np.int64)
+    times_ = np.empty(total)
+    fill_ = np.array(counts_[:windows], dtype=np.int64)
+    cdef long long[::1] conn = conn_
+    cdef double[::1] times = times_
+    cdef long long[::1] fill = fill_
+    with nogil:
+        for i in range(n):
+            for j in range(ks[i]):
+                t = start[i] + (firsts[i] + <double> j) * interval[i]
+                if t >= 0:
+                    w = _window_of(t, window)
+                    if 0 <= w < windows:
+                        conn[fill[w]] = i
+                        times[fill[w]] = t
+                        fill[w] += 1
+    return conn_, times_, counts_

@@ -106,7 +106,7 @@ class FleetSimulation:
         if v.uses_records:
             busiest = np.maximum(self.flows.bytes_per_s(False), self.flows.bytes_per_s(True))
             return TlsControl(*args, offload=v.crypto_on_nic, reconnect=v.rekey_by_reconnect,
-                              byte_rates=busiest, horizon=self.duration)
+                              byte_rates=busiest, horizon=self.duration, window=self.window)
         return PlainControl(self.ledger, w)
 
     # -- the run -------------------------------------------------------------------

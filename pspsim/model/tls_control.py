@@ -26,9 +26,22 @@ from pspsim.model.sorting import argsort_stable
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, TrafficLedger
 from pspsim.model.workload import Workload
 
+try:  # the compiled re-key schedule (setup.py builds it); the numpy version below gives the same
+    from pspsim.model import _kernels
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _kernels = None
 
-def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizon: float):
-    """Every re-key (connection index, time) at ages k*interval, k >= 1, within [0, min(end, horizon))."""
+
+def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizon: float, window: float):
+    """Every re-key (connection index, time) at ages k*interval, k >= 1, within [0, min(end, horizon)),
+    grouped by the window ``[i * window, (i + 1) * window)`` it falls in (in connection order, then k,
+    within a window: :func:`window_rekeys` orders a window's by time); and where each window's start
+    (``bounds[i]:bounds[i + 1]``).  Grouping by window is a one-pass counting sort of small integers,
+    where sorting a day's re-keys by time at once (24 M for fleet-1k) took 3 s.  Compiled: two passes
+    over the connections, without per-re-key temporaries (the same numbers)."""
+    if _kernels is not None:
+        return _kernels.rekeys_by_window(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(end, np.float64),
+                                         np.ascontiguousarray(interval, np.float64), float(horizon), float(window))
     stop = np.minimum(end, horizon)
     first = np.maximum(1.0, np.floor(np.maximum(-start, 0) / interval) + 1)  # first k with start + k I >= 0
     last = np.ceil((stop - start) / interval) - 1  # last k with start + k I < stop
@@ -37,17 +50,34 @@ def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizo
     conn = np.repeat(np.arange(len(start)), count)
     k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
     times = start[conn] + k * interval[conn]
-    order = argsort_stable(times)
-    return conn[order], times[order]
+    del k
+    if (times < 0).any():  # rounding just below 0: in no window (as before time 0)
+        conn, times = conn[times >= 0], times[times >= 0]
+    win = np.floor(times / window).astype(np.int64)
+    win -= times < win * window  # the windows' own edges (index * window), not the division's rounding
+    win += times >= (win + 1) * window
+    order = argsort_stable(win)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(win, minlength=1))])
+    return conn[order], times[order], bounds
+
+
+def window_rekeys(conn: np.ndarray, times: np.ndarray, bounds: np.ndarray, index: int):
+    """Window ``index``'s re-keys from :func:`rekey_times`, in time order (ties: connection, then k),
+    as a stable sort of every re-key by time would list them."""
+    if index + 1 >= len(bounds):
+        return conn[:0], times[:0]
+    lo, hi = bounds[index], bounds[index + 1]
+    order = argsort_stable(times[lo:hi])
+    return conn[lo:hi][order], times[lo:hi][order]
 
 
 class TlsControl:
     def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
-                 offload: bool, reconnect: bool, byte_rates: np.ndarray, horizon: float) -> None:
+                 offload: bool, reconnect: bool, byte_rates: np.ndarray, horizon: float, window: float) -> None:
         self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
         self.offload, self.reconnect = offload, reconnect
         interval = np.minimum(keys.tls_rekey_interval, keys.tls_rekey_bytes / np.maximum(byte_rates, 1e-300))
-        self.rk_conn, self.rk_time = rekey_times(workload.start, workload.end, interval, horizon)
+        self.rekeys = rekey_times(workload.start, workload.end, interval, horizon, window)
         self.contexts = np.zeros(workload.hosts)  # per NIC: TX + RX contexts installed
         self.on_nic = np.zeros(len(workload), dtype=bool)
         self.device_sockets = np.zeros(workload.hosts)  # TlsTxDevice/TlsRxDevice: sockets offloaded
@@ -61,8 +91,7 @@ class TlsControl:
         opened = arrivals[w.start[arrivals] >= 0]
         running = arrivals[w.start[arrivals] < 0]
         out.handshakes(w.client[opened], w.server[opened], hs_client, hs_server)
-        lo, hi = np.searchsorted(self.rk_time, [t0, t1], side="left")
-        rk = self.rk_conn[lo:hi]
+        rk, rk_t = window_rekeys(*self.rekeys, index)
         if self.reconnect:
             out.handshakes(w.client[rk], w.server[rk], hs_client, hs_server, rekey=True)
             out.count("key_reconnects", len(rk))
@@ -81,7 +110,7 @@ class TlsControl:
         gone_new = departures[set_up_here & ~self.on_nic[departures]]  # set up and ended in this window
         gone = np.concatenate([departures[self.on_nic[departures]], gone_new])
         moved = self.on_nic[rk]  # reconnects of offloaded sockets: new contexts, old ones destroyed
-        rk, rk_t = rk[moved], self.rk_time[lo:hi][moved]
+        rk, rk_t = rk[moved], rk_t[moved]
         old = departures[self.on_nic[departures]]
         self.contexts -= np.bincount(np.repeat(ends(old), 2), minlength=len(self.contexts))
         self.on_nic[old] = False

@@ -1,0 +1,47 @@
+"""TLS re-key schedules (KeyUpdates, kTLS offload reconnects): grouped by window, in the order a
+sort of every re-key by time would give."""
+
+import numpy as np
+import pytest
+
+from pspsim.model import tls_control
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "numpy"])
+def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monkeypatch, implementation):
+    """Re-keys grouped by window, then sorted within it, against every re-key sorted by time at once
+    and cut at the window edges (the windows' own ``i * window``): the same connections and times in
+    the same order, in every window of a run whose duration is not a whole number of windows."""
+    if implementation == "numpy":
+        monkeypatch.setattr(tls_control, "_kernels", None)
+    elif tls_control._kernels is None:
+        pytest.skip("compiled kernels not built")
+    rng = np.random.default_rng(3)
+    n, window, horizon = 20_000, 60.0, 7_230.0
+    start = np.concatenate([-rng.exponential(3_000, n // 2), rng.uniform(0, horizon, n - n // 2)])
+    end = start + rng.exponential(2_000, n)
+    end[:100] = np.inf  # never end
+    interval = np.where(rng.random(n) < 0.5, 300.0, rng.uniform(7, 900, n))
+    interval[:50] = window  # re-keys on window edges
+    start[:50] = 0.0
+    grouped = tls_control.rekey_times(start, end, interval, horizon, window)
+    # every re-key at ages k * interval in [0, min(end, horizon)), sorted by time at once
+    conn, times = [], []
+    for i in range(n):
+        stop = min(end[i], horizon)
+        k = np.arange(1, int(np.ceil((stop - start[i]) / interval[i])) + 2)
+        t = start[i] + k * interval[i]
+        keep = (t >= 0) & (t < stop)
+        conn.append(np.full(keep.sum(), i))
+        times.append(t[keep])
+    conn, times = np.concatenate(conn), np.concatenate(times)
+    order = np.argsort(times, kind="stable")
+    conn, times = conn[order], times[order]
+    windows = int(np.ceil(horizon / window))
+    for w in range(windows + 2):
+        t0, t1 = w * window, min((w + 1) * window, horizon)
+        lo, hi = np.searchsorted(times, [t0, t1]) if w < windows else (0, 0)
+        got_conn, got_times = tls_control.window_rekeys(*grouped, w)
+        np.testing.assert_array_equal(got_conn, conn[lo:hi])
+        assert got_times.tobytes() == times[lo:hi].tobytes()
+    assert sum(len(tls_control.window_rekeys(*grouped, w)[0]) for w in range(windows)) == len(conn) > 20_000
