@@ -255,7 +255,7 @@ def test_fifo_matches_a_naive_queue(items, busy):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
     from pspsim.model import commands
 
-    if commands._kernels is not None:  # the compiled loop is the recurrence itself: exactly the naive queue
+    if commands._queues is not None:  # the compiled loop is the recurrence itself: exactly the naive queue
         np.testing.assert_array_equal(fast, slow)
         c = np.array(busy)
         np.testing.assert_allclose(commands._fifo_numpy(arrivals, servers.astype(np.int64), service, c,

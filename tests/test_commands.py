@@ -46,8 +46,8 @@ def _commands(rng, n=60, nics=4):
 @pytest.mark.parametrize("seed", range(5))
 def test_dependent_commands_match_an_event_by_event_queue(monkeypatch, implementation, seed):
     if implementation == "numpy":
-        monkeypatch.setattr(commands, "_kernels", None)
-    elif commands._kernels is None:
+        monkeypatch.setattr(commands, "_queues", None)
+    elif commands._queues is None:
         pytest.skip("compiled loops not built")
     rng = np.random.default_rng(seed)
     times, nics, kinds, dep_a, dep_b = _commands(rng)
@@ -66,7 +66,7 @@ def test_dependent_commands_match_an_event_by_event_queue(monkeypatch, implement
 
 
 def test_a_dependency_cycle_is_refused():
-    if commands._kernels is None:
+    if commands._queues is None:
         pytest.skip("compiled loops not built")
     queues = CommandQueues(1, np.full(len(COMMANDS), 1e-5), 0.0)
     with pytest.raises(ValueError, match="cycle"):
@@ -74,7 +74,7 @@ def test_a_dependency_cycle_is_refused():
                                np.array([1, 0]), np.array([-1, -1]))
 
 
-@pytest.mark.skipif(commands._kernels is None, reason="compiled queues not built")
+@pytest.mark.skipif(commands._queues is None, reason="compiled queues not built")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_dependents_are_listed_as_a_stable_sort_would(seed):
     """The compiled counting sort of who waits for whom against the stable sort it replaces."""
@@ -86,7 +86,7 @@ def test_dependents_are_listed_as_a_stable_sort_would(seed):
     waiting = np.concatenate([np.flatnonzero(dep_a >= 0), np.flatnonzero((dep_b >= 0) & (dep_b != dep_a))])
     on = np.concatenate([dep_a[dep_a >= 0], dep_b[(dep_b >= 0) & (dep_b != dep_a)]])
     order = np.argsort(on, kind="stable")
-    dependents, bounds = commands._kernels.dependents_of(dep_a, dep_b)
+    dependents, bounds = commands._queues.dependents_of(dep_a, dep_b)
     np.testing.assert_array_equal(dependents, waiting[order])
     np.testing.assert_array_equal(bounds, np.concatenate([[0], np.cumsum(np.bincount(on, minlength=n))]))
 

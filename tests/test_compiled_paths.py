@@ -42,7 +42,7 @@ def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(sorting, "_sort", None)
         m.setattr(cache, "_che", None)
-        m.setattr(ipsec_control, "_kernels", None)
+        m.setattr(ipsec_control, "_schedules", None)
         m.setattr(dataplane, "_kernels", None)
         slow = _tables(variant, sections, overrides)
     pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)

@@ -13,8 +13,8 @@ def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monk
     and cut at the window edges (the windows' own ``i * window``): the same connections and times in
     the same order, in every window of a run whose duration is not a whole number of windows."""
     if implementation == "numpy":
-        monkeypatch.setattr(tls_control, "_kernels", None)
-    elif tls_control._kernels is None:
+        monkeypatch.setattr(tls_control, "_schedules", None)
+    elif tls_control._schedules is None:
         pytest.skip("compiled kernels not built")
     rng = np.random.default_rng(3)
     n, window, horizon = 20_000, 60.0, 7_230.0

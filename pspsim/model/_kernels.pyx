@@ -1,21 +1,22 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled inner loops of the fleet model (optional: setup.py builds them, and
-without them pspsim runs its numpy implementations).
+"""Compiled per-flow and per-move loops of the fleet model (optional: setup.py builds them, and
+without them pspsim runs its numpy implementations, with the same bytes).
 
 * :func:`apply_moves`: :meth:`pspsim.model.traffic.TrafficLedger.window`, one
   window's moves applied to the flows they touch.  Same arithmetic, in the same
   order, as the numpy implementation in ``traffic.py`` (each bin summed in move
   order, additions then removals), so the results are the same bytes;
   ``tests/test_traffic.py`` holds the two to that.
-* :func:`fifo_serve`: :func:`pspsim.model.commands.fifo_departures`, FIFO
-  servers fed in arrival order: ``departure = max(arrival, server free) +
-  service``, exactly (the numpy implementation is a running maximum with an
-  offset per server, exact to about a nanosecond).
+* :func:`dense_update`: the ledger's kept every-flow averages after a window.
+* :func:`engine_shares`: :func:`pspsim.model.dataplane.engine_util`'s per-flow engine loads.
+
+The command queues are in ``_queues.pyx``, the re-key schedules in ``_schedules.pyx``, the radix
+sort in ``_sort.pyx`` and Che's passes in ``_che.pyx``.
 """
 
 import numpy as np
 
-from libc.math cimport ceil, floor
+from libc.math cimport ceil
 from libc.string cimport memset
 
 cdef int CATS = 4
@@ -180,184 +181,6 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
                     o2[c] = r[c]
 
 
-def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,
-               const long long[::1] by_time, double[::1] busy_until, double[::1] out):
-    """Items in ``by_time`` order (arrival time, ties in input order): each departs at
-    ``max(arrival, its server's previous departure) + service``; ``out[i]`` is item i's
-    departure and ``busy_until`` each server's last."""
-    cdef Py_ssize_t k, i, n = by_time.shape[0]
-    cdef long long q
-    cdef double start
-    with nogil:
-        for k in range(n):
-            i = by_time[k]
-            q = servers[i]
-            start = arrivals[i]
-            if busy_until[q] > start:
-                start = busy_until[q]
-            out[i] = start + service[i]
-            busy_until[q] = out[i]
-
-
-cdef inline bint _before(double ta, long long ia, double tb, long long ib) noexcept nogil:
-    return ta < tb or (ta == tb and ia < ib)
-
-
-cdef void _push(double* keys, long long* items, Py_ssize_t* size, double t, long long i) noexcept nogil:
-    cdef Py_ssize_t k = size[0], parent
-    size[0] += 1
-    while k > 0:
-        parent = (k - 1) // 2
-        if not _before(t, i, keys[parent], items[parent]):
-            break
-        keys[k] = keys[parent]
-        items[k] = items[parent]
-        k = parent
-    keys[k] = t
-    items[k] = i
-
-
-cdef void _pop(double* keys, long long* items, Py_ssize_t* size) noexcept nogil:
-    cdef Py_ssize_t k = 0, child, n
-    size[0] -= 1
-    n = size[0]
-    cdef double t = keys[n]
-    cdef long long i = items[n]
-    while True:
-        child = 2 * k + 1
-        if child >= n:
-            break
-        if child + 1 < n and _before(keys[child + 1], items[child + 1], keys[child], items[child]):
-            child += 1
-        if not _before(keys[child], items[child], t, i):
-            break
-        keys[k] = keys[child]
-        items[k] = items[child]
-        k = child
-    keys[k] = t
-    items[k] = i
-
-
-def fifo_serve_dependent(double[::1] arrivals, const long long[::1] servers, const double[::1] service,
-                         const long long[::1] dep_a, const long long[::1] dep_b,
-                         const long long[::1] dependents, const long long[::1] bounds,
-                         const long long[::1] independent, double latency,
-                         double[::1] busy_until, double[::1] finished):
-    """FIFO servers whose items may wait for others: item ``j`` with ``dep_a[j] >= 0`` arrives when
-    its dependencies (``dep_a[j]``, and ``dep_b[j]`` if >= 0) have finished, at the later of their
-    finishing times; the others (``independent``, sorted by arrival, ties by index) arrive at
-    ``arrivals[j]``.  Each item departs at ``max(arrival, server free) + service`` and finishes
-    ``latency`` later.  Items are served in order of arrival, ties in index order, which is the
-    order a FIFO per server sees them in; an item's dependents (``dependents[bounds[j]:bounds[j +
-    1]]``) arrive after it finishes, so one pass in time order is exact: the sorted independent
-    items merged with a heap of the dependents issued so far.  Writes ``finished`` and the
-    dependents' ``arrivals``; updates ``busy_until``.  Returns the number of items served (fewer
-    than all if dependencies form a cycle)."""
-    cdef Py_ssize_t n = arrivals.shape[0], m = independent.shape[0], size = 0, k, served = 0, next_ = 0
-    cdef long long i, d, q
-    cdef double t, start
-    heap_t_ = np.empty(max(n - m, 1))
-    heap_i_ = np.empty(max(n - m, 1), dtype=np.int64)
-    pending_ = np.zeros(max(n, 1), dtype=np.int64)
-    cdef double[::1] heap_t = heap_t_
-    cdef long long[::1] heap_i = heap_i_
-    cdef long long[::1] pending = pending_
-    with nogil:
-        for k in range(n):
-            if dep_a[k] >= 0:
-                pending[k] = 1 if (dep_b[k] < 0 or dep_b[k] == dep_a[k]) else 2
-        while next_ < m or size > 0:
-            if size > 0 and (next_ >= m or _before(heap_t[0], heap_i[0], arrivals[independent[next_]],
-                                                   independent[next_])):
-                t = heap_t[0]
-                i = heap_i[0]
-                _pop(&heap_t[0], &heap_i[0], &size)
-            else:
-                i = independent[next_]
-                t = arrivals[i]
-                next_ += 1
-            q = servers[i]
-            start = t
-            if busy_until[q] > start:
-                start = busy_until[q]
-            busy_until[q] = start + service[i]
-            finished[i] = busy_until[q] + latency
-            served += 1
-            for k in range(bounds[i], bounds[i + 1]):
-                d = dependents[k]
-                pending[d] -= 1
-                if pending[d] == 0:
-                    t = finished[dep_a[d]]
-                    if dep_b[d] >= 0 and finished[dep_b[d]] > t:
-                        t = finished[dep_b[d]]
-                    arrivals[d] = t
-                    _push(&heap_t[0], &heap_i[0], &size, t, d)
-    return served
-
-
-def events_in(const double[::1] start, const double[::1] interval, double t0, const double[::1] t1):
-    """:func:`pspsim.model.ipsec_control._events_in` in one pass (two: count, then fill): per item
-    ``i``, the ages ``k * interval[i]`` (k >= 1) that fall in ``[t0, t1[i])``, as (item, time) in
-    item order, then k.  The same float operations in the same order, so the same bytes."""
-    cdef Py_ssize_t n = start.shape[0], i, j = 0, total = 0
-    cdef long long k, c
-    cdef double first, last
-    counts_ = np.empty(n, dtype=np.int64)
-    firsts_ = np.empty(n)
-    cdef long long[::1] counts = counts_
-    cdef double[::1] firsts = firsts_
-    with nogil:
-        for i in range(n):
-            first = ceil((t0 - start[i]) / interval[i])
-            if first < 1.0:
-                first = 1.0
-            last = ceil((t1[i] - start[i]) / interval[i]) - 1
-            c = <long long> (last - first + 1) if last - first + 1 > 0 else 0
-            counts[i] = c
-            firsts[i] = first
-            total += c
-    pos_ = np.empty(total, dtype=np.int64)
-    times_ = np.empty(total)
-    cdef long long[::1] pos = pos_
-    cdef double[::1] times = times_
-    with nogil:
-        for i in range(n):
-            for k in range(counts[i]):
-                pos[j] = i
-                times[j] = start[i] + (firsts[i] + <double> k) * interval[i]
-                j += 1
-    return pos_, times_
-
-
-def sa_pairs(const double[::1] start, const double[::1] interval, const long long[::1] count,
-             const unsigned char[::1] installed, const long long[::1] a, const long long[::1] b, double t1,
-             double overlap, double[::1] host_pairs, double[::1] nic_pairs):
-    """Per host, the SA pairs its live SAs (``count > 0``) hold at ``t1``: 1, plus the old pair of a
-    re-key less than ``overlap`` ago (make-before-break); ``nic_pairs`` counts the installed ones.
-    Sums over the SAs in order, each end apart (``a``, then ``b``), as the numpy ``bincount``s."""
-    cdef Py_ssize_t n = start.shape[0], i, hosts = host_pairs.shape[0]
-    cdef double x1, x2, b1, b2, pairs
-    ha_ = np.zeros((4, hosts))
-    cdef double[:, ::1] acc = ha_
-    with nogil:
-        for i in range(n):
-            if count[i] <= 0:
-                continue
-            x1 = (t1 - start[i]) + 1e-9
-            x2 = ((t1 - start[i]) - overlap) + 1e-9
-            b1 = ceil((x1 if x1 > 0 else 0.0) / interval[i]) - 1
-            b2 = ceil((x2 if x2 > 0 else 0.0) / interval[i]) - 1
-            pairs = (1.0 + (b1 if b1 > 0 else 0.0)) - (b2 if b2 > 0 else 0.0)
-            acc[0, a[i]] += pairs
-            acc[1, b[i]] += pairs
-            if installed[i]:
-                acc[2, a[i]] += pairs
-                acc[3, b[i]] += pairs
-        for i in range(hosts):
-            host_pairs[i] = acc[0, i] + acc[1, i]
-            nic_pairs[i] = acc[2, i] + acc[3, i]
-
-
 def engine_shares(const double[:, ::1] q, double scale, const long long[::1] sender,
                   const long long[::1] receiver, const double[::1] miss, double per_packet, double per_record,
                   double tx_lookups, double rx_lookups, double miss_cost, double pps, double bps,
@@ -401,102 +224,3 @@ def dense_update(double[:, ::1] dense, const double[:, :, ::1] rows, int categor
             f = touched[j]
             for q in range(quants):
                 dense[q, f] = average[j, category, q]
-
-
-def dependents_of(const long long[::1] dep_a, const long long[::1] dep_b):
-    """Per item ``j``, the items waiting for it, as (dependents, bounds): ``dependents[bounds[j]:
-    bounds[j + 1]]`` are the ``k`` with ``dep_a[k] == j`` in increasing ``k``, then those with
-    ``dep_b[k] == j != dep_a[k]`` (a counting sort: the order of the stable sort by ``j`` of that
-    concatenation)."""
-    cdef Py_ssize_t n = dep_a.shape[0], k
-    cdef long long total = 0, c
-    bounds_ = np.zeros(n + 1, dtype=np.int64)
-    cdef long long[::1] bounds = bounds_
-    with nogil:
-        for k in range(n):
-            if dep_a[k] >= 0:
-                bounds[dep_a[k] + 1] += 1
-            if dep_b[k] >= 0 and dep_b[k] != dep_a[k]:
-                bounds[dep_b[k] + 1] += 1
-        for k in range(n):
-            bounds[k + 1] += bounds[k]
-        total = bounds[n]
-    dependents_ = np.empty(total, dtype=np.int64)
-    fill_ = np.array(bounds_[:n], dtype=np.int64)
-    cdef long long[::1] dependents = dependents_
-    cdef long long[::1] fill = fill_
-    with nogil:
-        for k in range(n):
-            if dep_a[k] >= 0:
-                dependents[fill[dep_a[k]]] = k
-                fill[dep_a[k]] += 1
-        for k in range(n):
-            if dep_b[k] >= 0 and dep_b[k] != dep_a[k]:
-                dependents[fill[dep_b[k]]] = k
-                fill[dep_b[k]] += 1
-    return dependents_, bounds_
-
-
-cdef inline long long _window_of(double t, double window) noexcept nogil:
-    cdef long long w = <long long> floor(t / window)
-    if t < w * window:  # the windows' own edges (index * window), not the division's rounding
-        w -= 1
-    if t >= (w + 1) * window:
-        w += 1
-    return w
-
-
-def rekeys_by_window(const double[::1] start, const double[::1] end, const double[::1] interval, double horizon,
-                     double window):
-    """:func:`pspsim.model.tls_control.rekey_times` in two passes over the connections (count per
-    window, then place), without the per-re-key temporaries: the same re-keys (ages ``k *
-    interval``, ``k >= 1``, in ``[0, min(end, horizon))``), the same float operations, grouped by
-    window in connection order, then k.  Returns (connection, time, bounds)."""
-    cdef Py_ssize_t n = start.shape[0], i
-    cdef long long windows = <long long> floor(horizon / window) + 2 if horizon < 1e300 else 2
-    cdef long long j, c, w, total = 0
-    cdef double stop, first, last, count, t
-    counts_ = np.zeros(windows + 1, dtype=np.int64)
-    firsts_ = np.empty(n)
-    ks_ = np.zeros(n, dtype=np.int64)
-    cdef long long[::1] counts = counts_
-    cdef double[::1] firsts = firsts_
-    cdef long long[::1] ks = ks_
-    with nogil:
-        for i in range(n):
-            stop = end[i] if end[i] < horizon else horizon
-            first = floor((-start[i] if -start[i] > 0 else 0.0) / interval[i]) + 1
-            if first < 1.0:
-                first = 1.0
-            last = ceil((stop - start[i]) / interval[i]) - 1
-            count = last - first + 1
-            if not (count > 0 and count < 1e300):  # none, or not finite
-                continue
-            ks[i] = <long long> count
-            firsts[i] = first
-            for j in range(ks[i]):
-                t = start[i] + (first + <double> j) * interval[i]
-                if t >= 0:
-                    w = _window_of(t, window)
-                    if 0 <= w < windows:
-                        counts[w + 1] += 1
-        for w in range(windows):
-            counts[w + 1] += counts[w]
-        total = counts[windows]
-    conn_ = np.empty(total, dtype=np.int64)
-    times_ = np.empty(total)
-    fill_ = np.array(counts_[:windows], dtype=np.int64)
-    cdef long long[::1] conn = conn_
-    cdef double[::1] times = times_
-    cdef long long[::1] fill = fill_
-    with nogil:
-        for i in range(n):
-            for j in range(ks[i]):
-                t = start[i] + (firsts[i] + <double> j) * interval[i]
-                if t >= 0:
-                    w = _window_of(t, window)
-                    if 0 <= w < windows:
-                        conn[fill[w]] = i
-                        times[fill[w]] = t
-                        fill[w] += 1
-    return conn_, times_, counts_

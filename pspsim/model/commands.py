@@ -1,7 +1,7 @@
 """FIFO servers, served a batch at a time: NIC command queues and fabric links.
 
 Within one server, the departure of item i is ``max(arrival_i,
-departure_{i-1}) + service_i``.  The compiled loop (``_kernels.fifo_serve``)
+departure_{i-1}) + service_i``.  The compiled loop (``_queues.fifo_serve``)
 is that recurrence, over the batch in arrival order; without it the
 recurrence unrolls to ``S_i + max_{j<=i}(a_j - S_{j-1})`` with ``S`` the
 running sum of service times, a running maximum served in one vectorised
@@ -23,9 +23,9 @@ import numpy as np
 from pspsim.model.sorting import argsort_stable
 
 try:  # the compiled FIFO (setup.py builds it); the numpy one below agrees to about a nanosecond
-    from pspsim.model import _kernels
+    from pspsim.model import _queues
 except ImportError:  # pragma: no cover - exercised when the extension is not built
-    _kernels = None
+    _queues = None
 
 _BINS = np.concatenate([[0.0], np.logspace(-7, 4, 441)])  # 100 ns .. 10^4 s, 40 bins per decade
 
@@ -38,11 +38,11 @@ def fifo_departures(arrivals: np.ndarray, servers: np.ndarray, service: np.ndarr
     if n == 0:
         return np.empty(0)
     by_time = argsort_stable(arrivals)
-    if _kernels is not None:
+    if _queues is not None:
         out = np.empty(n)
         busy = busy_until if busy_until.dtype == np.float64 and busy_until.flags.c_contiguous \
             else np.ascontiguousarray(busy_until, dtype=np.float64)
-        _kernels.fifo_serve(np.ascontiguousarray(arrivals, dtype=np.float64),
+        _queues.fifo_serve(np.ascontiguousarray(arrivals, dtype=np.float64),
                             np.ascontiguousarray(servers, dtype=np.int64),
                             np.ascontiguousarray(np.broadcast_to(service, (n,)), dtype=np.float64),
                             by_time, busy, out)
@@ -141,12 +141,12 @@ class CommandQueues:
             return np.empty(0)
         if dep_a.max() >= n or dep_b.max() >= n:
             raise ValueError("a dependency points past the last command")
-        if _kernels is not None:
-            dependents, bounds = _kernels.dependents_of(dep_a, dep_b)
+        if _queues is not None:
+            dependents, bounds = _queues.dependents_of(dep_a, dep_b)
             finished = np.empty(n)
             independent = np.flatnonzero(dep_a < 0)
             independent = independent[argsort_stable(times[independent])]
-            served = _kernels.fifo_serve_dependent(times, nics, np.ascontiguousarray(self.service[kinds]), dep_a, dep_b,
+            served = _queues.fifo_serve_dependent(times, nics, np.ascontiguousarray(self.service[kinds]), dep_a, dep_b,
                                                    dependents, bounds, independent,
                                                    self.latency, self.busy_until, finished)
             if served != n:

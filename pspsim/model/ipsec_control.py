@@ -34,9 +34,9 @@ from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
 try:  # the compiled passes (setup.py builds them); the numpy expressions below give the same bytes
-    from pspsim.model import _kernels
+    from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
-    _kernels = None
+    _schedules = None
 
 
 def _csr(groups: np.ndarray, n: int):
@@ -47,8 +47,8 @@ def _csr(groups: np.ndarray, n: int):
 
 def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarray):
     """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time)."""
-    if _kernels is not None:
-        return _kernels.events_in(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(interval, np.float64),
+    if _schedules is not None:
+        return _schedules.events_in(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(interval, np.float64),
                                   float(t0), np.ascontiguousarray(np.broadcast_to(t1, start.shape), np.float64))
     first = np.maximum(1.0, np.ceil((t0 - start) / interval))
     last = np.ceil((t1 - start) / interval) - 1
@@ -161,8 +161,8 @@ class IpsecControl:
         self.index = index
         self._offload(t0, t1, arrivals, new_sa, gone_sa, last_end, child, child_t, out)
         # State: SA pairs per host, with the old pairs kept for make-before-break.
-        if _kernels is not None:  # the same sums in one pass over the SAs
-            _kernels.sa_pairs(self.sa_start, self.interval, self.sa_count, self.sa_installed.view(np.uint8),
+        if _schedules is not None:  # the same sums in one pass over the SAs
+            _schedules.sa_pairs(self.sa_start, self.interval, self.sa_count, self.sa_installed.view(np.uint8),
                               self.sa_a, self.sa_b, t1, keys.ipsec_rekey_overlap, self.host_pairs, self.nic_pairs)
             return
         live = np.flatnonzero(self.sa_count > 0)

@@ -27,9 +27,9 @@ from pspsim.model.traffic import OFFLOAD, SOFTWARE, TrafficLedger
 from pspsim.model.workload import Workload
 
 try:  # the compiled re-key schedule (setup.py builds it); the numpy version below gives the same
-    from pspsim.model import _kernels
+    from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
-    _kernels = None
+    _schedules = None
 
 
 def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizon: float, window: float):
@@ -39,9 +39,10 @@ def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizo
     (``bounds[i]:bounds[i + 1]``).  Grouping by window is a one-pass counting sort of small integers,
     where sorting a day's re-keys by time at once (24 M for fleet-1k) took 3 s.  Compiled: two passes
     over the connections, without per-re-key temporaries (the same numbers)."""
-    if _kernels is not None:
-        return _kernels.rekeys_by_window(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(end, np.float64),
-                                         np.ascontiguousarray(interval, np.float64), float(horizon), float(window))
+    if _schedules is not None:
+        as_float = lambda x: np.ascontiguousarray(x, np.float64)  # noqa: E731
+        return _schedules.rekeys_by_window(as_float(start), as_float(end), as_float(interval), float(horizon),
+                                           float(window))
     stop = np.minimum(end, horizon)
     first = np.maximum(1.0, np.floor(np.maximum(-start, 0) / interval) + 1)  # first k with start + k I >= 0
     last = np.ceil((stop - start) / interval) - 1  # last k with start + k I < stop

@@ -1,0 +1,141 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled re-key schedules (optional: setup.py builds them, and without them the numpy versions
+run, with the same bytes: the same float operations in the same order).
+
+* :func:`events_in`: :func:`pspsim.model.ipsec_control._events_in`, the IPsec re-keys of a window.
+* :func:`sa_pairs`: the SA pairs per host of :class:`pspsim.model.ipsec_control.IpsecControl`.
+* :func:`rekeys_by_window`: :func:`pspsim.model.tls_control.rekey_times`, a run's TLS re-keys
+  grouped by window.
+"""
+
+import numpy as np
+
+from libc.math cimport ceil, floor
+
+
+def events_in(const double[::1] start, const double[::1] interval, double t0, const double[::1] t1):
+    """:func:`pspsim.model.ipsec_control._events_in` in one pass (two: count, then fill): per item
+    ``i``, the ages ``k * interval[i]`` (k >= 1) that fall in ``[t0, t1[i])``, as (item, time) in
+    item order, then k.  The same float operations in the same order, so the same bytes."""
+    cdef Py_ssize_t n = start.shape[0], i, j = 0, total = 0
+    cdef long long k, c
+    cdef double first, last
+    counts_ = np.empty(n, dtype=np.int64)
+    firsts_ = np.empty(n)
+    cdef long long[::1] counts = counts_
+    cdef double[::1] firsts = firsts_
+    with nogil:
+        for i in range(n):
+            first = ceil((t0 - start[i]) / interval[i])
+            if first < 1.0:
+                first = 1.0
+            last = ceil((t1[i] - start[i]) / interval[i]) - 1
+            c = <long long> (last - first + 1) if last - first + 1 > 0 else 0
+            counts[i] = c
+            firsts[i] = first
+            total += c
+    pos_ = np.empty(total, dtype=np.int64)
+    times_ = np.empty(total)
+    cdef long long[::1] pos = pos_
+    cdef double[::1] times = times_
+    with nogil:
+        for i in range(n):
+            for k in range(counts[i]):
+                pos[j] = i
+                times[j] = start[i] + (firsts[i] + <double> k) * interval[i]
+                j += 1
+    return pos_, times_
+
+
+def sa_pairs(const double[::1] start, const double[::1] interval, const long long[::1] count,
+             const unsigned char[::1] installed, const long long[::1] a, const long long[::1] b, double t1,
+             double overlap, double[::1] host_pairs, double[::1] nic_pairs):
+    """Per host, the SA pairs its live SAs (``count > 0``) hold at ``t1``: 1, plus the old pair of a
+    re-key less than ``overlap`` ago (make-before-break); ``nic_pairs`` counts the installed ones.
+    Sums over the SAs in order, each end apart (``a``, then ``b``), as the numpy ``bincount``s."""
+    cdef Py_ssize_t n = start.shape[0], i, hosts = host_pairs.shape[0]
+    cdef double x1, x2, b1, b2, pairs
+    ha_ = np.zeros((4, hosts))
+    cdef double[:, ::1] acc = ha_
+    with nogil:
+        for i in range(n):
+            if count[i] <= 0:
+                continue
+            x1 = (t1 - start[i]) + 1e-9
+            x2 = ((t1 - start[i]) - overlap) + 1e-9
+            b1 = ceil((x1 if x1 > 0 else 0.0) / interval[i]) - 1
+            b2 = ceil((x2 if x2 > 0 else 0.0) / interval[i]) - 1
+            pairs = (1.0 + (b1 if b1 > 0 else 0.0)) - (b2 if b2 > 0 else 0.0)
+            acc[0, a[i]] += pairs
+            acc[1, b[i]] += pairs
+            if installed[i]:
+                acc[2, a[i]] += pairs
+                acc[3, b[i]] += pairs
+        for i in range(hosts):
+            host_pairs[i] = acc[0, i] + acc[1, i]
+            nic_pairs[i] = acc[2, i] + acc[3, i]
+
+
+cdef inline long long _window_of(double t, double window) noexcept nogil:
+    cdef long long w = <long long> floor(t / window)
+    if t < w * window:  # the windows' own edges (index * window), not the division's rounding
+        w -= 1
+    if t >= (w + 1) * window:
+        w += 1
+    return w
+
+
+def rekeys_by_window(const double[::1] start, const double[::1] end, const double[::1] interval, double horizon,
+                     double window):
+    """:func:`pspsim.model.tls_control.rekey_times` in two passes over the connections (count per
+    window, then place), without the per-re-key temporaries: the same re-keys (ages ``k *
+    interval``, ``k >= 1``, in ``[0, min(end, horizon))``), the same float operations, grouped by
+    window in connection order, then k.  Returns (connection, time, bounds)."""
+    cdef Py_ssize_t n = start.shape[0], i
+    cdef long long windows = <long long> floor(horizon / window) + 2 if horizon < 1e300 else 2
+    cdef long long j, c, w, total = 0
+    cdef double stop, first, last, count, t
+    counts_ = np.zeros(windows + 1, dtype=np.int64)
+    firsts_ = np.empty(n)
+    ks_ = np.zeros(n, dtype=np.int64)
+    cdef long long[::1] counts = counts_
+    cdef double[::1] firsts = firsts_
+    cdef long long[::1] ks = ks_
+    with nogil:
+        for i in range(n):
+            stop = end[i] if end[i] < horizon else horizon
+            first = floor((-start[i] if -start[i] > 0 else 0.0) / interval[i]) + 1
+            if first < 1.0:
+                first = 1.0
+            last = ceil((stop - start[i]) / interval[i]) - 1
+            count = last - first + 1
+            if not (count > 0 and count < 1e300):  # none, or not finite
+                continue
+            ks[i] = <long long> count
+            firsts[i] = first
+            for j in range(ks[i]):
+                t = start[i] + (first + <double> j) * interval[i]
+                if t >= 0:
+                    w = _window_of(t, window)
+                    if 0 <= w < windows:
+                        counts[w + 1] += 1
+        for w in range(windows):
+            counts[w + 1] += counts[w]
+        total = counts[windows]
+    conn_ = np.empty(total, dtype=np.int64)
+    times_ = np.empty(total)
+    fill_ = np.array(counts_[:windows], dtype=np.int64)
+    cdef long long[::1] conn = conn_
+    cdef double[::1] times = times_
+    cdef long long[::1] fill = fill_
+    with nogil:
+        for i in range(n):
+            for j in range(ks[i]):
+                t = start[i] + (firsts[i] + <double> j) * interval[i]
+                if t >= 0:
+                    w = _window_of(t, window)
+                    if 0 <= w < windows:
+                        conn[fill[w]] = i
+                        times[fill[w]] = t
+                        fill[w] += 1
+    return conn_, times_, counts_
