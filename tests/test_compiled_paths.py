@@ -1,5 +1,5 @@
 """Each compiled pass of the fleet model (radix argsort, Che's per-key passes, IPsec's re-key and SA
-pair passes, the NIC engine shares) gives the bytes of its numpy version, end to end: every column
+pair passes, PSP's rotation loop, the NIC engine shares) gives the bytes of its numpy version, end to end: every column
 of ``run_one``'s tables for variants and settings that go through them, the compiled modules on and
 off.  (The command queues and the ledger stay compiled in both: the numpy FIFO is exact only to
 about a nanosecond (``tests/test_commands.py``), and the numpy ledger sums per-host loads in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pspsim.model import _kernels, cache, dataplane, ipsec_control, sorting
+from pspsim.model import _kernels, cache, dataplane, ipsec_control, psp_control, sorting
 from pspsim.study.runner import resolve_parameters, run_one
 from tests.sim_helpers import scenario
 
@@ -21,7 +21,11 @@ CASES = [
     ("ipsec-crypto-offload", {"keys": {"ipsec_sa_granularity": "connection", "ipsec_child_rekey": "9min"}}),
     ("ktls-offload", {}),
     ("psp", {"keys": {"psp_rotation_period": "10min", "psp_rekey_delay": "30s", "psp_rekey_spread": "2min"}}),
+    ("psp", {"keys": {"psp_rotation_period": "4min", "psp_rekey_delay": "10s", "psp_rekey_spread": "5min",
+                      "psp_rekey": "in-place"}}),  # rotation faster than re-key: stale checks, stale-notice reconnects
 ]
+
+IDS = ["ipsec-packet-offload", "ipsec-crypto-offload-per-connection", "ktls-offload", "psp", "psp-in-place-fast"]
 
 
 def _tables(variant: str, sections: dict, overrides: dict) -> tuple[pd.DataFrame, dict]:
@@ -34,7 +38,7 @@ def _tables(variant: str, sections: dict, overrides: dict) -> tuple[pd.DataFrame
     return out.timeseries, summary
 
 
-@pytest.mark.parametrize("variant,sections", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("variant,sections", CASES, ids=IDS)
 def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
     overrides = {"nic.ipsec_sa_capacity": 12, "nic.ipsec_sa_cache_entries": 4,  # table full, caches spill
                  "nic.ktls_context_cache_entries": 300, "nic.psp_tx_key_cache_entries": 300}
@@ -43,6 +47,7 @@ def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
         m.setattr(sorting, "_sort", None)
         m.setattr(cache, "_che", None)
         m.setattr(ipsec_control, "_schedules", None)
+        m.setattr(psp_control, "_schedules", None)
         m.setattr(dataplane, "_kernels", None)
         slow = _tables(variant, sections, overrides)
     pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)

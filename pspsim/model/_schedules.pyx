@@ -6,6 +6,8 @@ run, with the same bytes: the same float operations in the same order).
 * :func:`sa_pairs`: the SA pairs per host of :class:`pspsim.model.ipsec_control.IpsecControl`.
 * :func:`rekeys_by_window`: :func:`pspsim.model.tls_control.rekey_times`, a run's TLS re-keys
   grouped by window.
+* :func:`rotation_requests`: the re-keys PSP device-key rotations ask for
+  (:meth:`pspsim.model.psp_control.PspControl._rotation_requests`).
 """
 
 import numpy as np
@@ -139,3 +141,53 @@ def rekeys_by_window(const double[::1] start, const double[::1] end, const doubl
                         times[fill[w]] = t
                         fill[w] += 1
     return conn_, times_, counts_
+
+
+def rotation_requests(const long long[::1] nics, const double[::1] times, const int[::1] by_host,
+                      const long long[::1] bounds, const int[::1] client, const double[::1] start,
+                      const double[::1] end, const signed char[::1] mode, int on_psp, const double[:, ::1] made,
+                      double[:, ::1] scheduled, const double[::1] uniforms, double delay, double spread,
+                      bint reconnect):
+    """:meth:`pspsim.model.psp_control.PspControl._rotation_requests`'s loop: rotation by rotation (NIC
+    ``nics[i]`` at ``times[i]``), each connection with an end on that NIC whose association there is
+    older than the rotation, alive and on PSP, with nothing already asked for after it, asks for a
+    re-key ``delay + spread * U`` later (``U``: the next of ``uniforms``, in order, as the generator's
+    ``uniform`` would give them).  Updates ``scheduled``; returns (connection, time, side, trigger) of
+    the requests and how many ``uniforms`` were used."""
+    cdef Py_ssize_t m = nics.shape[0], i, k, j = 0
+    cdef long long nic, c
+    cdef int side
+    cdef double r, when
+    total = 0
+    for i in range(m):
+        total += bounds[nics[i] + 1] - bounds[nics[i]]
+    conn_ = np.empty(total, dtype=np.int64)
+    when_ = np.empty(total)
+    side_ = np.empty(total, dtype=np.int64)
+    trig_ = np.empty(total)
+    cdef long long[::1] out_conn = conn_
+    cdef double[::1] out_when = when_
+    cdef long long[::1] out_side = side_
+    cdef double[::1] out_trig = trig_
+    if uniforms.shape[0] < total:
+        raise ValueError("need a uniform draw for every connection of the rotating NICs")
+    with nogil:
+        for i in range(m):
+            nic = nics[i]
+            r = times[i]
+            for k in range(bounds[nic], bounds[nic + 1]):
+                c = by_host[k]
+                side = 1 if client[c] != nic else 0
+                if not (start[c] <= r and end[c] > r and mode[c] == on_psp and not (made[c, side] >= r)
+                        and scheduled[c, side] <= r):
+                    continue
+                when = r + (delay + (0.0 + spread * uniforms[j]))
+                scheduled[c, side] = when
+                if reconnect and when > scheduled[c, 1 - side]:
+                    scheduled[c, 1 - side] = when
+                out_conn[j] = c
+                out_when[j] = when
+                out_side[j] = side
+                out_trig[j] = r
+                j += 1
+    return conn_[:j], when_[:j], side_[:j], trig_[:j], j

@@ -10,7 +10,7 @@ split into set-up (handshakes) and re-keying.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,19 +58,26 @@ class ControlWindow:
         return sum(self.counts[k] for k in REKEY_KINDS)
 
 
-def conns_by_host(w: Workload) -> Callable[[int], np.ndarray]:
-    """A function from a host to every connection (over the whole run) with an end on it."""
+@dataclass(frozen=True)
+class HostIndex:
+    """Every connection (over the whole run) with an end on each host: host ``h``'s are
+    ``conn[bounds[h]:bounds[h + 1]]``, in connection order."""
+
+    conn: np.ndarray  # int32 (int64 past 2**31 connections)
+    bounds: np.ndarray  # int64, hosts + 1
+
+    def __call__(self, host: int) -> np.ndarray:
+        return self.conn[self.bounds[host]:self.bounds[host + 1]]
+
+
+def conns_by_host(w: Workload) -> HostIndex:
+    """The :class:`HostIndex` of the workload."""
     ends = np.concatenate([w.client, w.server])
     order = argsort_stable(ends)
     ends = ends[order]
     conn = (order % len(w)).astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
     del order
-    bounds = np.searchsorted(ends, np.arange(w.hosts + 1))
-
-    def of(host: int) -> np.ndarray:
-        return conn[bounds[host]:bounds[host + 1]]
-
-    return of
+    return HostIndex(conn, np.searchsorted(ends, np.arange(w.hosts + 1)).astype(np.int64))
 
 
 def rank_within(groups: np.ndarray) -> np.ndarray:

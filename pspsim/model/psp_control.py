@@ -42,6 +42,11 @@ from pspsim.model.sorting import argsort_stable, lexsort
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, STALE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
+try:  # the compiled rotation loop (setup.py builds it); the numpy loop below gives the same bytes
+    from pspsim.model import _schedules
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _schedules = None
+
 PSP, FELL_BACK, FAILED = 0, 1, 2
 BOTH = -1
 
@@ -83,6 +88,13 @@ class PspControl:
         nics, times = self.schedule.between(out.t0, t1)
         self.rotations += np.bincount(nics, minlength=len(self.rotations))
         out.count("key_rotations", len(nics))
+        reconnect = self.keys.psp_rekey == "reconnect"
+        if _schedules is not None and self.by_host.conn.dtype == np.int32 and len(nics):
+            conn, when, side, trigger = self._rotation_requests_compiled(nics, times, reconnect)
+            if len(conn):
+                self.requests.push(when, conn=conn, side=side, trigger=trigger,
+                                   reconnect=np.full(len(conn), reconnect))
+            return nics, times, np.full(len(nics), COMMAND["psp_rotate_key"])
         conn_parts, time_parts, side_parts, trig_parts = [], [], [], []
         w = self.w
         for nic, r in zip(nics, times):  # one rotation: the connections with an end on this NIC
@@ -105,6 +117,24 @@ class PspControl:
                                side=np.concatenate(side_parts), trigger=np.concatenate(trig_parts),
                                reconnect=np.full(sum(map(len, conn_parts)), self.keys.psp_rekey == "reconnect"))
         return nics, times, np.full(len(nics), COMMAND["psp_rotate_key"])
+
+    def _rotation_requests_compiled(self, nics: np.ndarray, times: np.ndarray, reconnect: bool):
+        """The loop of ``_rotation_requests`` compiled, with the same random numbers: the re-key
+        delays are ``uniform`` draws in request order, so the loop takes them from one draw of as
+        many as the rotating NICs have connections, and the generator is then put back and moved
+        on by exactly the draws used (``uniform`` and ``random`` take one 64-bit output a value)."""
+        w, keys, index = self.w, self.keys, self.by_host
+        bit_generator = self.rng.bit_generator
+        saved = bit_generator.state
+        most = int((index.bounds[nics + 1] - index.bounds[nics]).sum())
+        uniforms = self.rng.random(most)
+        conn, when, side, trigger, used = _schedules.rotation_requests(
+            np.ascontiguousarray(nics, np.int64), np.ascontiguousarray(times, np.float64), index.conn, index.bounds,
+            w.client, w.start, w.end, self.mode, PSP, self.made, self.scheduled, uniforms,
+            float(keys.psp_rekey_delay), float(keys.psp_rekey_spread), reconnect)
+        bit_generator.state = saved
+        self.rng.random(used)
+        return conn, when, side, trigger
 
     def _still_needed(self, requests: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The requests that still have work when they fall due: their connection is alive and on
