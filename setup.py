@@ -19,6 +19,10 @@ class OptionalBuildExt(build_ext):
             print(f"pspsim: compiled fast path not built ({exc}); using pure Python", file=sys.stderr)
 
     def build_extension(self, ext) -> None:
+        if self.compiler.compiler_type == "unix":
+            # no fused multiply-add contraction: the compiled loops must round as numpy does (GCC contracts
+            # by default where FMA is in the base instruction set, e.g. aarch64, or with -march=native)
+            ext.extra_compile_args = [*ext.extra_compile_args, "-ffp-contract=off"]
         try:
             super().build_extension(ext)
         except Exception as exc:

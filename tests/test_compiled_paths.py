@@ -1,17 +1,18 @@
 """Each compiled pass of the fleet model (radix argsort, Che's per-key passes, IPsec's re-key and SA
-pair passes, PSP's rotation loop, the NIC engine shares) gives the bytes of its numpy version, end to end: every column
-of ``run_one``'s tables for variants and settings that go through them, the compiled modules on and
-off.  (The command queues and the ledger stay compiled in both: the numpy FIFO is exact only to
-about a nanosecond (``tests/test_commands.py``), and the numpy ledger sums per-host loads in
-another order (``tests/test_traffic.py``, ``tests/test_aggregates.py``).)"""
+pair passes, PSP's rotation loop, the TLS re-key schedule, the NIC engine shares) gives the bytes of
+its numpy version, end to end: every column of ``run_one``'s tables for variants and settings that go
+through them, the compiled modules on and off (the workload drawn again in each).  (The command
+queues and the ledger stay compiled in both: the numpy FIFO is exact only to about a nanosecond
+(``tests/test_commands.py``), and the numpy ledger sums per-host loads in another order
+(``tests/test_traffic.py``, ``tests/test_aggregates.py``).)"""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pspsim.model import _kernels, cache, dataplane, ipsec_control, psp_control, sorting
-from pspsim.study.runner import resolve_parameters, run_one
+from pspsim.model import _kernels, cache, dataplane, ipsec_control, psp_control, sorting, tls_control
+from pspsim.study.runner import forget_workload, resolve_parameters, run_one
 from tests.sim_helpers import scenario
 
 pytestmark = pytest.mark.skipif(sorting._sort is None or cache._che is None, reason="compiled modules not built")
@@ -33,6 +34,7 @@ def _tables(variant: str, sections: dict, overrides: dict) -> tuple[pd.DataFrame
                   workload={"connections_per_host": {"kind": "fixed", "mean": 900}, "peers_per_host": 5},
                   **sections)
     params = resolve_parameters(sc).with_overrides(overrides)
+    forget_workload()  # drawn again, with the sorts of this leg
     out = run_one(sc, params, 0, variant)
     summary = {k: v for k, v in out.summary.items() if k != "wall_time_s"}
     return out.timeseries, summary
@@ -48,6 +50,7 @@ def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
         m.setattr(cache, "_che", None)
         m.setattr(ipsec_control, "_schedules", None)
         m.setattr(psp_control, "_schedules", None)
+        m.setattr(tls_control, "_schedules", None)
         m.setattr(dataplane, "_kernels", None)
         slow = _tables(variant, sections, overrides)
     pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pspsim.costs import load_parameter_set
+from pspsim.model import dataplane
 from pspsim.model.dataplane import FRAMING, Network, PathVariants, window_dataplane
 from pspsim.model.traffic import BYTES, CATEGORIES, CONNECTIONS, LOOKUPS, OFFLOAD, PACKETS, QUANTITIES, Flows
 from pspsim.model.variants import make_variant
@@ -106,3 +107,28 @@ def test_nic_engine_limits_offloaded_traffic_by_packets_with_cache_misses():
     pps = dp["achieved_bps"][0] / 8 / MSS
     assert pps == pytest.approx(1e6, rel=1e-6)  # one key: no misses
     assert dp["nic_engine_util"][0] == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.skipif(dataplane._kernels is None, reason="compiled kernels not built")
+@pytest.mark.parametrize("name", ["ipsec-crypto-offload", "psp", "ktls-offload"])
+def test_compiled_engine_shares_are_numpys_even_with_nan_and_inf(monkeypatch, name):
+    """The compiled engine pass against the numpy expressions, byte for byte: ordinary loads, a NaN
+    lookup count (numpy's ``maximum`` lets NaN win), an infinite miss cost (0 * inf is NaN where a
+    direction has no lookups), a read-only input."""
+    costs = load_parameter_set().costs()
+    rng = np.random.default_rng(1)
+    hosts, n = 6, 50
+    s, r = rng.integers(0, hosts, n), rng.integers(0, hosts, n)
+    own = make_variant(name, costs, KeysConfig())
+    q = rng.lognormal(5, 2, (5, n))
+    q_nan = q.copy()
+    q_nan[3, 7] = np.nan
+    read_only = q.copy()
+    read_only.setflags(write=False)
+    miss = rng.uniform(0, 1, hosts)
+    for values, miss_cost in ((q, 2.0), (q_nan, 2.0), (q, np.inf), (read_only, 2.0)):
+        fast = dataplane.engine_util(costs, own, values, 1.0, s, r, miss, miss_cost, hosts)
+        with monkeypatch.context() as m:
+            m.setattr(dataplane, "_kernels", None)
+            slow = dataplane.engine_util(costs, own, values, 1.0, s, r, miss, miss_cost, hosts)
+        assert fast.tobytes() == slow.tobytes()

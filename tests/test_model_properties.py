@@ -57,11 +57,18 @@ def test_achieved_never_exceeds_offered_nor_the_links(d):
 @SETTINGS
 @given(small, st.floats(1.5, 4.0))
 def test_cores_do_not_fall_when_more_traffic_is_carried(d, factor):
+    """More carried traffic never costs fewer cores.  When both loads saturate the links, the same
+    bytes are carried (to ~1e-8) but max-min sharing splits them a little differently among flows of
+    different message sizes and directions, hence packets per byte, so the cores may move a little
+    either way: there they must not fall by more than 1e-6 (hypothesis found 2 racks x 2 hosts, 3
+    connections, 1 Gb/s links, software IPsec: achieved +6e-9, cores -6.6e-8, the same at d03ab1f)."""
     low = summarize(_scenario(d), d["variant"])
     more = dict(d, rate=d["rate"] * factor)
     high = summarize(_scenario(more), d["variant"])
-    if high["achieved_gbps_mean"] >= low["achieved_gbps_mean"]:
-        assert high["cores_mean"] >= low["cores_mean"] * (1 - 1e-9)
+    carried = high["achieved_gbps_mean"] / max(low["achieved_gbps_mean"], 1e-300)
+    if carried >= 1 - 1e-6:
+        slack = 1e-9 if carried >= 1 + 1e-6 else 1e-6
+        assert high["cores_mean"] >= low["cores_mean"] * (1 - slack)
 
 
 @SETTINGS

@@ -203,9 +203,9 @@ def engine_shares(const double[:, ::1] q, double scale, const long long[::1] sen
             wire = (q[0, i] * scale + pk * per_packet) + (q[2, i] * scale) * per_record
             bits = (8 * wire) / bps
             a = (pk + ((lk * tx_lookups) * miss[sender[i]]) * miss_cost) / pps
-            tx[sender[i]] += a if a >= bits else bits
+            tx[sender[i]] += a if (a >= bits or a != a) else bits  # np.maximum: a NaN wins
             a = (pk + ((lk * rx_lookups) * miss[receiver[i]]) * miss_cost) / pps
-            rx[receiver[i]] += a if a >= bits else bits
+            rx[receiver[i]] += a if (a >= bits or a != a) else bits
 
 
 def dense_update(double[:, ::1] dense, const double[:, :, ::1] rows, int category, const long long[::1] back,

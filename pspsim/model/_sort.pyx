@@ -6,8 +6,8 @@ permutation, since a stable sort's result is unique).
 Keys (float64 without NaN, int64, int32) are first mapped to 64-bit unsigned integers in the same
 order: floats with -0.0 taken as 0.0 (they compare equal), the sign bit set for non-negative values
 and every bit flipped for negative ones; integers with the sign bit flipped.  Then up to six
-passes of 11-bit digits, a pass skipped when every key has the same digit (small integer ranges
-take one or two passes).  Each pass reads keys and positions in order and writes them to their
+passes of 11-bit digits, a pass skipped when every key has the same digit (non-negative
+integers below 2**22 take one or two passes; a range across zero takes all six).  Each pass reads keys and positions in order and writes them to their
 digit's bucket in order, so equal keys keep their input order.
 """
 

@@ -52,6 +52,9 @@ try:  # the compiled passes (setup.py builds them); the numpy expressions below 
     from pspsim.model import _che
 except ImportError:  # pragma: no cover - the compiled module is optional
     _che = None
+if not all(hasattr(_che, f) for f in ("scaled", "occupancy_and_slope", "weighted_misses", "group_min",
+                                      "keys_and_lookups")):  # pragma: no cover - a build older than this source
+    _che = None
 
 TSO_MAX_BYTES = 65536  # Linux GSO_LEGACY_MAX_SIZE: largest TSO/GSO burst without BIG TCP
 _MAX_STEPS = 200

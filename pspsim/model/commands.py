@@ -26,6 +26,8 @@ try:  # the compiled FIFO (setup.py builds it); the numpy one below agrees to ab
     from pspsim.model import _queues
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _queues = None
+if not all(hasattr(_queues, f) for f in ("fifo_serve", "fifo_serve_dependent", "dependents_of")):  # pragma: no cover
+    _queues = None  # a build older than this source
 
 _BINS = np.concatenate([[0.0], np.logspace(-7, 4, 441)])  # 100 ns .. 10^4 s, 40 bins per decade
 

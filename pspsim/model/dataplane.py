@@ -41,6 +41,8 @@ try:  # the compiled pass (setup.py builds it); the numpy expressions below give
     from pspsim.model import _kernels
 except ImportError:  # pragma: no cover - the compiled module is optional
     _kernels = None
+if not hasattr(_kernels, "engine_shares"):  # pragma: no cover - a build older than this source
+    _kernels = None
 
 FRAMING = 78  # bytes per packet on the wire: Ethernet 14 + FCS 4 + preamble/IFG 20 + IPv4 20 + TCP 20
 

@@ -37,6 +37,8 @@ try:  # the compiled passes (setup.py builds them); the numpy expressions below 
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
+if not all(hasattr(_schedules, f) for f in ("events_in", "sa_pairs")):  # pragma: no cover
+    _schedules = None  # a build older than this source
 
 
 def _csr(groups: np.ndarray, n: int):

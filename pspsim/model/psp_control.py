@@ -46,6 +46,8 @@ try:  # the compiled rotation loop (setup.py builds it); the numpy loop below gi
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
+if not all(hasattr(_schedules, f) for f in ("rotation_requests",)):  # pragma: no cover
+    _schedules = None  # a build older than this source
 
 PSP, FELL_BACK, FAILED = 0, 1, 2
 BOTH = -1

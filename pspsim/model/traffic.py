@@ -183,7 +183,7 @@ class DenseAverages:
         ``touched`` flows."""
         by_flow = average.transpose(2, 0, 1)  # (t, categories, quantities): the compiled ledger's own layout
         for category, out in self.arrays.items():
-            if _ledger_fast is not None and by_flow.flags.c_contiguous:
+            if hasattr(_ledger_fast, "dense_update") and by_flow.flags.c_contiguous:
                 _ledger_fast.dense_update(out, rows, category, self.touched, touched, by_flow)
                 continue
             out[:, self.touched] = rows[self.touched, category].T  # unchanged since, unless touched again

@@ -131,10 +131,11 @@ _last_workload: dict[str, Workload] = {}  # this process's last workload (see re
 def replication_workload(scenario: Scenario, replication: int) -> Workload:
     """Replication ``replication``'s workload, drawn from its workload stream.  Every variant of a
     replication has the same one (common random numbers), so a process that runs several of them
-    (a pool or Dask worker, or ``run_scenario`` in process) draws it once and keeps the last one
-    (its arrays are read-only; ``forget_workload`` drops it)."""
+    one after another (a pool or Dask worker, or ``run_scenario`` in process) draws it once: it keeps
+    the last one (its arrays are read-only; ``forget_workload`` drops it).  Runs of another
+    replication in between draw theirs again."""
     key = json.dumps([scenario.fleet.model_dump(mode="json"), scenario.workload.model_dump(mode="json"),
-                      scenario.run.duration, scenario.run.seed, replication])
+                      float(scenario.run.duration), int(scenario.run.seed), int(replication)])
     if key not in _last_workload:
         _last_workload.clear()
         streams = RandomStreams.from_sequence(replication_sequence(scenario.run.seed, replication))
@@ -216,6 +217,7 @@ def run_scenario(
         summary.append(out.summary)
         if capture_host is not None and replication == 0 and name in capture_variants:
             seq = replication_sequence(scenario.run.seed, replication)
+            RandomStreams.from_sequence(seq)  # the tier's streams are the sequence's second spawn, as always
             workload = replication_workload(scenario, replication)
             key = {k: out.summary[k] for k in ("scenario", "variant", "replication", "seed")}
             packet_rows.append(key | _capture(scenario, name, costs, workload, seq, capture_host, capture_dir))
