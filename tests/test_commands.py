@@ -90,3 +90,17 @@ def test_dependents_are_listed_as_a_stable_sort_would(seed):
     np.testing.assert_array_equal(dependents, waiting[order])
     np.testing.assert_array_equal(bounds, np.concatenate([[0], np.cumsum(np.bincount(on, minlength=n))]))
 
+
+@pytest.mark.skipif(not hasattr(commands._queues, "delay_bins"), reason="compiled queues not built")
+def test_delay_bins_are_those_of_the_binary_search():
+    """The histogram bin of each command delay, compiled from log10 and the edges, against
+    ``searchsorted``: delays over 15 decades, every edge and the floats next to it, 0, negative,
+    tiny, huge, infinite and NaN."""
+    edges = commands._BINS
+    rng = np.random.default_rng(0)
+    delay = np.concatenate([10 ** rng.uniform(-9, 6, 100_000), edges, np.nextafter(edges, 0), np.nextafter(edges, 1),
+                            [0.0, -0.0, -1.0, 1e-300, 5e-324, 1e300, np.inf, -np.inf, np.nan]])
+    got = np.empty(len(delay), np.int64)
+    commands._queues.delay_bins(delay, edges, got)
+    np.testing.assert_array_equal(got, np.searchsorted(edges, delay, side="right") - 1)
+

@@ -12,6 +12,8 @@ and without them the numpy versions run).
 
 import numpy as np
 
+from libc.math cimport floor, log10
+
 
 def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,
                const long long[::1] by_time, double[::1] busy_until, double[::1] out):
@@ -160,3 +162,32 @@ def dependents_of(const long long[::1] dep_a, const long long[::1] dep_b):
                 dependents[fill[dep_b[k]]] = k
                 fill[dep_b[k]] += 1
     return dependents_, bounds_
+
+
+def delay_bins(const double[::1] delay, const double[::1] edges, long long[::1] out):
+    """``np.searchsorted(edges, delay, side="right") - 1`` for ascending ``edges`` whose entries from
+    the second on are ``10 ** (-7 + i / 40)`` (the command-delay histogram's): each index guessed from
+    ``log10`` of the delay and then moved until ``edges[i] <= delay < edges[i + 1]``, so exactly the
+    binary search's answer whatever the rounding of ``log10`` (-1 below the first edge; NaN: the
+    binary search's last index)."""
+    cdef Py_ssize_t n = delay.shape[0], m = edges.shape[0], i
+    cdef long long k
+    cdef double d, g
+    with nogil:
+        for i in range(n):
+            d = delay[i]
+            if d != d:  # NaN sorts after everything
+                out[i] = m - 1
+                continue
+            if d > 0:
+                g = floor((log10(d) + 7.0) * 40.0) + 1.0
+                k = <long long> g if g < m else m - 1
+                if g < 0:
+                    k = 0
+            else:
+                k = 0
+            while k >= 0 and edges[k] > d:
+                k -= 1
+            while k + 1 < m and edges[k + 1] <= d:
+                k += 1
+            out[i] = k
