@@ -45,6 +45,8 @@ def test_special_floats_and_types_numpy_handles():
     _same(np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)))  # NaN: numpy's order (last)
     _same(rng.integers(0, 2**64 - 1, n, dtype=np.uint64))
     _same(np.zeros(n))  # every digit equal: no pass
+    if np.finfo(np.longdouble).nmant > 52:  # wider than float64 here: numpy's order, not a rounded one
+        _same((1 + np.arange(n) * np.finfo(np.longdouble).eps).astype(np.longdouble)[::-1])
     _same(rng.normal(size=100).astype(np.float32))  # small: numpy
     _same(rng.integers(-300, 300, 1000).astype(np.int64))  # small ints: numpy's radix on int16
 

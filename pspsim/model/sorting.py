@@ -6,9 +6,10 @@ index of connections by host).
 permutation (a stable sort's result is unique) by a compiled radix sort (:mod:`pspsim.model._sort`)
 of the keys mapped to unsigned integers in the same order, several times faster.  Keys made of a
 few sorted runs (a window's commands: creates in start order, destroys in end order) are left to
-timsort, which merges runs in about one pass (150,000 commands in 8 runs: 1 ms, against 3.5 ms).  Without the compiled
-module, for short arrays, or for keys it does not handle (NaN, other types), it is ``numpy.argsort``
-(of integer keys as int16 where they fit, which numpy sorts by radix).
+timsort, which merges runs in about one pass (150,000 commands in 8 runs: 1 ms, against 3.5 ms).
+Without the compiled module, for short arrays, or for keys it does not handle (NaN, floats wider
+than 64 bits, uint64, other types), it is ``numpy.argsort`` (of integer keys as int16 where they
+fit, which numpy sorts by radix).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def argsort_stable(keys: np.ndarray) -> np.ndarray:
     keys = np.asarray(keys)
     if _sort is None or keys.ndim != 1 or len(keys) < SMALL or _runs(keys) < len(keys) // RUNS:
         return np.argsort(_as_int16(keys), kind="stable")
-    if keys.dtype.kind == "f":
+    if keys.dtype.kind == "f" and keys.dtype.itemsize <= 8:
         keys = np.ascontiguousarray(keys, dtype=np.float64)
         if np.isnan(keys).any():  # numpy puts NaN last; not mapped here
             return np.argsort(keys, kind="stable")
@@ -53,7 +54,7 @@ def argsort_stable(keys: np.ndarray) -> np.ndarray:
         keys = np.ascontiguousarray(keys, dtype=np.int32 if keys.dtype != np.uint32 else np.int64)
     elif keys.dtype.kind == "i":
         keys = np.ascontiguousarray(keys, dtype=np.int64)
-    else:  # uint64, bool, other types
+    else:  # uint64, bool, long double, other types
         return np.argsort(keys, kind="stable")
     return _sort.argsort(keys)
 
