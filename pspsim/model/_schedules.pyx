@@ -191,3 +191,37 @@ def rotation_requests(const long long[::1] nics, const double[::1] times, const 
                 out_trig[j] = r
                 j += 1
     return conn_[:j], when_[:j], side_[:j], trig_[:j], j
+
+
+def still_needed(const long long[::1] conn, const long long[::1] side, const double[::1] time,
+                 const double[::1] trigger, const unsigned char[::1] reconnect, const double[:, ::1] made,
+                 const double[::1] end, const signed char[::1] mode, int on_psp, const int[:, ::1] ends,
+                 const double[::1] phase, double period, unsigned char[::1] keep):
+    """:meth:`pspsim.model.psp_control.PspControl._still_needed`'s test, request by request: alive and
+    on PSP at its time, and the association on the triggering side older than the trigger (or not set
+    up), or (a reconnect) either side's association has seen a rotation of its NIC since it was made
+    (``phase + period * (floor((made - phase) / period) + 1) <= time``, NaN: not made, no)."""
+    cdef Py_ssize_t n = conn.shape[0], i
+    cdef long long c, nic
+    cdef int d
+    cdef double t, m, nxt
+    cdef bint rotated
+    with nogil:
+        for i in range(n):
+            c = conn[i]
+            t = time[i]
+            if not (end[c] > t and mode[c] == on_psp):
+                keep[i] = 0
+                continue
+            if not (made[c, side[i]] >= trigger[i]):
+                keep[i] = 1
+                continue
+            rotated = False
+            if reconnect[i]:
+                for d in range(2):
+                    m = made[c, d]
+                    nic = ends[c, d]
+                    nxt = phase[nic] + period * (floor((m - phase[nic]) / period) + 1)
+                    if nxt <= t:
+                        rotated = True
+            keep[i] = rotated

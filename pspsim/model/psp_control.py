@@ -46,7 +46,7 @@ try:  # the compiled rotation loop (setup.py builds it); the numpy loop below gi
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
-if not all(hasattr(_schedules, f) for f in ("rotation_requests",)):  # pragma: no cover
+if not all(hasattr(_schedules, f) for f in ("rotation_requests", "still_needed")):  # pragma: no cover
     _schedules = None  # a build older than this source
 
 PSP, FELL_BACK, FAILED = 0, 1, 2
@@ -147,6 +147,13 @@ class PspControl:
         them still needs it."""
         conn, time = requests["conn"].astype(np.int64), requests["time"]
         side = requests["side"].astype(np.int64)
+        if _schedules is not None and len(conn) and self.ends.dtype == np.int32:  # the same test, compiled
+            keep = np.empty(len(conn), np.uint8)
+            _schedules.still_needed(conn, side, np.ascontiguousarray(time, np.float64),
+                                    np.ascontiguousarray(requests["trigger"], np.float64),
+                                    requests["reconnect"].astype(bool).view(np.uint8), self.made, self.w.end,
+                                    self.mode, PSP, self.ends, self.schedule.phase, float(self.schedule.period), keep)
+            return {name: values[keep.view(bool)] for name, values in requests.items()}
         made = self.made[conn]
         alive = (self.w.end[conn] > time) & (self.mode[conn] == PSP)
         trigger_side_old = ~(made[np.arange(len(conn)), side] >= requests["trigger"])  # not set up yet: True
