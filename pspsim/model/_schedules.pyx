@@ -12,7 +12,7 @@ run, with the same bytes: the same float operations in the same order).
 
 import numpy as np
 
-from libc.math cimport ceil, floor
+from libc.math cimport INFINITY, ceil, floor
 
 
 def events_in(const double[::1] start, const double[::1] interval, double t0, const double[::1] t1):
@@ -225,3 +225,29 @@ def still_needed(const long long[::1] conn, const long long[::1] side, const dou
                     if nxt <= t:
                         rotated = True
             keep[i] = rotated
+
+
+def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_side, const double[::1] at,
+                 const unsigned char[::1] both, const long long[::1] conn, const long long[::1] side,
+                 const double[::1] when, double[::1] first, unsigned char[::1] early):
+    """For each stale check ``j`` (association ``(conn[j], side[j])`` at ``when[j]``): is a re-key of
+    that association asked for in the window before it?  Request ``i`` re-keys ``(asked_conn[i],
+    asked_side[i])`` at ``at[i]``, and the other side too if ``both[i]`` (a reconnect).  ``first``
+    (2 per connection, all ``inf``) holds each association's earliest request while the checks read
+    it, and is ``inf`` again on return."""
+    cdef Py_ssize_t n = asked_conn.shape[0], m = conn.shape[0], i
+    cdef long long key
+    with nogil:
+        for i in range(n):
+            key = 2 * asked_conn[i] + asked_side[i]
+            if at[i] < first[key]:
+                first[key] = at[i]
+            if both[i]:
+                key = 2 * asked_conn[i] + 1 - asked_side[i]
+                if at[i] < first[key]:
+                    first[key] = at[i]
+        for i in range(m):
+            early[i] = first[2 * conn[i] + side[i]] < when[i]
+        for i in range(n):
+            first[2 * asked_conn[i] + asked_side[i]] = INFINITY
+            first[2 * asked_conn[i] + 1 - asked_side[i]] = INFINITY

@@ -46,7 +46,7 @@ try:  # the compiled rotation loop (setup.py builds it); the numpy loop below gi
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
-if not all(hasattr(_schedules, f) for f in ("rotation_requests", "still_needed")):  # pragma: no cover
+if not all(hasattr(_schedules, f) for f in ("rotation_requests", "still_needed", "early_rekeys")):  # pragma: no cover
     _schedules = None  # a build older than this source
 
 PSP, FELL_BACK, FAILED = 0, 1, 2
@@ -75,6 +75,7 @@ class PspControl:
         self.requests = Calendar(window, ("conn", "side", "trigger", "reconnect"))
         self.checks = Calendar(window, ("conn", "side", "version"))
         self.capacity = costs.nic_psp_tx_key_capacity if tx_keys_on_nic else np.inf
+        self._first_rekey: np.ndarray | None = None  # the compiled stale test's working space (see _stale)
 
     # -- helpers ------------------------------------------------------------------
     def _rekey_delay(self, count: int) -> np.ndarray:
@@ -173,7 +174,16 @@ class PspControl:
         # a re-keying that runs in this window before the stale time replaces the association
         # first: a reconnect both sides', an in-place re-key its own side's
         early = np.zeros(len(conn), dtype=bool)
-        if len(requests["conn"]):  # each association's first re-key of the window (sorted, searched)
+        if len(requests["conn"]) and _schedules is not None:  # each association's first re-key, compiled
+            if self._first_rekey is None:  # (2 per connection of the run, inf between windows)
+                self._first_rekey = np.full(2 * len(self.w), np.inf)
+            flags = np.empty(len(conn), np.uint8)
+            _schedules.early_rekeys(requests["conn"].astype(np.int64), requests["side"].astype(np.int64),
+                                    np.ascontiguousarray(requests["time"], np.float64),
+                                    requests["reconnect"].astype(bool).view(np.uint8), conn, side,
+                                    np.ascontiguousarray(s, np.float64), self._first_rekey, flags)
+            early = flags.view(bool)
+        elif len(requests["conn"]):  # each association's first re-key of the window (sorted, searched)
             asked_conn, asked_side = requests["conn"].astype(np.int64), requests["side"].astype(np.int64)
             both = requests["reconnect"].astype(bool)
             asked = np.concatenate([2 * asked_conn + asked_side, 2 * asked_conn[both] + 1 - asked_side[both]])
