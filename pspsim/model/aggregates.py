@@ -53,7 +53,7 @@ from pspsim.model.dataplane import (
     window_dataplane,
     wire_bytes,
 )
-from pspsim.model.sorting import argsort_stable
+from pspsim.model.sorting import csr
 from pspsim.model.traffic import (
     BYTES,
     CONNECTIONS,
@@ -70,12 +70,6 @@ from pspsim.model.traffic import (
 
 MARGIN = 1e-6  # a resource within this share of its capacity goes to the exact solver
 RESYNC = 256  # windows between rebuilds of the sums from the level
-
-
-def csr(groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Items grouped by ``groups`` (ascending within a group): (order, bounds)."""
-    order = argsort_stable(groups)
-    return order, np.searchsorted(groups[order], np.arange(n + 1))
 
 
 def members(index: tuple[np.ndarray, np.ndarray], groups: np.ndarray) -> np.ndarray:

@@ -26,7 +26,8 @@ try:  # the compiled FIFO (setup.py builds it); the numpy one below agrees to ab
     from pspsim.model import _queues
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _queues = None
-if not all(hasattr(_queues, f) for f in ("fifo_serve", "fifo_serve_dependent", "dependents_of")):  # pragma: no cover
+if not all(hasattr(_queues, f) for f in ("fifo_serve", "fifo_serve_dependent", "dependents_of",
+                                         "delay_bins")):  # pragma: no cover
     _queues = None  # a build older than this source
 
 _BINS = np.concatenate([[0.0], np.logspace(-7, 4, 441)])  # 100 ns .. 10^4 s, 40 bins per decade
@@ -183,7 +184,7 @@ class CommandQueues:
     def _record(self, times: np.ndarray, finished: np.ndarray, kinds: np.ndarray) -> None:
         delay = finished - times
         self.window_delays.append(delay)
-        if hasattr(_queues, "delay_bins"):  # the binary search's bins, from log10 and the edges (compiled)
+        if _queues is not None:  # the binary search's bins, from log10 and the edges (compiled)
             bins = np.empty(len(delay), np.int64)
             _queues.delay_bins(np.ascontiguousarray(delay, np.float64), _BINS, bins)
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pspsim.model.sorting import argsort_stable
+from pspsim.model.sorting import argsort_stable, csr
 from pspsim.model.workload import Workload
 
 COUNTS = ("handshakes", "psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects",
@@ -72,12 +72,9 @@ class HostIndex:
 
 def conns_by_host(w: Workload) -> HostIndex:
     """The :class:`HostIndex` of the workload."""
-    ends = np.concatenate([w.client, w.server])
-    order = argsort_stable(ends)
-    ends = ends[order]
+    order, bounds = csr(np.concatenate([w.client, w.server]), w.hosts)
     conn = (order % len(w)).astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
-    del order
-    return HostIndex(conn, np.searchsorted(ends, np.arange(w.hosts + 1)).astype(np.int64))
+    return HostIndex(conn, bounds.astype(np.int64))
 
 
 def rank_within(groups: np.ndarray) -> np.ndarray:

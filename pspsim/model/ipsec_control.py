@@ -29,7 +29,7 @@ import numpy as np
 from pspsim.model.calendar import Calendar
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both, rank_within
-from pspsim.model.sorting import argsort_stable, unique_inverse
+from pspsim.model.sorting import argsort_stable, csr, unique_inverse
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
@@ -41,17 +41,11 @@ if not all(hasattr(_schedules, f) for f in ("events_in", "sa_pairs")):  # pragma
     _schedules = None  # a build older than this source
 
 
-def _csr(groups: np.ndarray, n: int):
-    order = argsort_stable(groups)
-    bounds = np.searchsorted(groups[order], np.arange(n + 1))
-    return order, bounds
-
-
 def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarray):
     """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time)."""
     if _schedules is not None:
         return _schedules.events_in(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(interval, np.float64),
-                                  float(t0), np.ascontiguousarray(np.broadcast_to(t1, start.shape), np.float64))
+                                    float(t0), np.ascontiguousarray(np.broadcast_to(t1, start.shape), np.float64))
     first = np.maximum(1.0, np.ceil((t0 - start) / interval))
     last = np.ceil((t1 - start) / interval) - 1
     count = np.maximum(0, last - first + 1).astype(np.int64)
@@ -85,7 +79,7 @@ class IpsecControl:
         self.sa_installed = np.zeros(n_sa, dtype=bool)
         self.ike_start = np.full(n_ike, np.nan)
         self.sa_pairs_on_nic = np.zeros(hosts)  # installed SA pairs with an end on the NIC
-        self.conns_of_sa = _csr(self.sa_of, n_sa)
+        self.conns_of_sa = csr(self.sa_of, n_sa)
         self.nic_pairs = np.zeros(hosts)  # incl. old pairs kept for make-before-break
         self.host_pairs = np.zeros(hosts)
         self.later_deletes = Calendar(window, ("nic",))  # old SA pairs deleted after the overlap
@@ -165,7 +159,7 @@ class IpsecControl:
         # State: SA pairs per host, with the old pairs kept for make-before-break.
         if _schedules is not None:  # the same sums in one pass over the SAs
             _schedules.sa_pairs(self.sa_start, self.interval, self.sa_count, self.sa_installed.view(np.uint8),
-                              self.sa_a, self.sa_b, t1, keys.ipsec_rekey_overlap, self.host_pairs, self.nic_pairs)
+                                self.sa_a, self.sa_b, t1, keys.ipsec_rekey_overlap, self.host_pairs, self.nic_pairs)
             return
         live = np.flatnonzero(self.sa_count > 0)
         s, interval = self.sa_start[live], self.interval[live]

@@ -148,7 +148,7 @@ class PspControl:
         them still needs it."""
         conn, time = requests["conn"].astype(np.int64), requests["time"]
         side = requests["side"].astype(np.int64)
-        if _schedules is not None and len(conn) and self.ends.dtype == np.int32:  # the same test, compiled
+        if _schedules is not None and len(conn):  # the same test, compiled
             keep = np.empty(len(conn), np.uint8)
             _schedules.still_needed(conn, side, np.ascontiguousarray(time, np.float64),
                                     np.ascontiguousarray(requests["trigger"], np.float64),

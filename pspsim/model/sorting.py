@@ -79,3 +79,10 @@ def unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     inverse[order] = np.cumsum(first) - 1
     starts = np.append(np.flatnonzero(first), len(xs))
     return xs[first], inverse, order, starts
+
+
+def csr(groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items grouped by ``groups`` (values 0..n-1; ascending within a group): (order, bounds), group
+    ``g``'s items being ``order[bounds[g]:bounds[g + 1]]``."""
+    order = argsort_stable(groups)
+    return order, np.searchsorted(groups[order], np.arange(n + 1))
