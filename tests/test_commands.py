@@ -93,7 +93,7 @@ def test_dependents_are_listed_as_a_stable_sort_would(seed):
 
 @pytest.mark.skipif(commands._queues is None, reason="compiled queues not built")
 def test_delay_bins_are_those_of_the_binary_search():
-    """The histogram bin of each command delay, compiled from log10 and the edges, against
+    """The histogram bin of each command delay, compiled from its exponent bits and the edges, against
     ``searchsorted``: delays over 15 decades, every edge and the floats next to it, 0, negative,
     tiny, huge, infinite and NaN."""
     edges = commands._BINS
@@ -102,5 +102,10 @@ def test_delay_bins_are_those_of_the_binary_search():
                             [0.0, -0.0, -1.0, 1e-300, 5e-324, 1e300, np.inf, -np.inf, np.nan]])
     got = np.empty(len(delay), np.int64)
     commands._queues.delay_bins(delay, edges, got)
-    np.testing.assert_array_equal(got, np.searchsorted(edges, delay, side="right") - 1)
+    expected = np.searchsorted(edges, delay, side="right") - 1
+    np.testing.assert_array_equal(got, expected)
+    histogram = np.arange(len(edges) - 1)  # added to, not overwritten
+    commands._queues.delay_histogram(delay, edges, histogram)
+    np.testing.assert_array_equal(histogram, np.arange(len(edges) - 1) + np.bincount(
+        np.clip(expected, 0, len(edges) - 2), minlength=len(edges) - 1))
 

@@ -5,6 +5,8 @@ and without them the numpy versions run).
 * :func:`fifo_serve`: FIFO servers fed in arrival order: ``departure = max(arrival, server free) +
   service``, exactly (the numpy version is a running maximum with an offset per server, exact to
   about a nanosecond).
+* :func:`fits_in_order`: installs that take a slot on two NICs, in time order, and which fit.
+* :func:`delay_histogram`: command delays added to the log-spaced histogram.
 * :func:`fifo_serve_dependent`: commands that wait for others, in one pass in time order (a sorted
   stream merged with a heap of the dependents issued so far); :func:`dependents_of` lists who waits
   for whom.
@@ -12,7 +14,11 @@ and without them the numpy versions run).
 
 import numpy as np
 
-from libc.math cimport floor, log10
+from libc.math cimport floor
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
+
+cdef uint64_t MANTISSA = (<uint64_t> 1 << 52) - 1
 
 
 def fifo_serve(const double[::1] arrivals, const long long[::1] servers, const double[::1] service,
@@ -164,30 +170,74 @@ def dependents_of(const long long[::1] dep_a, const long long[::1] dep_b):
     return dependents_, bounds_
 
 
+cdef inline long long _bin_of(double d, const double[::1] edges, Py_ssize_t m) noexcept nogil:
+    """``searchsorted(edges, d, side="right") - 1`` for the command-delay edges (see :func:`delay_bins`):
+    the index guessed from the bits of ``d`` (its binary exponent, plus the mantissa's fraction as
+    log2 of the mantissa: within about one bin), then moved until ``edges[k] <= d < edges[k + 1]``:
+    the binary search's answer whatever the guess."""
+    cdef uint64_t bits
+    cdef double g
+    cdef long long k
+    if d != d:  # NaN sorts after everything
+        return m - 1
+    if d > 0:
+        memcpy(&bits, &d, 8)
+        g = <double> <long long> (bits >> 52) - 1023.0 + <double> (bits & MANTISSA) * 2.220446049250313e-16
+        g = floor((g * 0.30102999566398120 + 7.0) * 40.0) + 1.0
+        k = <long long> g if g < m else m - 1
+        if g < 0:
+            k = 0
+    else:
+        k = 0
+    while k >= 0 and edges[k] > d:
+        k -= 1
+    while k + 1 < m and edges[k + 1] <= d:
+        k += 1
+    return k
+
+
 def delay_bins(const double[::1] delay, const double[::1] edges, long long[::1] out):
     """``np.searchsorted(edges, delay, side="right") - 1`` for ascending ``edges`` whose entries from
-    the second on are ``10 ** (-7 + i / 40)`` (the command-delay histogram's): each index guessed from
-    ``log10`` of the delay and then moved until ``edges[i] <= delay < edges[i + 1]``, so exactly the
-    binary search's answer whatever the rounding of ``log10`` (-1 below the first edge; NaN: the
-    binary search's last index)."""
+    the second on are ``10 ** (-7 + i / 40)`` (the command-delay histogram's), delay by delay as
+    :func:`delay_histogram` bins them (-1 below the first edge; NaN: the binary search's last index)."""
     cdef Py_ssize_t n = delay.shape[0], m = edges.shape[0], i
-    cdef long long k
-    cdef double d, g
     with nogil:
         for i in range(n):
-            d = delay[i]
-            if d != d:  # NaN sorts after everything
-                out[i] = m - 1
-                continue
-            if d > 0:
-                g = floor((log10(d) + 7.0) * 40.0) + 1.0
-                k = <long long> g if g < m else m - 1
-                if g < 0:
-                    k = 0
-            else:
+            out[i] = _bin_of(delay[i], edges, m)
+
+
+def delay_histogram(const double[::1] delay, const double[::1] edges, long long[::1] histogram):
+    """Add each delay to its histogram bin: ``histogram += bincount(clip(searchsorted(edges, delay,
+    side="right") - 1, 0, len(histogram) - 1))`` for the command-delay edges (ascending, from the
+    second on ``10 ** (-7 + i / 40)``), without the temporaries; ``len(histogram)`` is ``len(edges) - 1``."""
+    cdef Py_ssize_t n = delay.shape[0], m = edges.shape[0], i
+    cdef long long k, top = histogram.shape[0] - 1
+    with nogil:
+        for i in range(n):
+            k = _bin_of(delay[i], edges, m)
+            if k < 0:
                 k = 0
-            while k >= 0 and edges[k] > d:
-                k -= 1
-            while k + 1 < m and edges[k + 1] <= d:
-                k += 1
-            out[i] = k
+            elif k > top:
+                k = top
+            histogram[k] += 1
+
+
+def fits_in_order(const long long[::1] order, const long long[::1] nic_a, const long long[::1] nic_b,
+                  const double[::1] free, unsigned char[::1] fits):
+    """Installs that each take the next slot on two NICs, in ``order``: install ``i``'s rank on a NIC
+    is how many slots of that NIC earlier installs took (its ``a`` slot before its ``b`` slot), and
+    it fits when both ranks are below the NIC's ``free``.  Writes ``fits[i]`` (1 or 0)."""
+    cdef Py_ssize_t n = order.shape[0], k
+    cdef long long i, a, b, rank_a, rank_b
+    used_ = np.zeros(free.shape[0], dtype=np.int64)
+    cdef long long[::1] used = used_
+    with nogil:
+        for k in range(n):
+            i = order[k]
+            a = nic_a[i]
+            b = nic_b[i]
+            rank_a = used[a]
+            used[a] += 1
+            rank_b = used[b]
+            used[b] += 1
+            fits[i] = (<double> rank_a < free[a]) and (<double> rank_b < free[b])

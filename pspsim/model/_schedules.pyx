@@ -12,6 +12,8 @@ run, with the same bytes: the same float operations in the same order).
 
 import numpy as np
 
+VERSION = 2  # signatures this source has (psp_control checks it: an older build is not used)
+
 from libc.math cimport INFINITY, ceil, floor
 
 
@@ -195,8 +197,8 @@ def rotation_requests(const long long[::1] nics, const double[::1] times, const 
 
 def still_needed(const long long[::1] conn, const long long[::1] side, const double[::1] time,
                  const double[::1] trigger, const unsigned char[::1] reconnect, const double[:, ::1] made,
-                 const double[::1] end, const signed char[::1] mode, int on_psp, const int[:, ::1] ends,
-                 const double[::1] phase, double period, unsigned char[::1] keep):
+                 const double[::1] end, const signed char[::1] mode, int on_psp, const int[::1] client,
+                 const int[::1] server, const double[::1] phase, double period, unsigned char[::1] keep):
     """:meth:`pspsim.model.psp_control.PspControl._still_needed`'s test, request by request: alive and
     on PSP at its time, and the association on the triggering side older than the trigger (or not set
     up), or (a reconnect) either side's association has seen a rotation of its NIC since it was made
@@ -220,34 +222,71 @@ def still_needed(const long long[::1] conn, const long long[::1] side, const dou
             if reconnect[i]:
                 for d in range(2):
                     m = made[c, d]
-                    nic = ends[c, d]
+                    nic = client[c] if d == 0 else server[c]
                     nxt = phase[nic] + period * (floor((m - phase[nic]) / period) + 1)
                     if nxt <= t:
                         rotated = True
             keep[i] = rotated
 
 
-def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_side, const double[::1] at,
-                 const unsigned char[::1] both, const long long[::1] conn, const long long[::1] side,
-                 const double[::1] when, double[::1] first, unsigned char[::1] early):
-    """For each stale check ``j`` (association ``(conn[j], side[j])`` at ``when[j]``): is a re-key of
-    that association asked for in the window before it?  Request ``i`` re-keys ``(asked_conn[i],
-    asked_side[i])`` at ``at[i]``, and the other side too if ``both[i]`` (a reconnect).  ``first``
-    (2 per connection, all ``inf``) holds each association's earliest request while the checks read
-    it, and is ``inf`` again on return."""
-    cdef Py_ssize_t n = asked_conn.shape[0], m = conn.shape[0], i
-    cdef long long key
+cdef inline Py_ssize_t _slot(long long key, const long long[::1] keys, int shift) noexcept nogil:
+    """Where ``key`` is in the open-addressing table ``keys`` (-1: empty), or the empty slot where
+    it goes: Fibonacci hashing, linear probing."""
+    cdef Py_ssize_t mask = keys.shape[0] - 1
+    cdef Py_ssize_t k = <Py_ssize_t> ((<unsigned long long> key * 11400714819323198485ULL) >> shift)
+    while keys[k] != -1 and keys[k] != key:
+        k = (k + 1) & mask
+    return k
+
+
+def stale_times(const long long[::1] conn, const long long[::1] side, const int[::1] client,
+                const int[::1] server, const double[:, ::1] made, const double[::1] phase, double period,
+                double[::1] when):
+    """When each association ``(conn[i], side[i])`` goes stale: the second rotation of its NIC after
+    it was made, ``phase + period * (floor((made - phase) / period) + 1) + period`` as
+    :meth:`pspsim.model.rotation.RotationSchedule.stale_time` computes it."""
+    cdef Py_ssize_t n = conn.shape[0], i
+    cdef long long c
+    cdef int nic
+    cdef double p
     with nogil:
         for i in range(n):
-            key = 2 * asked_conn[i] + asked_side[i]
-            if at[i] < first[key]:
-                first[key] = at[i]
-            if both[i]:
-                key = 2 * asked_conn[i] + 1 - asked_side[i]
-                if at[i] < first[key]:
-                    first[key] = at[i]
-        for i in range(m):
-            early[i] = first[2 * conn[i] + side[i]] < when[i]
+            c = conn[i]
+            nic = client[c] if side[i] == 0 else server[c]
+            p = phase[nic]
+            when[i] = p + period * (floor((made[c, side[i]] - p) / period) + 1) + period
+
+
+def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_side, const double[::1] at,
+                 const unsigned char[::1] both, const long long[::1] conn, const long long[::1] side,
+                 const double[::1] when, long long[::1] keys, double[::1] first, int shift,
+                 unsigned char[::1] early):
+    """For each stale check ``j`` (association ``(conn[j], side[j])`` at ``when[j]``): is a re-key of
+    that association asked for in the window before it?  Request ``i`` re-keys ``(asked_conn[i],
+    asked_side[i])`` at ``at[i]``, and the other side too if ``both[i]`` (a reconnect).  Each
+    association's earliest request is kept in a hash table (``keys``: ``2 conn + side`` or -1,
+    ``first``: its time; a power of two in size, more than twice the associations asked for;
+    ``shift`` is 64 - log2 of its size), which is all empty (-1) again on return."""
+    cdef Py_ssize_t n = asked_conn.shape[0], m = conn.shape[0], i, k, used = 0, d
+    cdef long long key
+    cdef int sides
+    slots_ = np.empty(2 * n, dtype=np.int64)
+    cdef long long[::1] slots = slots_
+    with nogil:
         for i in range(n):
-            first[2 * asked_conn[i] + asked_side[i]] = INFINITY
-            first[2 * asked_conn[i] + 1 - asked_side[i]] = INFINITY
+            sides = 2 if both[i] else 1
+            for d in range(sides):
+                key = 2 * asked_conn[i] + (asked_side[i] if d == 0 else 1 - asked_side[i])
+                k = _slot(key, keys, shift)
+                if keys[k] == -1:
+                    keys[k] = key
+                    first[k] = at[i]
+                    slots[used] = k
+                    used += 1
+                elif at[i] < first[k]:
+                    first[k] = at[i]
+        for i in range(m):
+            k = _slot(2 * conn[i] + side[i], keys, shift)
+            early[i] = keys[k] != -1 and first[k] < when[i]
+        for i in range(used):
+            keys[slots[i]] = -1

@@ -27,7 +27,7 @@ try:  # the compiled FIFO (setup.py builds it); the numpy one below agrees to ab
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _queues = None
 if not all(hasattr(_queues, f) for f in ("fifo_serve", "fifo_serve_dependent", "dependents_of",
-                                         "delay_bins")):  # pragma: no cover
+                                         "delay_histogram")):  # pragma: no cover
     _queues = None  # a build older than this source
 
 _BINS = np.concatenate([[0.0], np.logspace(-7, 4, 441)])  # 100 ns .. 10^4 s, 40 bins per decade
@@ -184,13 +184,11 @@ class CommandQueues:
     def _record(self, times: np.ndarray, finished: np.ndarray, kinds: np.ndarray) -> None:
         delay = finished - times
         self.window_delays.append(delay)
-        if _queues is not None:  # the binary search's bins, from log10 and the edges (compiled)
-            bins = np.empty(len(delay), np.int64)
-            _queues.delay_bins(np.ascontiguousarray(delay, np.float64), _BINS, bins)
+        if _queues is not None:  # the binary search's bins, clipped and counted in one compiled pass
+            _queues.delay_histogram(np.ascontiguousarray(delay, np.float64), _BINS, self.histogram)
         else:
-            bins = np.searchsorted(_BINS, delay, side="right") - 1
-        bins = np.clip(bins, 0, len(self.histogram) - 1)
-        self.histogram += np.bincount(bins, minlength=len(self.histogram))
+            bins = np.clip(np.searchsorted(_BINS, delay, side="right") - 1, 0, len(self.histogram) - 1)
+            self.histogram += np.bincount(bins, minlength=len(self.histogram))
         self.by_kind += np.bincount(kinds, minlength=len(COMMANDS))
         self.served += len(times)
         self.max_delay = max(self.max_delay, float(delay.max()))

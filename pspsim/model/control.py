@@ -17,6 +17,13 @@ import numpy as np
 from pspsim.model.sorting import argsort_stable, csr
 from pspsim.model.workload import Workload
 
+try:  # the compiled slot count (setup.py builds it); the numpy version below gives the same answer
+    from pspsim.model import _queues
+except ImportError:  # pragma: no cover - the compiled module is optional
+    _queues = None
+if not hasattr(_queues, "fits_in_order"):  # pragma: no cover - a build older than this source
+    _queues = None
+
 COUNTS = ("handshakes", "psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects",
           "psp_stale_events", "offload_fallbacks", "offload_failures", "key_rotations")
 REKEY_KINDS = ("psp_rekeys", "child_sa_rekeys", "ike_sa_rekeys", "tls_key_updates", "key_reconnects")
@@ -99,6 +106,11 @@ def fits_on_both(nic_a: np.ndarray, nic_b: np.ndarray, when: np.ndarray, free: n
     NIC still takes its turn on the other: conservative by at most the failures)."""
     n = len(nic_a)
     order = argsort_stable(when)
+    if _queues is not None:  # the same ranks, counted in one pass
+        fits = np.empty(n, np.uint8)
+        _queues.fits_in_order(order.astype(np.int64, copy=False), np.ascontiguousarray(nic_a, np.int64),
+                              np.ascontiguousarray(nic_b, np.int64), np.ascontiguousarray(free, np.float64), fits)
+        return fits.view(bool)
     nics = np.concatenate([nic_a[order], nic_b[order]])
     slot = np.concatenate([np.arange(n), np.arange(n)])  # interleave by time: a then b of each install
     by_time = argsort_stable(slot)

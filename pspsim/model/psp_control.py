@@ -46,11 +46,28 @@ try:  # the compiled rotation loop (setup.py builds it); the numpy loop below gi
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
-if not all(hasattr(_schedules, f) for f in ("rotation_requests", "still_needed", "early_rekeys")):  # pragma: no cover
-    _schedules = None  # a build older than this source
+if getattr(_schedules, "VERSION", 0) < 2:  # pragma: no cover
+    _schedules = None  # a build older than this source (other signatures)
 
 PSP, FELL_BACK, FAILED = 0, 1, 2
 BOTH = -1
+ONE_MORE_EACH_SIDE = 1 + (1 << 32)  # a version row (two int32) seen as one int64: +1 on both sides
+
+
+def _rows(pairs: np.ndarray) -> np.ndarray:
+    """An (n, 2) per-side array seen as n items, one per connection (int32 pairs as int64, float64
+    pairs as complex128), to gather and scatter whole rows: numpy's fancy indexing of two-element
+    rows is 5-15x slower than of single items.  Assignments through it copy bits; the only
+    arithmetic on it is ``ONE_MORE_EACH_SIDE`` on versions, which are non-negative int32, so no
+    carry crosses from one side into the other."""
+    return pairs.view(np.int64 if pairs.dtype == np.int32 else np.complex128).reshape(-1)
+
+
+def _both(side_0: np.ndarray, side_1: np.ndarray) -> np.ndarray:
+    """Per-side values as rows for :func:`_rows` of a float64 (n, 2) array."""
+    out = np.empty((len(side_0), 2))
+    out[:, 0], out[:, 1] = side_0, side_1
+    return _rows(out)
 
 
 class PspControl:
@@ -61,7 +78,6 @@ class PspControl:
         self.schedule, self.rng = schedule, delay_rng
         self.tx_keys_on_nic = tx_keys_on_nic
         n, hosts = len(workload), workload.hosts
-        self.ends = np.stack([workload.client, workload.server], axis=1).astype(np.int32)  # (n, 2): NIC per side
         self.made = np.full((n, 2), np.nan)  # creation of the current association on each side's NIC
         self.version = np.zeros((n, 2), dtype=np.int32)
         self.scheduled = np.full((n, 2), -np.inf)  # latest re-keying requested, per side
@@ -75,16 +91,36 @@ class PspControl:
         self.requests = Calendar(window, ("conn", "side", "trigger", "reconnect"))
         self.checks = Calendar(window, ("conn", "side", "version"))
         self.capacity = costs.nic_psp_tx_key_capacity if tx_keys_on_nic else np.inf
-        self._first_rekey: np.ndarray | None = None  # the compiled stale test's working space (see _stale)
+        self._rekey_keys, self._rekey_first = np.empty(0, np.int64), np.empty(0)  # the compiled stale test's hash table
 
     # -- helpers ------------------------------------------------------------------
+    def _rekey_table(self, requests: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The compiled stale test's hash table of associations asked to re-key (at most two per
+        request), empty, at most half full: kept from window to window and grown when a window
+        asks for more, so its memory follows the busiest window's requests, not the run's
+        connections."""
+        size = 1 << max(10, (4 * requests - 1).bit_length())
+        if len(self._rekey_keys) < size:
+            self._rekey_keys, self._rekey_first = np.full(size, -1, np.int64), np.empty(size)
+        return self._rekey_keys, self._rekey_first, 64 - (len(self._rekey_keys).bit_length() - 1)
+
     def _rekey_delay(self, count: int) -> np.ndarray:
         return self.keys.psp_rekey_delay + self.rng.uniform(0, self.keys.psp_rekey_spread, count)
 
+    def _nic(self, conn: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """The NIC of each connection's side (0: client, 1: server)."""
+        return np.where(side == 0, self.w.client[conn], self.w.server[conn])
+
     def _schedule_checks(self, conns: np.ndarray, sides: np.ndarray) -> None:
-        nic = self.ends[conns, sides]
-        when = self.schedule.stale_time(nic, self.made[conns, sides])
-        self.checks.push(when, conn=conns, side=sides, version=self.version[conns, sides])
+        at = 2 * conns + sides  # (conn, side) in the flattened per-side arrays: one gather each
+        if _schedules is not None:  # the same times, compiled
+            when = np.empty(len(conns))
+            _schedules.stale_times(conns.astype(np.int64, copy=False), sides.astype(np.int64, copy=False),
+                                   self.w.client, self.w.server, self.made, self.schedule.phase,
+                                   float(self.schedule.period), when)
+        else:
+            when = self.schedule.stale_time(self._nic(conns, sides), self.made.reshape(-1)[at])
+        self.checks.push(when, conn=conns, side=sides, version=self.version.reshape(-1)[at])
 
     def _rotation_requests(self, t1: float, out: ControlWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rotations in the window: ROTATE_KEY commands, and the re-keyings they ask for."""
@@ -153,13 +189,15 @@ class PspControl:
             _schedules.still_needed(conn, side, np.ascontiguousarray(time, np.float64),
                                     np.ascontiguousarray(requests["trigger"], np.float64),
                                     requests["reconnect"].astype(bool).view(np.uint8), self.made, self.w.end,
-                                    self.mode, PSP, self.ends, self.schedule.phase, float(self.schedule.period), keep)
+                                    self.mode, PSP, self.w.client, self.w.server, self.schedule.phase,
+                                    float(self.schedule.period), keep)
             return {name: values[keep.view(bool)] for name, values in requests.items()}
         made = self.made[conn]
         alive = (self.w.end[conn] > time) & (self.mode[conn] == PSP)
         trigger_side_old = ~(made[np.arange(len(conn)), side] >= requests["trigger"])  # not set up yet: True
         with np.errstate(invalid="ignore"):
-            rotated_since = (self.schedule.next_after(self.ends[conn], made) <= time[:, None]).any(axis=1)
+            nics = np.stack([self.w.client[conn], self.w.server[conn]], axis=1)
+            rotated_since = (self.schedule.next_after(nics, made) <= time[:, None]).any(axis=1)
         reconnect = requests["reconnect"].astype(bool)
         keep = alive & (trigger_side_old | (reconnect & rotated_since))
         return {name: values[keep] for name, values in requests.items()}
@@ -170,18 +208,17 @@ class PspControl:
         conn, side, s = chk["conn"].astype(np.int64), chk["side"].astype(np.int64), chk["time"]
         if not len(conn):
             return
-        current = self.version[conn, side] == chk["version"]
+        current = self.version.reshape(-1)[2 * conn + side] == chk["version"]
         # a re-keying that runs in this window before the stale time replaces the association
         # first: a reconnect both sides', an in-place re-key its own side's
         early = np.zeros(len(conn), dtype=bool)
         if len(requests["conn"]) and _schedules is not None:  # each association's first re-key, compiled
-            if self._first_rekey is None:  # (2 per connection of the run, inf between windows)
-                self._first_rekey = np.full(2 * len(self.w), np.inf)
+            keys, first, shift = self._rekey_table(len(requests["conn"]))
             flags = np.empty(len(conn), np.uint8)
             _schedules.early_rekeys(requests["conn"].astype(np.int64), requests["side"].astype(np.int64),
                                     np.ascontiguousarray(requests["time"], np.float64),
                                     requests["reconnect"].astype(bool).view(np.uint8), conn, side,
-                                    np.ascontiguousarray(s, np.float64), self._first_rekey, flags)
+                                    np.ascontiguousarray(s, np.float64), keys, first, shift, flags)
             early = flags.view(bool)
         elif len(requests["conn"]):  # each association's first re-key of the window (sorted, searched)
             asked_conn, asked_side = requests["conn"].astype(np.int64), requests["side"].astype(np.int64)
@@ -200,7 +237,7 @@ class PspControl:
             early = (asked[pos] == checked) & (at[pos] < s)
         valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
         conn, side, s = conn[valid], side[valid], s[valid]
-        nic = self.ends[conn, side]
+        nic = self._nic(conn, side)
         self.stale_events += np.bincount(nic, minlength=len(self.stale_events))
         out.count("psp_stale_events", len(conn))
         newly = np.isnan(self.stale_since[conn])
@@ -225,7 +262,7 @@ class PspControl:
         opened = arrivals[w.start[arrivals] >= 0]
         # Connections open at time 0: associations of the generation active then, TX keys installed.
         if len(running):
-            self.made[running] = 0.0
+            _rows(self.made)[running] = 0.0
             self._install(running, np.zeros(len(running)), out, initial=True)
             self._schedule_checks(np.repeat(running, 2), np.tile([0, 1], len(running)))
         start_mode = SOFTWARE if keys.psp_before_upgrade == "tls" else WAITING
@@ -255,8 +292,8 @@ class PspControl:
                            c.host_psp_key_exchange_cycles, rekey=True)
         out.count("key_reconnects", int(reconnect.sum()))
         out.count("psp_rekeys", len(ip_conn))
-        out.rekey_cycles_at(self.ends[ip_conn, ip_side], c.host_psp_key_exchange_cycles)
-        out.rekey_cycles_at(self.ends[ip_conn, 1 - ip_side], c.host_psp_key_exchange_cycles)
+        out.rekey_cycles_at(self._nic(ip_conn, ip_side), c.host_psp_key_exchange_cycles)
+        out.rekey_cycles_at(self._nic(ip_conn, 1 - ip_side), c.host_psp_key_exchange_cycles)
 
         # TX keys destroyed at the end: installed before this window, or set up and ended inside it
         installed = ~np.isnan(self.made[departures, 0])
@@ -267,9 +304,9 @@ class PspControl:
         gone_new = departures[new_here]
         gone_old = departures[is_gone & ~new_here]  # gone minus gone_new (departures are distinct)
         n_new, n_ip = len(new_conn), len(ip_conn)
-        gen_nics = np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, ip_side]])
+        gen_nics = np.concatenate([self.w.client[new_conn], self.w.server[new_conn], self._nic(ip_conn, ip_side)])
         gen_times = np.concatenate([new_time, new_time, ip_time])
-        destroy_nics = (np.concatenate([self.ends[gone, 0], self.ends[gone, 1]]) if self.tx_keys_on_nic
+        destroy_nics = (np.concatenate([self.w.client[gone], self.w.server[gone]]) if self.tx_keys_on_nic
                         else np.empty(0, np.int64))
         destroy_times = np.tile(w.end[gone], 2) if self.tx_keys_on_nic else np.empty(0)
         # Commands: GEN_SPI per end (new connections, reconnects) or on the rotated side (in place),
@@ -289,9 +326,9 @@ class PspControl:
             creates = n_first + np.arange(2 * n_new + n_ip)  # TX key creates: both ends, then in place
             reconn = np.arange(len(opened), n_new)
             times += [np.zeros(2 * n_new + n_ip), np.zeros(2 * len(reconn) + n_ip)]
-            nics += [np.concatenate([self.ends[new_conn, 0], self.ends[new_conn, 1], self.ends[ip_conn, 1 - ip_side]]),
-                     np.concatenate([self.ends[new_conn[reconn], 0], self.ends[new_conn[reconn], 1],
-                                     self.ends[ip_conn, 1 - ip_side]])]
+            peer_nics = self._nic(ip_conn, 1 - ip_side)
+            nics += [np.concatenate([self.w.client[new_conn], self.w.server[new_conn], peer_nics]),
+                     np.concatenate([self.w.client[new_conn[reconn]], self.w.server[new_conn[reconn]], peer_nics])]
             kinds += [np.full(2 * n_new + n_ip, COMMAND["psp_tx_key_create"]),
                       np.full(2 * len(reconn) + n_ip, COMMAND["psp_tx_key_destroy"])]
             dep_a += [np.concatenate([pair_a, pair_a, in_place]),
@@ -305,9 +342,9 @@ class PspControl:
         spi = spi_done[: len(gen_times)]
         if self.tx_keys_on_nic:
             old = nics[-1]
-            before = np.concatenate([self.ends[gone_old, 0], self.ends[gone_old, 1]])
+            before = np.concatenate([self.w.client[gone_old], self.w.server[gone_old]])
             self.tx_keys -= np.bincount(np.concatenate([before, old]), minlength=len(self.tx_keys))
-            self.tx_keys += np.bincount(self.ends[ip_conn, 1 - ip_side], minlength=len(self.tx_keys))  # in-place
+            self.tx_keys += np.bincount(self._nic(ip_conn, 1 - ip_side), minlength=len(self.tx_keys))  # in-place
             ready_new = np.maximum(tx_done[:n_new], tx_done[n_new:2 * n_new])
             ready_ip = tx_done[2 * n_new:]
         else:
@@ -319,14 +356,14 @@ class PspControl:
             made_a, made_b = spi[:n_new], spi[n_new:2 * n_new]
             n_open = len(opened)
             self._install(new_conn, ready_new, out, initial=False, setup=n_open)
-            self.made[new_conn, 0], self.made[new_conn, 1] = made_a, made_b
-            self.version[new_conn] += 1
+            _rows(self.made)[new_conn] = _both(made_a, made_b)
+            _rows(self.version)[new_conn] += ONE_MORE_EACH_SIDE
             self._back_from_stale(new_conn, ready_new)
             self._schedule_checks(np.concatenate([new_conn, new_conn]),
                                   np.concatenate([np.zeros(n_new, np.int64), np.ones(n_new, np.int64)]))
         if self.tx_keys_on_nic and len(gone_new):  # set up and ended in this window: their keys go too
             kept = gone_new[self.mode[gone_new] == PSP]
-            self.tx_keys -= np.bincount(np.concatenate([self.ends[kept, 0], self.ends[kept, 1]]),
+            self.tx_keys -= np.bincount(np.concatenate([self.w.client[kept], self.w.server[kept]]),
                                         minlength=len(self.tx_keys))
         if n_ip:
             self.made[ip_conn, ip_side] = spi[2 * n_new:]
@@ -339,7 +376,7 @@ class PspControl:
         """TX keys for ``conns`` (in time order of ``ready``): those that fit run PSP from
         ``ready``; the others stay on TLS or fail (``psp_on_full``).  Reconnects of a
         connection already on PSP keep PSP only if their new keys fit too."""
-        nic_a, nic_b = self.ends[conns, 0], self.ends[conns, 1]
+        nic_a, nic_b = self.w.client[conns], self.w.server[conns]
         if np.isfinite(self.capacity):
             fits = fits_on_both(nic_a, nic_b, ready, np.maximum(self.capacity - self.tx_keys, 0))
         else:
