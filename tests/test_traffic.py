@@ -13,18 +13,20 @@ from tests.sim_helpers import scenario
 compiled = pytest.mark.skipif(traffic._ledger_fast is None, reason="compiled ledger not built")
 
 
-def _ledger(seed: int, duration: str = "1h"):
+def _ledger(seed: int, duration: str = "1h", twice: bool = False):
     sc = scenario(run={"duration": duration}, workload={"connection_lifetime": "3min",
                                                     "connections_per_host": {"kind": "fixed", "mean": 80}})
     w = generate_workload(sc, RandomStreams.from_sequence(np.random.SeedSequence(seed)).workload)
     ledger = TrafficLedger(build_flows(w, 1448, 16384, 65536), 60.0, w.end)
     rng = np.random.default_rng(seed)
     n = len(w)
-    ledger.move(w.start, np.arange(n), OFFLOAD)
-    ledger.move(w.end, np.arange(n), traffic.GONE)
+    moves = [(w.start, np.arange(n), OFFLOAD), (w.end, np.arange(n), traffic.GONE)]
     some = rng.choice(n, n // 2, replace=False)  # then moves between categories, several per connection
     for to in (SOFTWARE, STALE, OFFLOAD):
-        ledger.move(w.start[some] + rng.uniform(0, 600, len(some)), some, to)
+        moves.append((w.start[some] + rng.uniform(0, 600, len(some)), some, to))
+    for move in moves:
+        for _ in range(2 if twice else 1):
+            ledger.move(*move)
     return ledger
 
 
@@ -113,3 +115,33 @@ def test_every_flow_averages_kept_from_window_to_window_equal_fresh_ones(monkeyp
             some = np.flatnonzero(np.random.default_rng(i).random(ledger.flows.count) < 0.3)
             assert t.category_of(some, c).tobytes() == np.ascontiguousarray(t.full()[c][:, some]).tobytes()
     assert 10 < quiet < 150
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "numpy"])
+def test_moves_to_the_category_a_connection_is_in_change_nothing(monkeypatch, implementation):
+    """A PSP reconnect moves a connection that is on its offload to its offload again: the ledger
+    drops such moves, so a ledger given every move twice (the second one to where the first
+    went) gives the bytes of one given each move once: touched flows, averages, levels and
+    per-host sums, window after window."""
+    if implementation == "numpy":
+        monkeypatch.setattr(traffic, "_ledger_fast", None)
+    elif traffic._ledger_fast is None:
+        pytest.skip("compiled ledger not built")
+    plain, doubled = _ledger(5), _ledger(5, twice=True)
+    for i in range(60):
+        t0, t1 = 60.0 * i, 60.0 * (i + 1)
+        a, b = plain.window(i, t0, t1), doubled.window(i, t0, t1)
+        assert np.array_equal(a.touched, b.touched)
+        assert np.ascontiguousarray(a.average).tobytes() == np.ascontiguousarray(b.average).tobytes()
+        assert a.host_average.tobytes() == b.host_average.tobytes()
+        assert plain.rows.tobytes() == doubled.rows.tobytes()
+        assert plain.host_level.tobytes() == doubled.host_level.tobytes()
+        assert np.array_equal(plain.category, doubled.category)
+    live = np.flatnonzero(plain.end > 3700.0)[:5]
+    for ledger in (plain, doubled):  # a real move between repeated ones is applied
+        ledger.move(np.full(len(live), 3610.0), live, OFFLOAD)
+        ledger.move(np.full(len(live), 3615.0), live, SOFTWARE)
+        ledger.move(np.full(len(live), 3620.0), live, SOFTWARE)
+    a, b = plain.window(60, 3600.0, 3660.0), doubled.window(60, 3600.0, 3660.0)
+    assert len(live) and (plain.category[live] == SOFTWARE).all() and np.array_equal(a.touched, b.touched)
+    assert set(plain.flows.pair_of[live]) <= set(a.touched // 2)

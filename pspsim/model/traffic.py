@@ -230,16 +230,15 @@ class TrafficLedger:
         :class:`WindowTraffic` (the flows the moves touched, and the level of the others).
 
         Costs what the window's moves cost: the untouched flows' average is their level,
-        which is not copied."""
+        which is not copied.  A move to the category its connection is already in (a PSP
+        reconnect's move to the offload it runs on) changes nothing and is dropped: applying it
+        would only touch its flows and add rounding."""
         steps = self._steps.take(index, by_time=False)  # sorted below by connection, then time (stable)
-        cats, quants = len(CATEGORIES), len(QUANTITIES)
         if index % RESYNC == RESYNC - 1:
             self._resync_host_level()
         host_average = self.host_level.copy()
         if len(steps["conn"]) == 0:
-            empty, none = np.empty((cats, quants, 0)), np.empty(0, np.int64)
-            self.dense.update(self.rows, none, empty)
-            return WindowTraffic(self.rows, none, empty, empty, host_average, empty, self.dense)
+            return self._untouched(host_average)
         conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
         order = lexsort((steps["time"], conn))  # by connection, then time
         conn, to, time = conn[order], to[order], steps["time"][order]
@@ -248,6 +247,11 @@ class TrafficLedger:
         came_from = np.empty_like(to)
         came_from[first] = self.category[conn[first]]
         came_from[~first] = to[:-1][~first[1:]]
+        changes = to != came_from  # a move to the category the connection is in changes nothing: dropped
+        if not changes.all():
+            conn, to, came_from, time = conn[changes], to[changes], came_from[changes], time[changes]
+            if len(conn) == 0:
+                return self._untouched(host_average)
         last = np.ones(len(conn), dtype=bool)
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
@@ -273,6 +277,12 @@ class TrafficLedger:
         host_average += self._host_sums(touched, average - before)
         self.dense.update(self.rows, touched, average)
         return WindowTraffic(self.rows, touched, before, average, host_average, after, self.dense)
+
+    def _untouched(self, host_average: np.ndarray) -> WindowTraffic:
+        """A window without moves: every flow at its level."""
+        empty, none = np.empty((len(CATEGORIES), len(QUANTITIES), 0)), np.empty(0, np.int64)
+        self.dense.update(self.rows, none, empty)
+        return WindowTraffic(self.rows, none, empty, empty, host_average, empty, self.dense)
 
     def _host_sums(self, flows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``."""
