@@ -4,6 +4,8 @@ Rows (target in brackets; every one is reported as measured, with the load
 average of the machine at the time, since the machine is shared):
 
 * ``fleet-10k``: experiments/fleet-10k.toml, all 8 variants, 24 h, ``-j 2``
+  lowered to what fits in memory, as ``pspsim run`` does (one worker on a
+  24 GiB machine: each run peaks at about 10-12 GiB)
   [<= 600 s wall, <= 8 GiB peak];
 * ``fleet-1k``: experiments/fleet-1k.toml, all 8 variants, 24 h, ``-j 2``
   [<= 45 s, <= 2 GiB];
@@ -18,8 +20,8 @@ average of the machine at the time, since the machine is shared):
   and memory its per-connection cost from the growth runs predicts
   [measured <= 1.5 x predicted].
 
-A run is stopped after ``LIMIT`` times its wall target and reported as
-"stopped".  Peak memory is the child's ``ru_maxrss`` (its own process and
+A run is stopped after ``LIMIT`` times its wall target (fleet-10k:
+``FLEET_10K_LIMIT``) and reported as "stopped".  Peak memory is the child's ``ru_maxrss`` (its own process and
 its pool workers, the largest of them; ``/usr/bin/time -v`` reports the same
 figure).  The packet-tier row is ``bench_packet_tier.py``.  Set
 ``PSPSIM_BENCH_SCALE=quick`` for 10-minute runs of each fleet (the numbers
@@ -41,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
 LIMIT = 3.0
+FLEET_10K_LIMIT = 8.0  # fleet-10k runs one variant at a time on a 24 GiB machine: let it finish (~45 min)
 QUICK = os.environ.get("PSPSIM_BENCH_SCALE") == "quick"
 GROWTH_DURATION = 600.0
 ONE_HOST_CONNECTIONS = int(os.environ.get("PSPSIM_ONE_HOST_CONNECTIONS", 10_000_000))
@@ -48,10 +51,11 @@ ONE_HOST_CONNECTIONS = int(os.environ.get("PSPSIM_ONE_HOST_CONNECTIONS", 10_000_
 CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pspsim.scenario import scenario_from_dict
+    from pspsim.study.budget import jobs_that_fit
     from pspsim.study.runner import run_scenario
     from concurrent.futures import ProcessPoolExecutor
     sc = scenario_from_dict(json.loads(sys.argv[1]))
-    jobs = int(sys.argv[2])
+    jobs = jobs_that_fit(sc, int(sys.argv[2]))  # as `pspsim run -j` does: no more workers than fit in memory
     t = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
@@ -61,7 +65,7 @@ CHILD = textwrap.dedent("""
     wall = time.perf_counter() - t
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"wall": wall, "peak_gib": peak / 2**20}))
+    print(json.dumps({"wall": wall, "peak_gib": peak / 2**20, "jobs": jobs}))
 """)
 
 
@@ -86,11 +90,12 @@ def measure(data: dict, jobs: int = 1, timeout: float | None = None) -> dict[str
     return json.loads(out.stdout.strip().splitlines()[-1]) | {"stopped": 0.0, "load": load}
 
 
-def fleet_row(name: str, path: Path, wall_target: float, memory_target: float) -> dict[str, float]:
+def fleet_row(name: str, path: Path, wall_target: float, memory_target: float,
+              limit: float = LIMIT) -> dict[str, float]:
     changes = {"run": {"duration": 600.0}} if QUICK else {}
-    m = measure(_scenario(path, **changes), jobs=2, timeout=LIMIT * wall_target)
+    m = measure(_scenario(path, **changes), jobs=2, timeout=limit * wall_target)
     return {f"{name}_wall_s": m["wall"], f"{name}_peak_gib": m["peak_gib"], f"{name}_stopped": m["stopped"],
-            f"{name}_load": m["load"],
+            f"{name}_load": m["load"], f"{name}_jobs": m.get("jobs", float("nan")),
             f"{name}_ok": float(not m["stopped"] and m["wall"] <= wall_target and m["peak_gib"] <= memory_target)}
 
 
@@ -133,7 +138,7 @@ def run() -> dict[str, float]:
     out: dict[str, float] = {}
     out |= fleet_row("fleet1k", EXP / "fleet-1k.toml", 45.0, 2.0)
     out |= fleet_row("short_rotation", EXP / "short-rotation.toml", 60.0, 4.0)
-    out |= fleet_row("fleet10k", EXP / "fleet-10k.toml", 600.0, 8.0)
+    out |= fleet_row("fleet10k", EXP / "fleet-10k.toml", 600.0, 8.0, limit=FLEET_10K_LIMIT)
     g = growth()
     out |= g
     out |= one_host(g["growth_bytes_per_connection"], g["growth_s_per_connection"])

@@ -82,7 +82,7 @@ class PspControl:
         self.version = np.zeros((n, 2), dtype=np.int32)
         self.scheduled = np.full((n, 2), -np.inf)  # latest re-keying requested, per side
         self.mode = np.zeros(n, dtype=np.int8)
-        self.stale_since = np.full(n, np.nan)
+        self.is_stale = np.zeros(n, dtype=bool)  # carrying nothing until re-established
         self.lost = np.zeros(n, dtype=bool)
         self.tx_keys = np.zeros(hosts)
         self.stale_events = np.zeros(hosts)
@@ -240,10 +240,10 @@ class PspControl:
         nic = self._nic(conn, side)
         self.stale_events += np.bincount(nic, minlength=len(self.stale_events))
         out.count("psp_stale_events", len(conn))
-        newly = np.isnan(self.stale_since[conn])
+        newly = ~self.is_stale[conn]
         first = np.unique(conn[newly], return_index=True)[1]
         fresh, fresh_time = conn[newly][first], s[newly][first]
-        self.stale_since[fresh] = fresh_time
+        self.is_stale[fresh] = True
         self.lost[fresh] = True
         self.ledger.move(fresh_time, fresh, STALE)
         # nobody is re-keying it: the application notices and reconnects
@@ -395,9 +395,9 @@ class PspControl:
             self.ledger.move(when, misfit, WAITING if fail else SOFTWARE)
 
     def _back_from_stale(self, conns: np.ndarray, ready: np.ndarray) -> None:
-        stale = ~np.isnan(self.stale_since[conns])
+        stale = self.is_stale[conns]
         back = conns[stale]
-        self.stale_since[back] = np.nan
+        self.is_stale[back] = False
         self.ledger.move(ready[stale], back, np.where(self.mode[back] == PSP, OFFLOAD, SOFTWARE))
 
     def nic_entries(self) -> np.ndarray:
