@@ -34,7 +34,8 @@ estimated to need more memory than this machine has, or more than
 {budget.MAX_HOURS:g} hours, is refused in one line naming the setting to change;
 --force runs it anyway.  With -j N, each worker process holds one variant
 run: when N runs at once would not fit in memory, fewer workers are used
-(said on stderr)."""
+(said on stderr).  Unless -q, each run says on stderr when it is done and,
+every 30 s while it runs, how much of the simulated time it has covered."""
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -66,6 +67,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_command)
 
 
+HEARTBEAT_S = 30.0  # a run says how far it has got this often (unless -q)
 AUTO_PARALLEL_S = 60.0  # estimated serial seconds above which `run` uses every core by default
 
 
@@ -184,7 +186,8 @@ def run_command(args: argparse.Namespace) -> int:
     with open_executor(jobs) as executor:
         parallel = None if jobs == 1 else executor
         if args.pcap is None:
-            results = run_scenario(scenario, params, progress=progress, executor=parallel)
+            results = run_scenario(scenario, params, progress=progress, executor=parallel,
+                                   heartbeat_s=None if args.quiet else HEARTBEAT_S)
             write_results(results, out, figure=None if args.no_figure else _comparison)
         else:
             signal.signal(signal.SIGTERM, _stop)  # clean the temporary capture folder up on a polite stop
@@ -192,7 +195,8 @@ def run_command(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix=f".{out.name}.pcap.", dir=out.parent) as captures:
                 os.chmod(captures, 0o755)  # becomes DIR/pcap
                 results = run_scenario(scenario, params, progress=progress, capture_host=args.pcap,
-                                       capture_dir=captures, capture_variants=variants, executor=parallel)
+                                       capture_dir=captures, capture_variants=variants, executor=parallel,
+                                       heartbeat_s=None if args.quiet else HEARTBEAT_S)
                 write_results(results, out, figure=None if args.no_figure else _comparison,
                               captures=captures)
     if not args.quiet:

@@ -17,6 +17,7 @@ definitions of every column are in the README ("Result columns").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,9 +112,10 @@ class FleetSimulation:
         return PlainControl(self.ledger, w)
 
     # -- the run -------------------------------------------------------------------
-    def run(self) -> VariantRun:
+    def run(self, heartbeat: Callable[[float], None] | None = None) -> VariantRun:
+        """Run every window; ``heartbeat(t)`` is called after each, with the simulated time reached."""
         env = simpy.Environment()
-        env.process(self._windows(env))
+        env.process(self._windows(env, heartbeat))
         env.run()
         self.totals["connections_lost"] = 0.0
         if isinstance(self.control, PspControl):
@@ -146,7 +148,7 @@ class FleetSimulation:
         n_windows = math.ceil(self.duration / self.window - 1e-9)
         return np.array([min((index + 1) * self.window, self.duration) for index in range(n_windows)])
 
-    def _windows(self, env: simpy.Environment):
+    def _windows(self, env: simpy.Environment, heartbeat: Callable[[float], None] | None):
         w, c = self.w, self.c
         start_pos = end_pos = 0
         for index, t1 in enumerate(self._window_ends().tolist()):
@@ -169,6 +171,8 @@ class FleetSimulation:
             dp = self.dataplane.window(traffic) if self.dataplane else \
                 window_dataplane(self.paths, c, self.flows, traffic.full(), self.network)
             self._record(t1, length, out, dp)
+            if heartbeat is not None:
+                heartbeat(t1)
 
     def _record(self, t1: float, length: float, out: ControlWindow, dp: dict[str, np.ndarray]) -> None:
         v, clock = self.v, self.c.host_clock_hz

@@ -117,10 +117,13 @@ def bytes_text(value: float) -> str:
     return f"{value:,.0f} B"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``seconds`` in the largest unit it reaches, to three digits: ``45 s``, ``2.5 min``, ``1 day``."""
     for unit, size in (("years", 365 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds / size:,.3g} {unit}" if seconds < 1e6 * size else f"{seconds / size:.2e} {unit}"
+            value = seconds / size
+            unit = unit[:-1] if value == 1 and unit.endswith("s") else unit
+            return f"{value:,.3g} {unit}" if seconds < 1e6 * size else f"{value:.2e} {unit}"
     return f"{seconds:.3g} s"
 
 
@@ -161,7 +164,7 @@ def check_budget(scenario: Scenario, packets: bool = False, max_hours: float = M
     if est.memory_bytes > memory:
         problems.append(f"{bytes_text(est.memory_bytes)} of memory ({bytes_text(memory)} available)")
     if est.seconds > max_hours * 3600:
-        problems.append(f"about {_duration(est.seconds)} ({max_hours:g} h allowed)")
+        problems.append(f"about {duration_text(est.seconds)} ({max_hours:g} h allowed)")
     if problems:
         what = (f"{_amount(est.connections, 'connections')}, {_amount(est.windows, 'windows')}, "
                 f"{est.runs} variant runs" + (f", {_amount(est.packets, 'packets')}" if packets else ""))

@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,7 @@ from pspsim.model.streams import RandomStreams, replication_seed, replication_se
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import Workload, generate_workload
 from pspsim.scenario import Scenario
+from pspsim.study.budget import duration_text
 from pspsim.wire.errors import ConfigError
 
 # Relative wall time of each variant's run (fleet-1k, 24 h, one process; plaintext = 1): the order in
@@ -148,19 +150,25 @@ def forget_workload() -> None:
     _last_workload.clear()
 
 
-def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant: str) -> RunOutput:
+def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant: str,
+            heartbeat_s: float | None = None) -> RunOutput:
     """Run one variant for one replication; self-contained and deterministic, so
     any executor (a process pool, a Dask worker) gives the same bytes.
 
     Replication ``r`` draws from ``SeedSequence(scenario.run.seed).spawn(...)[r]``;
     every variant of it gets fresh generators from that same sequence (common
-    random numbers), so the workload and the random events are the same."""
+    random numbers), so the workload and the random events are the same.  With
+    ``heartbeat_s``, a line on this process's stderr every ``heartbeat_s`` seconds says
+    how far the run has got (a long run is not silent)."""
     t0 = time.time()
     seq = replication_sequence(scenario.run.seed, replication)
     costs = params.costs()
     streams = RandomStreams.from_sequence(seq)
     workload = replication_workload(scenario, replication)
-    run = FleetSimulation(scenario, make_variant(variant, costs, scenario.keys), workload, costs, streams).run()
+    sim = FleetSimulation(scenario, make_variant(variant, costs, scenario.keys), workload, costs, streams)
+    beat = None if heartbeat_s is None else Heartbeat(f"{variant} (replication {replication})",
+                                                      scenario.run.duration, heartbeat_s, t0)
+    run = sim.run(beat)
     key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
            "seed": replication_seed(seq), "spawn_key": str(replication)}
     timeseries = pd.DataFrame([key | row for row in run.rows])
@@ -171,6 +179,22 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
         for column, value in reversed(key.items()):
             counters.insert(0, column, value)
     return RunOutput(timeseries, key | _summary_row(run, scenario), time.time() - t0, counters)
+
+
+class Heartbeat:
+    """Called with the simulated time after each window: every ``every_s`` seconds of wall time,
+    one stderr line such as ``psp (replication 0): 6 h of 24 h simulated, 2.5 min``."""
+
+    def __init__(self, label: str, duration: float, every_s: float, started: float) -> None:
+        self.label, self.duration, self.every_s = label, duration, every_s
+        self.started = self.last = started
+
+    def __call__(self, simulated: float) -> None:
+        now = time.time()
+        if now - self.last >= self.every_s and simulated < self.duration:
+            self.last = now
+            print(f"  {self.label}: {duration_text(simulated)} of {duration_text(self.duration)} simulated, "
+                  f"{duration_text(now - self.started)}", file=sys.stderr, flush=True)
 
 
 def manifest_for(scenario: Scenario, params: ParameterSet, wall_time_s: float) -> dict:
@@ -193,22 +217,25 @@ def run_scenario(
     capture_dir: str | os.PathLike[str] | None = None,
     executor: Executor | None = None,
     capture_variants: Sequence[str] = ("psp",),
+    heartbeat_s: float | None = None,
 ) -> Results:
     """Run every replication and variant of ``scenario``; returns tidy tables.
 
     With ``capture_host``, replication 0 also runs the packet tier for each
     variant (sampling the scenario's ``[packets]`` hosts, or that host) and
     writes its traffic as pcap files into ``capture_dir``, for ``capture_variants``.  With
-    ``executor`` (a ``concurrent.futures.Executor``), the runs go through it: same tables."""
+    ``executor`` (a ``concurrent.futures.Executor``), the runs go through it: same tables.  With
+    ``heartbeat_s``, each run says how far it has got every ``heartbeat_s`` seconds (on the stderr
+    of the process that runs it), besides ``progress`` when it is done."""
     started = time.time()
     params = params or resolve_parameters(scenario)
     costs = params.costs()
     series, summary, packet_rows, counters = [], [], [], []
     runs = [(replication, name) for replication in range(scenario.run.replications) for name in scenario.run.variants]
     if executor is None:
-        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name) for r, name in runs)
+        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name, heartbeat_s) for r, name in runs)
     else:  # all submitted at once, slowest first (the workers finish together); collected in order
-        futures = {run: executor.submit(run_one, scenario, params, *run) for run in slowest_first(runs)}
+        futures = {run: executor.submit(run_one, scenario, params, *run, heartbeat_s) for run in slowest_first(runs)}
         outputs = (futures[run].result() for run in runs)
     for (replication, name), out in zip(runs, outputs):
         series.append(out.timeseries)
