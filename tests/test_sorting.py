@@ -22,7 +22,8 @@ def _same(keys: np.ndarray) -> None:
 
 @compiled
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["float", "ties", "int32", "int64", "wide", "uint32"]))
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(["float", "ties", "int32", "int64", "wide", "uint32",
+                                                                  "few", "few-negative", "int32-edge"]))
 def test_radix_argsort_is_numpys_stable_argsort(seed, kind):
     rng = np.random.default_rng(seed)
     n = SMALL + int(rng.integers(0, 5000))  # above SMALL: the compiled path
@@ -33,6 +34,10 @@ def test_radix_argsort_is_numpys_stable_argsort(seed, kind):
         "int64": lambda: rng.integers(-2**62, 2**62, n),
         "wide": lambda: rng.choice(np.array([-2**63, 2**63 - 1, 0, -1, 5]), n),
         "uint32": lambda: rng.integers(0, 2**32, n).astype(np.uint32),
+        # fewer distinct values than sorting.COUNTING: the counting sort, offset by the smallest
+        "few": lambda: rng.integers(7, 7 + sorting.COUNTING - 1, n),
+        "few-negative": lambda: rng.integers(-2**62, -2**62 + 300, n),
+        "int32-edge": lambda: rng.integers(-2**31, -2**31 + 5, n).astype(np.int32),
     }[kind]()
     _same(keys)
 
@@ -59,3 +64,23 @@ def test_lexsort_is_numpys_lexsort(seed, n):
     conn = rng.integers(0, max(n // 3, 1), n)  # repeated connections
     np.testing.assert_array_equal(sorting.lexsort((time, conn)), np.lexsort((time, conn)))
     np.testing.assert_array_equal(sorting.lexsort((conn, time, conn % 3)), np.lexsort((conn, time, conn % 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.int16])
+@pytest.mark.parametrize("groups, n", [(20_000, 50), (20_000, 20_000), (5, 3), (0, 4)])
+def test_csr_is_the_stable_sort_and_its_bounds(dtype, groups, n):
+    """The compiled counting sort's groups against numpy's stable argsort and a binary search,
+    with empty groups, every group empty and fewer items than groups."""
+    values = np.random.default_rng(groups + n).integers(0, min(n, np.iinfo(dtype).max), groups).astype(dtype)
+    order, bounds = sorting.csr(values, n)
+    expected = np.argsort(values, kind="stable")
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(bounds, np.searchsorted(values[expected], np.arange(n + 1)))
+
+
+@pytest.mark.skipif(sorting._sort is None, reason="compiled sort not built")
+def test_csr_refuses_a_group_outside_its_range():
+    with pytest.raises(ValueError, match="0..2"):
+        sorting.csr(np.array([0, 1, 3] * 2000), 3)
+    with pytest.raises(ValueError, match="0..2"):
+        sorting.csr(np.array([0, -1, 2] * 2000), 3)
