@@ -7,8 +7,10 @@ import pytest
 from pspsim.model import tls_control
 
 
+@pytest.mark.parametrize("order_by_start", [True, False])
 @pytest.mark.parametrize("implementation", ["compiled", "numpy"])
-def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monkeypatch, implementation):
+def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monkeypatch, implementation,
+                                                                           order_by_start):
     """Re-keys grouped by window, then sorted within it, against every re-key sorted by time at once
     and cut at the window edges (the windows' own ``i * window``): the same connections and times in
     the same order, in every window of a run whose duration is not a whole number of windows."""
@@ -17,14 +19,17 @@ def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monk
     elif tls_control._schedules is None:
         pytest.skip("compiled kernels not built")
     rng = np.random.default_rng(3)
-    n, window, horizon = 20_000, 60.0, 7_230.0
+    n, window, horizon = 20_000, 60.0, 4 * 64 * 60.0 + 30.0  # epochs of 64 windows, the last one partial
     start = np.concatenate([-rng.exponential(3_000, n // 2), rng.uniform(0, horizon, n - n // 2)])
     end = start + rng.exponential(2_000, n)
     end[:100] = np.inf  # never end
     interval = np.where(rng.random(n) < 0.5, 300.0, rng.uniform(7, 900, n))
     interval[:50] = window  # re-keys on window edges
     start[:50] = 0.0
-    grouped = tls_control.rekey_times(start, end, interval, horizon, window)
+    if order_by_start:  # as a workload is (the compiled epochs then read only the connections started)
+        by_start = np.argsort(start, kind="stable")
+        start, end, interval = start[by_start], end[by_start], interval[by_start]
+    schedule = tls_control.RekeySchedule(start, end, interval, horizon, window)
     # every re-key at ages k * interval in [0, min(end, horizon)), sorted by time at once
     conn, times = [], []
     for i in range(n):
@@ -41,7 +46,8 @@ def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monk
     for w in range(windows + 2):
         t0, t1 = w * window, min((w + 1) * window, horizon)
         lo, hi = np.searchsorted(times, [t0, t1]) if w < windows else (0, 0)
-        got_conn, got_times = tls_control.window_rekeys(*grouped, w)
+        got_conn, got_times = schedule.take(w)
         np.testing.assert_array_equal(got_conn, conn[lo:hi])
         assert got_times.tobytes() == times[lo:hi].tobytes()
-    assert sum(len(tls_control.window_rekeys(*grouped, w)[0]) for w in range(windows)) == len(conn) > 20_000
+    assert sum(len(schedule.take(w)[0]) for w in range(windows)) == len(conn) > 20_000
+    assert len(schedule.take(3)[0])  # an epoch taken again

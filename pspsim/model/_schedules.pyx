@@ -12,7 +12,7 @@ run, with the same bytes: the same float operations in the same order).
 
 import numpy as np
 
-VERSION = 2  # signatures this source has (psp_control checks it: an older build is not used)
+VERSION = 2  # the signatures of this source (callers check it: an older build is not used)
 
 from libc.math cimport INFINITY, ceil, floor
 
@@ -89,60 +89,76 @@ cdef inline long long _window_of(double t, double window) noexcept nogil:
     return w
 
 
+cdef inline double _rekey_at(double start, double first, long long j, double interval) noexcept nogil:
+    return start + (first + <double> j) * interval
+
+
 def rekeys_by_window(const double[::1] start, const double[::1] end, const double[::1] interval, double horizon,
-                     double window):
-    """:func:`pspsim.model.tls_control.rekey_times` in two passes over the connections (count per
-    window, then place), without the per-re-key temporaries: the same re-keys (ages ``k *
-    interval``, ``k >= 1``, in ``[0, min(end, horizon))``), the same float operations, grouped by
-    window in connection order, then k.  Returns (connection, time, bounds)."""
-    cdef Py_ssize_t n = start.shape[0], i
-    cdef long long windows = <long long> floor(horizon / window) + 2 if horizon < 1e300 else 2
-    cdef long long j, c, w, total = 0
-    cdef double stop, first, last, count, t
+                     double window, long long first_window, long long windows, Py_ssize_t limit):
+    """:func:`pspsim.model.tls_control.rekey_times` for windows ``first_window`` to ``first_window +
+    windows - 1`` only, over connections ``0..limit-1`` (the ones started before those windows end:
+    a re-key comes after its connection's start): the same re-keys (ages ``k * interval``, ``k >= 1``,
+    in ``[0, min(end, horizon))``, each in the window ``_window_of`` its time), the same float
+    operations, grouped by window in connection order, then k, in two passes (count, then place).
+    Each connection's first ``k`` in the windows is found from an estimate, moved until the re-key
+    before it falls earlier (times grow with ``k``).  Returns (connection, time, bounds), window
+    ``first_window + i``'s re-keys being ``bounds[i]:bounds[i + 1]``."""
+    cdef long long total_windows = <long long> floor(horizon / window) + 2 if horizon < 1e300 else 2
+    cdef long long last_window = min(first_window + windows, total_windows)
+    cdef double t0 = first_window * window
     counts_ = np.zeros(windows + 1, dtype=np.int64)
-    firsts_ = np.empty(n)
-    ks_ = np.zeros(n, dtype=np.int64)
-    cdef long long[::1] counts = counts_
-    cdef double[::1] firsts = firsts_
-    cdef long long[::1] ks = ks_
-    with nogil:
-        for i in range(n):
-            stop = end[i] if end[i] < horizon else horizon
-            first = floor((-start[i] if -start[i] > 0 else 0.0) / interval[i]) + 1
-            if first < 1.0:
-                first = 1.0
-            last = ceil((stop - start[i]) / interval[i]) - 1
-            count = last - first + 1
-            if not (count > 0 and count < 1e300):  # none, or not finite
+    none_ = np.empty(0, dtype=np.int64)
+    _rekeys_pass(start, end, interval, horizon, window, first_window, last_window, limit, t0, counts_, none_,
+                 np.empty(0), none_, False)
+    bounds_ = np.cumsum(counts_)
+    conn_ = np.empty(bounds_[windows], dtype=np.int64)
+    times_ = np.empty(bounds_[windows])
+    _rekeys_pass(start, end, interval, horizon, window, first_window, last_window, limit, t0, bounds_, conn_,
+                 times_, np.array(bounds_[:windows]), True)
+    return conn_, times_, bounds_
+
+
+cdef void _rekeys_pass(const double[::1] start, const double[::1] end, const double[::1] interval, double horizon,
+                       double window, long long first_window, long long last_window, Py_ssize_t limit, double t0,
+                       long long[::1] counts, long long[::1] conn, double[::1] times, long long[::1] fill,
+                       bint place) noexcept nogil:
+    """One pass of :func:`rekeys_by_window`: count each window's re-keys (``counts[w - first_window +
+    1]``), or place them (``conn``, ``times`` at ``fill``)."""
+    cdef Py_ssize_t i
+    cdef long long j, w, ks
+    cdef double stop, first, last, count, t, guess
+    for i in range(limit):
+        if end[i] <= t0:  # ended before these windows: none in them
+            continue
+        stop = end[i] if end[i] < horizon else horizon
+        first = floor((-start[i] if -start[i] > 0 else 0.0) / interval[i]) + 1
+        if first < 1.0:
+            first = 1.0
+        last = ceil((stop - start[i]) / interval[i]) - 1
+        count = last - first + 1
+        if not (count > 0 and count < 1e300):  # none, or not finite
+            continue
+        ks = <long long> count
+        guess = floor((t0 - start[i]) / interval[i]) - first  # about the first j at or after t0
+        j = 0 if not (guess > 0) else (<long long> guess if guess < count else ks)
+        while j > 0 and _window_of(_rekey_at(start[i], first, j - 1, interval[i]), window) >= first_window:
+            j -= 1
+        while j < ks:
+            t = _rekey_at(start[i], first, j, interval[i])
+            j += 1
+            if t < 0:
                 continue
-            ks[i] = <long long> count
-            firsts[i] = first
-            for j in range(ks[i]):
-                t = start[i] + (first + <double> j) * interval[i]
-                if t >= 0:
-                    w = _window_of(t, window)
-                    if 0 <= w < windows:
-                        counts[w + 1] += 1
-        for w in range(windows):
-            counts[w + 1] += counts[w]
-        total = counts[windows]
-    conn_ = np.empty(total, dtype=np.int64)
-    times_ = np.empty(total)
-    fill_ = np.array(counts_[:windows], dtype=np.int64)
-    cdef long long[::1] conn = conn_
-    cdef double[::1] times = times_
-    cdef long long[::1] fill = fill_
-    with nogil:
-        for i in range(n):
-            for j in range(ks[i]):
-                t = start[i] + (firsts[i] + <double> j) * interval[i]
-                if t >= 0:
-                    w = _window_of(t, window)
-                    if 0 <= w < windows:
-                        conn[fill[w]] = i
-                        times[fill[w]] = t
-                        fill[w] += 1
-    return conn_, times_, counts_
+            w = _window_of(t, window)
+            if w < first_window:
+                continue
+            if w >= last_window:
+                break
+            if place:
+                conn[fill[w - first_window]] = i
+                times[fill[w - first_window]] = t
+                fill[w - first_window] += 1
+            else:
+                counts[w - first_window + 1] += 1
 
 
 def rotation_requests(const long long[::1] nics, const double[::1] times, const int[::1] by_host,

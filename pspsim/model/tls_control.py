@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pspsim.model.calendar import EPOCH
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both
 from pspsim.model.sorting import argsort_stable
@@ -30,22 +31,18 @@ try:  # the compiled re-key schedule (setup.py builds it); the numpy version bel
     from pspsim.model import _schedules
 except ImportError:  # pragma: no cover - the compiled module is optional
     _schedules = None
-if not all(hasattr(_schedules, f) for f in ("rekeys_by_window",)):  # pragma: no cover
-    _schedules = None  # a build older than this source
+if getattr(_schedules, "VERSION", 0) < 2:  # pragma: no cover
+    _schedules = None  # a build older than this source (other signatures)
 
 
 def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizon: float, window: float):
     """Every re-key (connection index, time) at ages k*interval, k >= 1, within [0, min(end, horizon))
     (the first k is the first past time 0: a re-key due exactly at 0 belongs to before the run),
     grouped by the window ``[i * window, (i + 1) * window)`` it falls in (in connection order, then k,
-    within a window: :func:`window_rekeys` orders a window's by time); and where each window's start
-    (``bounds[i]:bounds[i + 1]``).  Grouping by window is a one-pass counting sort of small integers,
-    where sorting a day's re-keys by time at once (21 M for fleet-1k) took 3 s.  Compiled: two passes
-    over the connections, without per-re-key temporaries (the same numbers)."""
-    if _schedules is not None and horizon / window < 1e8:  # (a window table per window of the horizon)
-        as_float = lambda x: np.ascontiguousarray(x, np.float64)  # noqa: E731
-        return _schedules.rekeys_by_window(as_float(start), as_float(end), as_float(interval), float(horizon),
-                                           float(window))
+    within a window: :meth:`RekeySchedule.take` orders a window's by time); and where each window's
+    start (``bounds[i]:bounds[i + 1]``).  Grouping by window is a counting sort of small integers,
+    where sorting a day's re-keys by time at once (21 M for fleet-1k) took 3 s.  The numpy version of
+    :class:`RekeySchedule`'s compiled epochs (the same numbers)."""
     stop = np.minimum(end, horizon)
     first = np.maximum(1.0, np.floor(np.maximum(-start, 0) / interval) + 1)  # first k with start + k I >= 0
     last = np.ceil((stop - start) / interval) - 1  # last k with start + k I < stop
@@ -65,14 +62,50 @@ def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizo
     return conn[order], times[order], bounds
 
 
-def window_rekeys(conn: np.ndarray, times: np.ndarray, bounds: np.ndarray, index: int):
-    """Window ``index``'s re-keys from :func:`rekey_times`, in time order (ties: connection, then k),
-    as a stable sort of every re-key by time would list them."""
-    if index + 1 >= len(bounds):
-        return conn[:0], times[:0]
-    lo, hi = bounds[index], bounds[index + 1]
-    order = argsort_stable(times[lo:hi])
-    return conn[lo:hi][order], times[lo:hi][order]
+class RekeySchedule:
+    """The re-keys of every connection, taken window by window in time order (ties: connection,
+    then k), as a stable sort of every re-key by time would list them.
+
+    Compiled, they are made an epoch (``EPOCH`` windows) at a time, when a window of it is first
+    taken, from the connections started before the epoch ends: memory follows an epoch's re-keys,
+    not the run's (fleet-1k: 21 M re-keys, 340 MB, if made at once; fleet-10k: 3.4 GB).  Without the
+    compiled module, or for a horizon of 1e8 windows or more, :func:`rekey_times` makes them all at
+    once."""
+
+    def __init__(self, start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizon: float,
+                 window: float) -> None:
+        self.start, self.end = np.ascontiguousarray(start, np.float64), np.ascontiguousarray(end, np.float64)
+        self.interval = np.ascontiguousarray(interval, np.float64)
+        self.horizon, self.window = horizon, window
+        self.compiled = _schedules is not None and horizon / window < 1e8
+        # the workload's connections are in start order: an epoch needs only those started before it ends
+        self.by_start = bool(np.all(self.start[1:] >= self.start[:-1]))
+        self._epoch = -1
+        self._made = None if self.compiled else rekey_times(start, end, self.interval, horizon, window)
+
+    def _windows_of_epoch(self, epoch: int):
+        if self._epoch != epoch:
+            self._made = None  # the previous epoch's re-keys go first
+            first = epoch * EPOCH
+            limit = int(np.searchsorted(self.start, (first + EPOCH) * self.window, side="left")) \
+                if self.by_start else len(self.start)
+            self._made = _schedules.rekeys_by_window(self.start, self.end, self.interval, float(self.horizon),
+                                                     float(self.window), first, EPOCH, limit)
+            self._epoch = epoch
+        return self._made
+
+    def take(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window ``index``'s re-keys (connections, times), in time order."""
+        if self.compiled:
+            conn, times, bounds = self._windows_of_epoch(index // EPOCH)
+            index -= (index // EPOCH) * EPOCH
+        else:
+            conn, times, bounds = self._made
+        if index + 1 >= len(bounds):
+            return conn[:0], times[:0]
+        lo, hi = bounds[index], bounds[index + 1]
+        order = argsort_stable(times[lo:hi])
+        return conn[lo:hi][order], times[lo:hi][order]
 
 
 class TlsControl:
@@ -81,7 +114,7 @@ class TlsControl:
         self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
         self.offload, self.reconnect = offload, reconnect
         interval = np.minimum(keys.tls_rekey_interval, keys.tls_rekey_bytes / np.maximum(byte_rates, 1e-300))
-        self.rekeys = rekey_times(workload.start, workload.end, interval, horizon, window)
+        self.rekeys = RekeySchedule(workload.start, workload.end, interval, horizon, window)
         self.contexts = np.zeros(workload.hosts)  # per NIC: TX + RX contexts installed
         self.on_nic = np.zeros(len(workload), dtype=bool)
         self.device_sockets = np.zeros(workload.hosts)  # TlsTxDevice/TlsRxDevice: sockets offloaded
@@ -95,7 +128,7 @@ class TlsControl:
         opened = arrivals[w.start[arrivals] >= 0]
         running = arrivals[w.start[arrivals] < 0]
         out.handshakes(w.client[opened], w.server[opened], hs_client, hs_server)
-        rk, rk_t = window_rekeys(*self.rekeys, index)
+        rk, rk_t = self.rekeys.take(index)
         if self.reconnect:
             out.handshakes(w.client[rk], w.server[rk], hs_client, hs_server, rekey=True)
             out.count("key_reconnects", len(rk))
