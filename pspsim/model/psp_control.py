@@ -63,6 +63,13 @@ def _rows(pairs: np.ndarray) -> np.ndarray:
     return pairs.view(np.int64 if pairs.dtype == np.int32 else np.complex128).reshape(-1)
 
 
+def _by_time(rows: dict[str, np.ndarray], kept: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``kept`` of calendar rows as filed, in time order (ties in filing order): what a stable
+    sort of every row by time, then the same filter, gives, for the cost of the rows kept."""
+    kept = kept[argsort_stable(rows["time"][kept])]
+    return {name: values[kept] for name, values in rows.items()}
+
+
 def _both(side_0: np.ndarray, side_1: np.ndarray) -> np.ndarray:
     """Per-side values as rows for :func:`_rows` of a float64 (n, 2) array."""
     out = np.empty((len(side_0), 2))
@@ -181,7 +188,8 @@ class PspControl:
         when either side's association has seen a rotation of its NIC since it was made.  That
         covers rotations whose own request was not made because this reconnect was pending
         (``_rotation_requests``): it re-keys both sides, so it must not be dropped while one of
-        them still needs it."""
+        them still needs it.  ``requests`` as filed (``Calendar.take(by_time=False)``); the ones
+        kept are returned in time order (as a stable sort of all of them by time would list them)."""
         conn, time = requests["conn"].astype(np.int64), requests["time"]
         side = requests["side"].astype(np.int64)
         if _schedules is not None and len(conn):  # the same test, compiled
@@ -191,7 +199,7 @@ class PspControl:
                                     requests["reconnect"].astype(bool).view(np.uint8), self.made, self.w.end,
                                     self.mode, PSP, self.w.client, self.w.server, self.schedule.phase,
                                     float(self.schedule.period), keep)
-            return {name: values[keep.view(bool)] for name, values in requests.items()}
+            return _by_time(requests, np.flatnonzero(keep))
         made = self.made[conn]
         alive = (self.w.end[conn] > time) & (self.mode[conn] == PSP)
         trigger_side_old = ~(made[np.arange(len(conn)), side] >= requests["trigger"])  # not set up yet: True
@@ -200,11 +208,13 @@ class PspControl:
             rotated_since = (self.schedule.next_after(nics, made) <= time[:, None]).any(axis=1)
         reconnect = requests["reconnect"].astype(bool)
         keep = alive & (trigger_side_old | (reconnect & rotated_since))
-        return {name: values[keep] for name, values in requests.items()}
+        return _by_time(requests, np.flatnonzero(keep))
 
     def _stale(self, index: int, t1: float, requests: dict, out: ControlWindow) -> None:
-        """This window's stale checks: associations still in use at their stale time."""
-        chk = self.checks.take(index)
+        """This window's stale checks: associations still in use at their stale time.  The checks are
+        tested one by one in the order they were filed, and the few that fail are put in time order
+        (the order of a stable sort of all of them by time, without sorting them all)."""
+        chk = self.checks.take(index, by_time=False)
         conn, side, s = chk["conn"].astype(np.int64), chk["side"].astype(np.int64), chk["time"]
         if not len(conn):
             return
@@ -235,8 +245,8 @@ class PspControl:
             by_key = argsort_stable(checked)  # sorted needles: each search starts where the last ended
             pos[by_key] = np.minimum(np.searchsorted(asked, checked[by_key]), len(asked) - 1)
             early = (asked[pos] == checked) & (at[pos] < s)
-        valid = current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)
-        conn, side, s = conn[valid], side[valid], s[valid]
+        valid = _by_time(chk, np.flatnonzero(current & ~early & (self.w.end[conn] > s) & (self.mode[conn] == PSP)))
+        conn, side, s = valid["conn"].astype(np.int64), valid["side"].astype(np.int64), valid["time"]
         nic = self._nic(conn, side)
         self.stale_events += np.bincount(nic, minlength=len(self.stale_events))
         out.count("psp_stale_events", len(conn))
@@ -272,9 +282,9 @@ class PspControl:
         out.cycles_at_both(w.client[opened], w.server[opened], c.host_psp_key_exchange_cycles)
 
         rot_nics, rot_times, rot_kinds = self._rotation_requests(t1, out)
-        requests = self._still_needed(self.requests.take(index))
+        requests = self._still_needed(self.requests.take(index, by_time=False))
         self._stale(index, t1, requests, out)
-        late = self._still_needed(self.requests.take(index))  # stale-notice reconnects that fall in this window
+        late = self._still_needed(self.requests.take(index, by_time=False))  # stale-notice reconnects in this window
         req_conn = np.concatenate([requests["conn"], late["conn"]]).astype(np.int64)
         req_time = np.concatenate([requests["time"], late["time"]])
         req_side = np.concatenate([requests["side"], late["side"]]).astype(np.int64)
