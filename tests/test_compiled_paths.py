@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pspsim.model import _kernels, cache, dataplane, ipsec_control, psp_control, sorting, tls_control
+from pspsim.model import _kernels, cache, control, dataplane, ipsec_control, psp_control, sorting, tls_control
 from pspsim.study.runner import forget_workload, resolve_parameters, run_one
 from tests.sim_helpers import scenario
 
@@ -52,6 +52,7 @@ def test_compiled_passes_give_the_numpy_tables(variant, sections, monkeypatch):
         m.setattr(psp_control, "_schedules", None)
         m.setattr(tls_control, "_schedules", None)
         m.setattr(dataplane, "_kernels", None)
+        m.setattr(control, "_queues", None)  # fits_on_both: the slot ranks in numpy
         slow = _tables(variant, sections, overrides)
     pd.testing.assert_frame_equal(fast[0], slow[0], check_exact=True)
     assert fast[1] == slow[1]

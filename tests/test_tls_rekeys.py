@@ -51,3 +51,16 @@ def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monk
         assert got_times.tobytes() == times[lo:hi].tobytes()
     assert sum(len(schedule.take(w)[0]) for w in range(windows)) == len(conn) > 20_000
     assert len(schedule.take(3)[0])  # an epoch taken again
+
+
+@pytest.mark.skipif(tls_control._schedules is None, reason="compiled kernels not built")
+def test_an_epochs_first_rekeys_are_found_when_the_estimate_overshoots():
+    """Re-keys 1e-13 s apart starting a hair before an epoch's first window: the estimate of the
+    first one in the epoch rounds past some of them, which are found by stepping back; against
+    the numpy schedule made all at once (11 re-keys in window 64)."""
+    t0, window = 64 * 60.0, 60.0
+    start, end, interval = np.array([np.nextafter(t0, 0)]), np.array([t0 + 1e-12]), np.array([1e-13])
+    conn, times, bounds = tls_control.rekey_times(start, end, interval, 3 * t0, window)
+    expected = np.sort(times[bounds[64]:bounds[65]], kind="stable")
+    got_conn, got = tls_control.RekeySchedule(start, end, interval, 3 * t0, window).take(64)
+    assert got.tobytes() == expected.tobytes() and len(got) == 11 and (got_conn == 0).all()

@@ -245,16 +245,6 @@ def still_needed(const long long[::1] conn, const long long[::1] side, const dou
             keep[i] = rotated
 
 
-cdef inline Py_ssize_t _slot(long long key, const long long[::1] keys, int shift) noexcept nogil:
-    """Where ``key`` is in the open-addressing table ``keys`` (-1: empty), or the empty slot where
-    it goes: Fibonacci hashing, linear probing."""
-    cdef Py_ssize_t mask = keys.shape[0] - 1
-    cdef Py_ssize_t k = <Py_ssize_t> ((<unsigned long long> key * 11400714819323198485ULL) >> shift)
-    while keys[k] != -1 and keys[k] != key:
-        k = (k + 1) & mask
-    return k
-
-
 def stale_times(const long long[::1] conn, const long long[::1] side, const int[::1] client,
                 const int[::1] server, const double[:, ::1] made, const double[::1] phase, double period,
                 double[::1] when):
@@ -273,6 +263,19 @@ def stale_times(const long long[::1] conn, const long long[::1] side, const int[
             when[i] = p + period * (floor((made[c, side[i]] - p) / period) + 1) + period
 
 
+cdef inline Py_ssize_t _slot(long long key, const long long[::1] keys, int shift) noexcept nogil:
+    """Where ``key`` is in the open-addressing table ``keys`` (-1: empty), or the empty slot where
+    it goes (Fibonacci hashing, linear probing); -1 if the table is full and ``key`` not in it."""
+    cdef Py_ssize_t mask = keys.shape[0] - 1, probes = 0
+    cdef Py_ssize_t k = <Py_ssize_t> ((<unsigned long long> key * 11400714819323198485ULL) >> shift)
+    while keys[k] != -1 and keys[k] != key:
+        k = (k + 1) & mask
+        probes += 1
+        if probes > mask:
+            return -1
+    return k
+
+
 def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_side, const double[::1] at,
                  const unsigned char[::1] both, const long long[::1] conn, const long long[::1] side,
                  const double[::1] when, long long[::1] keys, double[::1] first, int shift,
@@ -286,6 +289,7 @@ def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_sid
     cdef Py_ssize_t n = asked_conn.shape[0], m = conn.shape[0], i, k, used = 0, d
     cdef long long key
     cdef int sides
+    cdef bint full = False
     slots_ = np.empty(2 * n, dtype=np.int64)
     cdef long long[::1] slots = slots_
     with nogil:
@@ -294,15 +298,23 @@ def early_rekeys(const long long[::1] asked_conn, const long long[::1] asked_sid
             for d in range(sides):
                 key = 2 * asked_conn[i] + (asked_side[i] if d == 0 else 1 - asked_side[i])
                 k = _slot(key, keys, shift)
+                if k == -1:
+                    full = True
+                    break
                 if keys[k] == -1:
                     keys[k] = key
                     first[k] = at[i]
                     slots[used] = k
                     used += 1
-                elif at[i] < first[k]:
+                elif at[i] < first[k] or first[k] != first[k]:  # the earliest time; NaN only if all are
                     first[k] = at[i]
-        for i in range(m):
-            k = _slot(2 * conn[i] + side[i], keys, shift)
-            early[i] = keys[k] != -1 and first[k] < when[i]
+            if full:
+                break
+        if not full:
+            for i in range(m):
+                k = _slot(2 * conn[i] + side[i], keys, shift)
+                early[i] = k != -1 and keys[k] != -1 and first[k] < when[i]
         for i in range(used):
             keys[slots[i]] = -1
+    if full:
+        raise ValueError("the re-key hash table is full: it must have more slots than twice the requests")

@@ -80,8 +80,8 @@ class HostIndex:
 def conns_by_host(w: Workload) -> HostIndex:
     """The :class:`HostIndex` of the workload."""
     order, bounds = csr(np.concatenate([w.client, w.server]), w.hosts)
+    order[order >= len(w)] -= len(w)  # a server end's position is n + its connection
     conn = order.astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
-    conn[conn >= len(w)] -= len(w)  # a server end's position is n + its connection
     return HostIndex(conn, bounds.astype(np.int64))
 
 

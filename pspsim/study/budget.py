@@ -119,11 +119,12 @@ def bytes_text(value: float) -> str:
 
 def duration_text(seconds: float) -> str:
     """``seconds`` in the largest unit it reaches, to three digits: ``45 s``, ``2.5 min``, ``1 day``."""
+    if math.isfinite(seconds):
+        seconds = float(f"{seconds:.3g}")  # 59.99 s is 1 min, 86,401 s 1 day
     for unit, size in (("years", 365 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            value = seconds / size
-            unit = unit[:-1] if value == 1 and unit.endswith("s") else unit
-            return f"{value:,.3g} {unit}" if seconds < 1e6 * size else f"{value:.2e} {unit}"
+            text = f"{seconds / size:,.3g}" if seconds < 1e6 * size else f"{seconds / size:.2e}"
+            return f"{text} {unit[:-1] if text == '1' and unit.endswith('s') else unit}"
     return f"{seconds:.3g} s"
 
 

@@ -235,9 +235,10 @@ def run_scenario(
     series, summary, packet_rows, counters = [], [], [], []
     runs = [(replication, name) for replication in range(scenario.run.replications) for name in scenario.run.variants]
     if executor is None:
-        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name, heartbeat_s) for r, name in runs)
+        outputs: Iterable[RunOutput] = (run_one(scenario, params, r, name, heartbeat_s=heartbeat_s) for r, name in runs)
     else:  # all submitted at once, slowest first (the workers finish together); collected in order
-        futures = {run: executor.submit(run_one, scenario, params, *run, heartbeat_s) for run in slowest_first(runs)}
+        futures = {run: executor.submit(run_one, scenario, params, *run, heartbeat_s=heartbeat_s)
+                   for run in slowest_first(runs)}
         outputs = (futures[run].result() for run in runs)
     for (replication, name), out in zip(runs, outputs):
         series.append(out.timeseries)
