@@ -128,7 +128,7 @@ def test_compiled_engine_shares_are_numpys_even_with_nan_and_inf(monkeypatch, na
     miss = rng.uniform(0, 1, hosts)
     for values, miss_cost in ((q, 2.0), (q_nan, 2.0), (q, np.inf), (read_only, 2.0)):
         fast = dataplane.engine_util(costs, own, values, 1.0, s, r, miss, miss_cost, hosts)
-        with monkeypatch.context() as m:
+        with monkeypatch.context() as m, np.errstate(invalid="ignore"):  # 0 * inf: NaN on purpose
             m.setattr(dataplane, "_kernels", None)
             slow = dataplane.engine_util(costs, own, values, 1.0, s, r, miss, miss_cost, hosts)
         assert fast.tobytes() == slow.tobytes()
