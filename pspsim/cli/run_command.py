@@ -20,6 +20,8 @@ from pspsim.study import budget
 from pspsim.study.executors import open_executor
 from pspsim.study.runner import check_results_folder, run_scenario, write_results
 
+HEARTBEAT_S = 30.0  # a run says how far it has got this often (unless -q)
+
 HELP = f"""\
 Simulate the fleet, workload and key management that SCENARIO.toml
 describes, once per protocol variant (and replication), and write
@@ -35,7 +37,7 @@ estimated to need more memory than this machine has, or more than
 --force runs it anyway.  With -j N, each worker process holds one variant
 run: when N runs at once would not fit in memory, fewer workers are used
 (said on stderr).  Unless -q, each run says on stderr when it is done and,
-every 30 s while it runs, how much of the simulated time it has covered."""
+every {HEARTBEAT_S:g} s while it runs, how much of the simulated time it has covered."""
 
 SHOWN = ["variant", "cores_per_100gbps", "nic_entries_per_host_peak", "host_state_bytes_per_host_mean",
          "handshakes_per_s", "rekeys_per_s", "command_delay_p99_us", "connections_lost", "achieved_fraction"]
@@ -67,7 +69,6 @@ def register(groups: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_command)
 
 
-HEARTBEAT_S = 30.0  # a run says how far it has got this often (unless -q)
 AUTO_PARALLEL_S = 60.0  # estimated serial seconds above which `run` uses every core by default
 
 

@@ -85,8 +85,10 @@ class FleetSimulation:
         self.control = self._control(streams)
         index_type = np.int32 if len(workload) < 2**31 else np.int64
         self.end_order = argsort_stable(workload.end).astype(index_type)
+        n_windows = math.ceil(self.duration / self.window - 1e-9)
+        self.window_ends = [min((index + 1) * self.window, self.duration) for index in range(n_windows)]
         # per window, how many connections end before its end (the end times themselves are not kept)
-        self.ended_by = np.searchsorted(workload.end[self.end_order], self._window_ends(), side="left")
+        self.ended_by = np.searchsorted(workload.end[self.end_order], self.window_ends, side="left")
         self.live_ends = np.zeros(self.hosts)
         self.rows: list[dict[str, float]] = []
         self.per_nic = {k: np.zeros(self.hosts) for k in (
@@ -144,14 +146,10 @@ class FleetSimulation:
             return ctl.tls_stat()
         return {}
 
-    def _window_ends(self) -> np.ndarray:
-        n_windows = math.ceil(self.duration / self.window - 1e-9)
-        return np.array([min((index + 1) * self.window, self.duration) for index in range(n_windows)])
-
     def _windows(self, env: simpy.Environment, heartbeat: Callable[[float], None] | None):
         w, c = self.w, self.c
         start_pos = end_pos = 0
-        for index, t1 in enumerate(self._window_ends().tolist()):
+        for index, t1 in enumerate(self.window_ends):
             t0 = index * self.window
             yield env.timeout(t1 - env.now)
             length = t1 - t0
