@@ -35,16 +35,31 @@ def test_two_level_calendar_matches_one_bucket_per_window():
             tag += n
         pushes.append((w, batch))
     cal, unsorted = Calendar(window, ("tag",)), Calendar(window, ("tag",))
-    got, got_unsorted = [], []
+    bounded = Calendar(window, ("tag",), windows)  # told how many windows are taken
+    got, got_unsorted, got_bounded = [], [], []
     for w, batch in pushes:
         for time, tags in batch:
-            cal.push(time, tag=tags)
-            unsorted.push(time, tag=tags)
+            for calendar in (cal, unsorted, bounded):
+                calendar.push(time, tag=tags)
         rows = cal.take(w)
         got.append(list(zip(rows["time"], rows["tag"])))
         rows = unsorted.take(w, by_time=False)
         got_unsorted.append(list(zip(rows["time"], rows["tag"])))
+        rows = bounded.take(w)
+        got_bounded.append(list(zip(rows["time"], rows["tag"])))
     want = _reference(pushes, window, windows)
     assert [len(g) for g in got] == [len(x) for x in want] and sum(map(len, got)) > 1000
     assert got == want
     assert got_unsorted == _reference(pushes, window, windows, by_time=False) != want  # push order
+    # rows past the last window are never taken: the bounded calendar drops them and takes the same
+    assert got_bounded == want
+    past = sum(int((np.floor(time[np.isfinite(time)] / window) >= windows).sum())
+               for _, batch in pushes for time, _ in batch)
+    assert past > 100 and bounded.pending() == cal.pending() - past
+
+
+def test_bounded_calendar_drops_only_rows_past_its_windows():
+    cal = Calendar(10.0, ("tag",), windows=3)
+    cal.push(np.array([29.999, 30.0, 1e30, -5.0, 15.0]), tag=np.arange(5))
+    assert cal.pending() == 3
+    assert list(cal.take(0)["tag"]) == [3] and list(cal.take(1)["tag"]) == [4] and list(cal.take(2)["tag"]) == [0]

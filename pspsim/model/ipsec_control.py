@@ -56,7 +56,7 @@ def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarra
 
 class IpsecControl:
     def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
-                 offload: bool, jitter_rng: np.random.Generator, window: float) -> None:
+                 offload: bool, jitter_rng: np.random.Generator, window: float, windows: int | None = None) -> None:
         self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
         self.offload = offload
         w, hosts = workload, workload.hosts
@@ -82,7 +82,7 @@ class IpsecControl:
         self.conns_of_sa = csr(self.sa_of, n_sa)
         self.nic_pairs = np.zeros(hosts)  # incl. old pairs kept for make-before-break
         self.host_pairs = np.zeros(hosts)
-        self.later_deletes = Calendar(window, ("nic",))  # old SA pairs deleted after the overlap
+        self.later_deletes = Calendar(window, ("nic",), windows)  # old SA pairs deleted after the overlap
         self.index = 0
 
     def _count(self, counts: np.ndarray, of: np.ndarray, arrivals: np.ndarray, departures: np.ndarray):

@@ -80,7 +80,7 @@ def _both(side_0: np.ndarray, side_1: np.ndarray) -> np.ndarray:
 class PspControl:
     def __init__(self, keys, costs, workload: Workload, ledger: TrafficLedger, queues: CommandQueues,
                  schedule: RotationSchedule, delay_rng: np.random.Generator, window: float,
-                 tx_keys_on_nic: bool) -> None:
+                 tx_keys_on_nic: bool, windows: int | None = None) -> None:
         self.keys, self.c, self.w, self.ledger, self.queues = keys, costs, workload, ledger, queues
         self.schedule, self.rng = schedule, delay_rng
         self.tx_keys_on_nic = tx_keys_on_nic
@@ -95,8 +95,9 @@ class PspControl:
         self.stale_events = np.zeros(hosts)
         self.rotations = np.zeros(hosts)
         self.by_host = conns_by_host(workload)
-        self.requests = Calendar(window, ("conn", "side", "trigger", "reconnect"))
-        self.checks = Calendar(window, ("conn", "side", "version"))
+        # ``windows``: how many windows the run takes; checks and requests past them are dropped
+        self.requests = Calendar(window, ("conn", "side", "trigger", "reconnect"), windows)
+        self.checks = Calendar(window, ("conn", "side", "version"), windows)
         self.capacity = costs.nic_psp_tx_key_capacity if tx_keys_on_nic else np.inf
         self._rekey_keys, self._rekey_first = np.empty(0, np.int64), np.empty(0)  # the compiled stale test's hash table
 

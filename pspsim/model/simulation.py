@@ -75,7 +75,9 @@ class FleetSimulation:
         self.window, self.duration = scenario.run.window, scenario.run.duration
         self.flows = build_flows(workload, variant.mss, costs.net_tls_record_bytes, costs.net_tso_max_bytes)
         crossing = self.rack_of[self.flows.sender] != self.rack_of[self.flows.receiver]
-        self.ledger = TrafficLedger(self.flows, self.window, workload.end, self.hosts, crossing)
+        n_windows = math.ceil(self.duration / self.window - 1e-9)
+        self.window_ends = [min((index + 1) * self.window, self.duration) for index in range(n_windows)]
+        self.ledger = TrafficLedger(self.flows, self.window, workload.end, self.hosts, crossing, windows=n_windows)
         service = np.array([getattr(costs, f"nic_cmd_{name}_s") for name in COMMANDS])
         self.queues = CommandQueues(self.hosts, service, costs.nic_command_latency_s)
         self.paths = PathVariants(variant, make_variant(variant.fallback, costs, keys))
@@ -85,8 +87,6 @@ class FleetSimulation:
         self.control = self._control(streams)
         index_type = np.int32 if len(workload) < 2**31 else np.int64
         self.end_order = argsort_stable(workload.end).astype(index_type)
-        n_windows = math.ceil(self.duration / self.window - 1e-9)
-        self.window_ends = [min((index + 1) * self.window, self.duration) for index in range(n_windows)]
         # per window, how many connections end before its end (the end times themselves are not kept)
         self.ended_by = np.searchsorted(workload.end[self.end_order], self.window_ends, side="left")
         self.live_ends = np.zeros(self.hosts)
@@ -104,9 +104,10 @@ class FleetSimulation:
             schedule = RotationSchedule.draw(keys.psp_rotation_schedule, keys.psp_rotation_period, self.rack_of,
                                              keys.psp_rack_wave_gap, streams.rotation)
             return PspControl(*args, schedule, streams.rekey_delay, self.window,
-                              tx_keys_on_nic=keys.psp_tx_key_placement == "nic-table")
+                              windows=len(self.window_ends), tx_keys_on_nic=keys.psp_tx_key_placement == "nic-table")
         if v.sa_based:
-            return IpsecControl(*args, offload=v.crypto_on_nic, jitter_rng=streams.rekey_jitter, window=self.window)
+            return IpsecControl(*args, offload=v.crypto_on_nic, jitter_rng=streams.rekey_jitter, window=self.window,
+                                windows=len(self.window_ends))
         if v.uses_records:
             busiest = np.maximum(self.flows.bytes_per_s(False), self.flows.bytes_per_s(True))
             return TlsControl(*args, offload=v.crypto_on_nic, reconnect=v.rekey_by_reconnect,

@@ -203,7 +203,7 @@ class TrafficLedger:
     ``RESYNC`` windows, so rounding does not accumulate."""
 
     def __init__(self, flows: Flows, window: float, end: np.ndarray, hosts: int | None = None,
-                 crossing: np.ndarray | None = None) -> None:
+                 crossing: np.ndarray | None = None, windows: int | None = None) -> None:
         self.flows = flows
         self.end = end
         if hosts is None:
@@ -213,7 +213,7 @@ class TrafficLedger:
         self.host_level = np.zeros((self.hosts, 2, 2, len(CATEGORIES), len(QUANTITIES)))
         self.rows = np.zeros((flows.count, len(CATEGORIES), len(QUANTITIES)))  # level, flow by flow
         self.category = np.full(len(flows.pair_of), GONE, dtype=np.int8)
-        self._steps = Calendar(window, ("conn", "to"))
+        self._steps = Calendar(window, ("conn", "to"), windows)  # moves past the run: dropped
         self._scratch: tuple[np.ndarray, np.ndarray] | None = None  # the compiled loop's (see _space)
         self.dense = DenseAverages()
 
