@@ -13,8 +13,8 @@ from tests.sim_helpers import scenario
 compiled = pytest.mark.skipif(traffic._ledger_fast is None, reason="compiled ledger not built")
 
 
-def _ledger(seed: int, duration: str = "1h", twice: bool = False):
-    sc = scenario(run={"duration": duration}, workload={"connection_lifetime": "3min",
+def _ledger(seed: int, duration: str = "1h", twice: bool = False, response_ratio: float = 1.0):
+    sc = scenario(run={"duration": duration}, workload={"connection_lifetime": "3min", "response_ratio": response_ratio,
                                                     "connections_per_host": {"kind": "fixed", "mean": 80}})
     w = generate_workload(sc, RandomStreams.from_sequence(np.random.SeedSequence(seed)).workload)
     ledger = TrafficLedger(build_flows(w, 1448, 16384, 65536), 60.0, w.end)
@@ -46,6 +46,32 @@ def test_the_compiled_ledger_gives_the_numpy_bytes(monkeypatch):
             fast.rows[a.touched].transpose(1, 2, 0)).tobytes()  # the level after, as the rows hold it
         np.testing.assert_allclose(a.host_average, b.host_average, rtol=1e-9, atol=1e-6)
     assert fast.rows[:, OFFLOAD, CONNECTIONS].sum() > 0
+
+
+@compiled
+def test_values_computed_again_give_the_bytes_of_values_kept(monkeypatch):
+    """Past ``SCRATCH_FLOWS`` (window 0 of a big fleet) the compiled loop keeps no per-move values and
+    computes them again in its second pass: the same bytes, every window."""
+    kept, again = _ledger(5, response_ratio=3.5), _ledger(5, response_ratio=3.5)  # responses differ
+    spaces, original = [], again._space
+
+    def space(flows, moves):
+        out, values = original(flows, moves)
+        spaces.append(values.shape)
+        return out, values
+
+    for i in range(60):
+        a = kept.window(i, 60.0 * i, 60.0 * (i + 1))
+        with monkeypatch.context() as m:
+            m.setattr(traffic, "SCRATCH_FLOWS", 0)  # every window as window 0 of fleet-10k
+            m.setattr(again, "_space", space)
+            b = again.window(i, 60.0 * i, 60.0 * (i + 1))
+        assert np.array_equal(a.touched, b.touched)
+        for x, y in ((a.before, b.before), (a.average, b.average), (a.touched_after, b.touched_after),
+                     (a.host_average, b.host_average), (kept.rows, again.rows), (kept.host_level, again.host_level)):
+            assert np.ascontiguousarray(x).tobytes() == np.ascontiguousarray(y).tobytes()
+    assert spaces and all(shape[0] == 0 for shape in spaces)  # the values were not kept
+    assert kept.rows[:, OFFLOAD, CONNECTIONS].sum() > 0
 
 
 @pytest.mark.parametrize("implementation", ["compiled", "numpy"])

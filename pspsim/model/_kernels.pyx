@@ -19,6 +19,8 @@ import numpy as np
 from libc.math cimport ceil
 from libc.string cimport memset
 
+RECOMPUTES_VALUES = True  # apply_moves takes values with no rows (a build without this does not)
+
 cdef int CATS = 4
 cdef int QUANTS = 5
 
@@ -72,7 +74,9 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     from ``pair_start[p]`` to ``pair_start[p + 1]``.  Updates ``rows`` (the level, flow by flow) and
     writes the touched flows' level before the window to ``out[0, :n]``, their average over it
     to ``out[1, :n]`` and their level after it to ``out[2, :n]``, each (touched, categories,
-    quantities).  ``values`` (moves, 2, quantities) is working space.
+    quantities).  ``values`` (moves, 2, quantities) is working space; with no rows (window 0's whole
+    population: 80 bytes a move) each move's values are computed again in the second pass instead
+    of kept (the same expressions: the same bytes).
 
     Per-host sums: ``host_level[h, side, part]`` (flows sent by ``h``: side 0, received: 1; all
     of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and
@@ -86,12 +90,14 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], pairs = n // 2, i, k, p, q, c
     if out.shape[0] < 3 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
         raise ValueError("out must be (3, >= touched, 4, 5)")
-    if values.shape[0] < m or values.shape[1] != 2 or values.shape[2] != QUANTS:
-        raise ValueError("values must be (>= moves, 2, 5)")
+    cdef bint kept = values.shape[0] > 0
+    if (kept and values.shape[0] < m) or values.shape[1] != 2 or values.shape[2] != QUANTS:
+        raise ValueError("values must be (>= moves, 2, 5), or (0, 2, 5) to compute them again")
     if by_pair.shape[0] != m or pair_start.shape[0] != pairs + 1:
         raise ValueError("by_pair must list every move and pair_start bound every pair")
     cdef double acc[4][20]  # added, removed, their shares of the window (part_added, part_removed)
     cdef double vw[5]
+    cdef double again[10]  # a move's values when they are not kept
     cdef double size, msgs, w, v, before
     cdef int d, t, s, side, part, parts_of
     cdef long long flow, h, f, base
@@ -100,7 +106,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* OUT0 = &out[0, 0, 0, 0]
     cdef double* OUT1 = &out[1, 0, 0, 0]
     cdef double* OUT2 = &out[2, 0, 0, 0]
-    cdef double* V = &values[0, 0, 0]
+    cdef double* V = &values[0, 0, 0] if kept else &again[0]
+    cdef double* vm
     cdef double* HL = &host_level[0, 0, 0, 0, 0]
     cdef double* HA = &host_average[0, 0, 0, 0, 0]
     cdef double* vd
@@ -119,13 +126,14 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
                 PSPSIM_PREFETCH(&crossing[flow])
             size = <double> msg_bytes[conn[i]]
             msgs = <double> msgs_per_s[conn[i]]
-            _quantities(size, msgs, mss, record, tso, V + 10 * i)
-            _quantities(size * response_ratio, msgs, mss, record, tso, V + 10 * i + 5)
+            vm = V + 10 * i if kept else V
+            _quantities(size, msgs, mss, record, tso, vm)
+            _quantities(size * response_ratio, msgs, mss, record, tso, vm + 5)
             w = weight[i]
             t = to[i]
             s = came_from[i]
             for d in range(2):
-                vd = V + 10 * i + 5 * d
+                vd = vm + 5 * d
                 for q in range(QUANTS):
                     vw[q] = vd[q] * w
                 flow = touched[2 * local[i] + d]
@@ -155,7 +163,16 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
                 memset(&acc[0][0], 0, sizeof(acc))
                 for k in range(pair_start[p], pair_start[p + 1]):
                     i = by_pair[k]
-                    vd = V + 10 * i + 5 * d
+                    if kept:
+                        vd = V + 10 * i + 5 * d
+                    else:  # as the first pass computed them
+                        size = <double> msg_bytes[conn[i]]
+                        msgs = <double> msgs_per_s[conn[i]]
+                        vd = V
+                        if d == 0:
+                            _quantities(size, msgs, mss, record, tso, vd)
+                        else:
+                            _quantities(size * response_ratio, msgs, mss, record, tso, vd)
                     w = weight[i]
                     t = to[i]
                     s = came_from[i]

@@ -239,9 +239,12 @@ class TrafficLedger:
         host_average = self.host_level.copy()
         if len(steps["conn"]) == 0:
             return self._untouched(host_average)
-        conn, to = steps["conn"].astype(np.int64), steps["to"].astype(np.int8)
-        order = lexsort((steps["time"], conn))  # by connection, then time
-        conn, to, time = conn[order], to[order], steps["time"][order]
+        conn, to = steps["conn"].astype(np.int64, copy=False), steps["to"].astype(np.int8, copy=False)
+        time = steps.pop("time")
+        del steps  # window 0 moves every connection open at time 0: no copy kept longer than needed
+        order = lexsort((time, conn))  # by connection, then time
+        conn, to, time = conn[order], to[order], time[order]
+        del order
         first = np.ones(len(conn), dtype=bool)
         first[1:] = conn[1:] != conn[:-1]
         came_from = np.empty_like(to)
@@ -256,6 +259,7 @@ class TrafficLedger:
         last[:-1] = conn[:-1] != conn[1:]
         self.category[conn[last]] = to[last]
         weight = (t1 - np.clip(time, t0, t1)) / max(t1 - t0, 1e-12)  # share of the window after the move
+        del time
         pairs, inverse, by_pair, pair_start = unique_inverse(self.flows.pair_of[conn])
         touched = np.empty(2 * len(pairs), np.int64)
         touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
@@ -305,10 +309,12 @@ class TrafficLedger:
         """The compiled loop's output (3, flows, categories, quantities) and working space
         (moves, 2, quantities): kept from window to window up to ``SCRATCH_FLOWS`` touched flows (a
         window's usual few thousand moves), so their pages are not faulted in again each
-        window; fresh beyond (window 0)."""
+        window; fresh beyond (window 0), without the working space (80 bytes a move: 0.8 GB for
+        fleet-10k's 10 M connections open at time 0) when the loop can compute the values again."""
         shape = (len(CATEGORIES), len(QUANTITIES))
-        if flows > SCRATCH_FLOWS or moves > SCRATCH_FLOWS:
-            return np.empty((3, flows, *shape)), np.empty((moves, 2, len(QUANTITIES)))
+        if flows > SCRATCH_FLOWS or moves > SCRATCH_FLOWS:  # no values kept: the loop computes them twice
+            kept = 0 if getattr(_ledger_fast, "RECOMPUTES_VALUES", False) else moves
+            return np.empty((3, flows, *shape)), np.empty((kept, 2, len(QUANTITIES)))
         if self._scratch is None or self._scratch[0].shape[1] < max(flows, moves):
             have = 0 if self._scratch is None else self._scratch[0].shape[1]
             size = min(SCRATCH_FLOWS, max(flows, moves, 2 * have))
