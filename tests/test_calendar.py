@@ -63,3 +63,27 @@ def test_bounded_calendar_drops_only_rows_past_its_windows():
     cal.push(np.array([29.999, 30.0, 1e30, -5.0, 15.0]), tag=np.arange(5))
     assert cal.pending() == 3
     assert list(cal.take(0)["tag"]) == [3] and list(cal.take(1)["tag"]) == [4] and list(cal.take(2)["tag"]) == [0]
+
+
+def test_memory_follows_the_rows_still_pending():
+    """Rows filed away to a far epoch do not keep the rest of their push alive: once every epoch
+    but the last is taken, the calendar holds about the last epoch's rows, not the push's."""
+    import tracemalloc
+
+    window, epochs, per_epoch = 1.0, 20, 20_000
+    time = np.repeat(np.arange(epochs) * EPOCH * window, per_epoch) + 0.5  # per_epoch rows in each epoch
+    parts = [np.arange(k, len(time), 10) for k in range(10)]  # ten pushes, each spanning every epoch
+    tracemalloc.start()
+    try:
+        cal = Calendar(window, ("conn", "side"))
+        base = tracemalloc.get_traced_memory()[0]
+        for part in parts:
+            cal.push(time[part], conn=part, side=np.zeros(len(part), np.int64))
+        for w in range(0, (epochs - 1) * EPOCH, EPOCH):
+            assert len(cal.take(w)["conn"]) == per_epoch
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    row = 8 * 4  # time, index, conn, side
+    assert cal.pending() == per_epoch
+    assert held < 2 * per_epoch * row  # the last epoch's rows (without the copy: all 20 epochs' rows)

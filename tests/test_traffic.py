@@ -64,6 +64,7 @@ def test_values_computed_again_give_the_bytes_of_values_kept(monkeypatch):
         a = kept.window(i, 60.0 * i, 60.0 * (i + 1))
         with monkeypatch.context() as m:
             m.setattr(traffic, "SCRATCH_FLOWS", 0)  # every window as window 0 of fleet-10k
+            m.setattr(traffic, "SCRATCH_SHARE", 1 << 40)
             m.setattr(again, "_space", space)
             b = again.window(i, 60.0 * i, 60.0 * (i + 1))
         assert np.array_equal(a.touched, b.touched)

@@ -70,8 +70,10 @@ class Calendar:
         order = argsort_stable(epoch)
         epoch, index, columns = epoch[order], index[order], [c[order] for c in columns]
         cuts = np.flatnonzero(np.diff(epoch)) + 1
+        # each epoch's part copied: a view would keep the whole push alive until its last epoch is
+        # filed (a window's departures span the day: fleet-10k kept 1.5 GB of filed-away rows by its end)
         for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(epoch)]])):
-            self._epochs.setdefault(int(epoch[lo]), []).append((index[lo:hi], *(c[lo:hi] for c in columns)))
+            self._epochs.setdefault(int(epoch[lo]), []).append(tuple(c[lo:hi].copy() for c in (index, *columns)))
 
     def _file(self, index: np.ndarray, columns: list[np.ndarray]) -> None:
         order = argsort_stable(index)
