@@ -45,7 +45,8 @@ SECONDS_PER_HOST_WINDOW = 1.0e-6  # measured 2.7e-7 idle, 8e-7 at load 11 (100 -
 SECONDS_PER_PACKET = 2.0e-5  # bench_packet_tier: about 7e-6 per packet sealed, carried and opened
 SECONDS_PER_HOST = 3.0e-5  # workload: each host draws its peers (one numpy call per host)
 BYTES_PER_HOST = 256  # per-host arrays of the workload and the model
-BYTES_PER_CONNECTION = 300  # measured 164 (RSS growth); fleet-1k: 1.6 GiB for 7e6 connections, 245
+BYTES_PER_CONNECTION = 140  # peak RSS less the base, per connection of the run: fleet-10k PSP 117 (7.8 GiB, 70 M),
+# fleet-1k PSP 126 (1.02 GiB, 7 M); bench_budget's 1.2 M-connection run about 120
 BYTES_PER_WINDOW = 4096  # one result row per window and variant run, kept until the end
 BASE_BYTES = 200 << 20  # measured 140 MiB: interpreter, numpy, pandas, simpy
 MAX_HOURS = 24.0
