@@ -43,16 +43,23 @@ class Calendar:
         self._epochs: dict[int, list[tuple[np.ndarray, ...]]] = {}  # (index, *columns) per push
         self._open = 0  # epochs below this one are filed per window
 
-    def push(self, time: np.ndarray, **values: np.ndarray) -> None:
+    def push(self, time: np.ndarray, at: np.ndarray | None = None, **values: np.ndarray) -> None:
+        """File rows at ``time`` under the window each falls in, or under windows ``at`` (a caller
+        whose own rule puts a time on a window's edge in the other one)."""
         time = np.asarray(time, dtype=np.float64)
         columns = [time] + [np.asarray(values[f]) for f in self.fields[1:]]
+        if at is not None:
+            columns.append(np.asarray(at, dtype=np.int64))
         finite = np.isfinite(time)  # events at infinity never happen
         if not finite.all():
             columns = [c[finite] for c in columns]
             time = columns[0]
         if len(time) == 0:
             return
-        index = np.clip(np.floor(time / self.window), 0, 2.0**62).astype(np.int64)  # no int64 overflow
+        if at is None:
+            index = np.clip(np.floor(time / self.window), 0, 2.0**62).astype(np.int64)  # no int64 overflow
+        else:
+            index = np.maximum(columns.pop(), 0)
         if self.windows is not None:  # rows past the last window would never be taken
             taken = index < self.windows
             if not taken.all():
