@@ -311,20 +311,28 @@ def test_memory_freed_by_an_earlier_run_goes_back_before_the_next():
         pytest.skip("glibc only")
     code = textwrap.dedent("""
         import numpy as np
-        from pspsim.study.allocator import keep_freed_memory, release_freed_memory
+        from pspsim.study.allocator import free_heap_bytes, keep_freed_memory, release_freed_memory
         def rss():
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * 4096
         keep_freed_memory()
         base = rss()
-        blocks = [np.ones(1 << 19) for _ in range(100)]  # 100 x 4 MiB, written
-        keep = np.ones(1 << 10)  # allocated last: the heap top is in use, so nothing is trimmed by itself
-        del blocks
-        kept = rss() - base
-        assert release_freed_memory(if_resident_above=100e9) is False and rss() - base == kept
-        released = release_freed_memory(if_resident_above=rss() - 1)
-        print(kept, rss() - base, released)
+        out = []
+        for bar in ("resident", "free"):
+            blocks = [np.ones(1 << 19) for _ in range(100)]  # 100 x 4 MiB, written
+            keep = np.ones(1 << 10)  # allocated last: the heap top is in use, so nothing is trimmed by itself
+            del blocks
+            kept, free = rss() - base, free_heap_bytes()
+            assert release_freed_memory(if_resident_above=100e9) is False and rss() - base == kept
+            assert release_freed_memory(if_resident_above=100e9, if_free_above=2 * free) is False
+            if bar == "resident":
+                released = release_freed_memory(if_resident_above=rss() - 1)
+            else:  # whatever the process holds, the heap keeps more than the bar free
+                released = release_freed_memory(if_resident_above=100e9, if_free_above=free // 2)
+            out += [kept, free, rss() - base, released]
+        print(*out)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    kept, after, released = out.stdout.split()
-    assert int(kept) > 350e6 and int(after) < 50e6 and released == "True"
+    values = out.stdout.split()
+    for kept, free, after, released in (values[:4], values[4:]):
+        assert int(kept) > 350e6 and int(free) > 350e6 and int(after) < 50e6 and released == "True"

@@ -51,13 +51,14 @@ def test_the_compiled_ledger_gives_the_numpy_bytes(monkeypatch):
 @compiled
 def test_values_computed_again_give_the_bytes_of_values_kept(monkeypatch):
     """Past ``SCRATCH_FLOWS`` (window 0 of a big fleet) the compiled loop keeps no per-move values and
-    computes them again in its second pass: the same bytes, every window."""
+    computes them again in its second pass, and when every flow is touched it leaves the level after
+    to the ledger's rows: the same bytes, every window."""
     kept, again = _ledger(5, response_ratio=3.5), _ledger(5, response_ratio=3.5)  # responses differ
     spaces, original = [], again._space
 
-    def space(flows, moves):
-        out, values = original(flows, moves)
-        spaces.append(values.shape)
+    def space(flows, moves, planes=3):
+        out, values = original(flows, moves, planes)
+        spaces.append((values.shape, out.shape[0]))
         return out, values
 
     for i in range(60):
@@ -65,13 +66,16 @@ def test_values_computed_again_give_the_bytes_of_values_kept(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(traffic, "SCRATCH_FLOWS", 0)  # every window as window 0 of fleet-10k
             m.setattr(traffic, "SCRATCH_SHARE", 1 << 40)
+            m.setattr(traffic._ledger_fast, "AFTER_OPTIONAL", i % 2 == 0)  # odd windows: the level after copied
             m.setattr(again, "_space", space)
             b = again.window(i, 60.0 * i, 60.0 * (i + 1))
         assert np.array_equal(a.touched, b.touched)
         for x, y in ((a.before, b.before), (a.average, b.average), (a.touched_after, b.touched_after),
                      (a.host_average, b.host_average), (kept.rows, again.rows), (kept.host_level, again.host_level)):
             assert np.ascontiguousarray(x).tobytes() == np.ascontiguousarray(y).tobytes()
-    assert spaces and all(shape[0] == 0 for shape in spaces)  # the values were not kept
+    assert spaces and all(shape[0] == 0 for shape, _ in spaces)  # the values were not kept
+    # every flow is touched here: the level after is not copied (two planes), except where told to
+    assert [planes for _, planes in spaces] == [2, 3] * 30
     assert kept.rows[:, OFFLOAD, CONNECTIONS].sum() > 0
 
 

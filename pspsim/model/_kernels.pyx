@@ -20,6 +20,7 @@ from libc.math cimport ceil
 from libc.string cimport memset
 
 RECOMPUTES_VALUES = True  # apply_moves takes values with no rows (a build without this does not)
+AFTER_OPTIONAL = True  # apply_moves takes an out of two planes (no level after: the caller has it)
 
 cdef int CATS = 4
 cdef int QUANTS = 5
@@ -73,8 +74,8 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     sorted; ``by_pair`` lists the moves pair by pair (in move order within a pair), pair ``p``'s
     from ``pair_start[p]`` to ``pair_start[p + 1]``.  Updates ``rows`` (the level, flow by flow) and
     writes the touched flows' level before the window to ``out[0, :n]``, their average over it
-    to ``out[1, :n]`` and their level after it to ``out[2, :n]``, each (touched, categories,
-    quantities).  ``values`` (moves, 2, quantities) is working space; with no rows (window 0's whole
+    to ``out[1, :n]`` and their level after it to ``out[2, :n]`` (if ``out`` has that plane), each
+    (touched, categories, quantities).  ``values`` (moves, 2, quantities) is working space; with no rows (window 0's whole
     population: 80 bytes a move) each move's values are computed again in the second pass instead
     of kept (the same expressions: the same bytes).
 
@@ -88,8 +89,9 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cache (it is fetched ``AHEAD`` pairs early).  Each flow's sums take its moves in move
     order, additions and removals apart, as the numpy implementation does."""
     cdef Py_ssize_t n = touched.shape[0], m = conn.shape[0], pairs = n // 2, i, k, p, q, c
-    if out.shape[0] < 3 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
-        raise ValueError("out must be (3, >= touched, 4, 5)")
+    if out.shape[0] < 2 or out.shape[1] < n or out.shape[2] != CATS or out.shape[3] != QUANTS:
+        raise ValueError("out must be (3, >= touched, 4, 5), or (2, ...) without the level after")
+    cdef bint after = out.shape[0] >= 3
     cdef bint kept = values.shape[0] > 0
     if (kept and values.shape[0] < m) or values.shape[1] != 2 or values.shape[2] != QUANTS:
         raise ValueError("values must be (>= moves, 2, 5), or (0, 2, 5) to compute them again")
@@ -105,7 +107,7 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* R = &rows[0, 0, 0]
     cdef double* OUT0 = &out[0, 0, 0, 0]
     cdef double* OUT1 = &out[1, 0, 0, 0]
-    cdef double* OUT2 = &out[2, 0, 0, 0]
+    cdef double* OUT2 = &out[2, 0, 0, 0] if after else NULL
     cdef double* V = &values[0, 0, 0] if kept else &again[0]
     cdef double* vm
     cdef double* HL = &host_level[0, 0, 0, 0, 0]
@@ -189,13 +191,15 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
                 r = R + (CATS * QUANTS) * touched[f]
                 o0 = OUT0 + (CATS * QUANTS) * f
                 o1 = OUT1 + (CATS * QUANTS) * f
-                o2 = OUT2 + (CATS * QUANTS) * f
+                if after:
+                    o2 = OUT2 + (CATS * QUANTS) * f
                 for c in range(CATS * QUANTS):
                     before = r[c]
                     o0[c] = before
                     o1[c] = (before + acc[2][c]) + acc[3][c]
                     r[c] = (before + acc[0][c]) + acc[1][c]
-                    o2[c] = r[c]
+                    if after:
+                        o2[c] = r[c]
 
 
 def engine_shares(const double[:, ::1] q, double scale, const long long[::1] sender,

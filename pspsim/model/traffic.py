@@ -266,7 +266,9 @@ class TrafficLedger:
         touched[0::2], touched[1::2] = 2 * pairs, 2 * pairs + 1  # sorted: each pair's two directions
         if _ledger_fast is not None:
             n = len(touched)
-            out, values = self._space(n, len(conn))
+            # every flow touched (window 0): their level after the window is the level itself, not copied
+            every = n == self.flows.count and getattr(_ledger_fast, "AFTER_OPTIONAL", False)
+            out, values = self._space(n, len(conn), planes=2 if every else 3)
             f = self.flows
             _ledger_fast.apply_moves(
                 conn, to, came_from, weight, inverse, by_pair, pair_start, touched, f.msg_bytes, f.msgs_per_s,
@@ -274,8 +276,9 @@ class TrafficLedger:
                 self.crossing, self.host_level, host_average)
             average = out[1, :n].transpose(1, 2, 0)
             self.dense.update(self.rows, touched, average)
+            after = self.rows.transpose(1, 2, 0) if every else out[2, :n].transpose(1, 2, 0)
             return WindowTraffic(self.rows, touched, out[0, :n].transpose(1, 2, 0), average, host_average,
-                                 out[2, :n].transpose(1, 2, 0), self.dense)
+                                 after, self.dense)
         before, average = self._apply(conn, to, came_from, weight, inverse, touched)
         after = self.rows[touched].transpose(1, 2, 0)
         self.host_level += self._host_sums(touched, after - before)
@@ -306,19 +309,19 @@ class TrafficLedger:
         everything = np.arange(self.flows.count)
         self.host_level = self._host_sums(everything, self.rows.transpose(1, 2, 0))
 
-    def _space(self, flows: int, moves: int) -> tuple[np.ndarray, np.ndarray]:
+    def _space(self, flows: int, moves: int, planes: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """The compiled loop's output (3, flows, categories, quantities) and working space
         (moves, 2, quantities): kept from window to window up to ``SCRATCH_FLOWS`` touched flows or
         ``1 / SCRATCH_SHARE`` of the flows, whichever is more (a window's usual moves), so their
         pages are not faulted in again each window (fleet-10k: 77 MB a window, 22 of a plaintext
         window's 77 ms in the loop); fresh beyond (window 0), without the working space (80 bytes
         a move: 0.8 GB for fleet-10k's 10 M connections open at time 0) when the loop can compute
-        the values again."""
+        the values again; ``planes=2`` leaves out the level after (fresh output only)."""
         shape = (len(CATEGORIES), len(QUANTITIES))
         limit = max(SCRATCH_FLOWS, self.flows.count // SCRATCH_SHARE)
         if flows > limit or moves > limit:  # no values kept: the loop computes them twice
             kept = 0 if getattr(_ledger_fast, "RECOMPUTES_VALUES", False) else moves
-            return np.empty((3, flows, *shape)), np.empty((kept, 2, len(QUANTITIES)))
+            return np.empty((planes, flows, *shape)), np.empty((kept, 2, len(QUANTITIES)))
         if self._scratch is None or self._scratch[0].shape[1] < max(flows, moves):
             have = 0 if self._scratch is None else self._scratch[0].shape[1]
             size = min(limit, max(flows, moves, 2 * have))

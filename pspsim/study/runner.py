@@ -43,7 +43,7 @@ from pspsim.model.streams import RandomStreams, replication_seed, replication_se
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import Workload, generate_workload
 from pspsim.scenario import Scenario
-from pspsim.study.allocator import TRIM_ABOVE_FRACTION, physical_memory, release_freed_memory
+from pspsim.study.allocator import TRIM_ABOVE_FRACTION, TRIM_FREE_BYTES, physical_memory, release_freed_memory
 from pspsim.study.budget import duration_text
 from pspsim.wire.errors import ConfigError
 
@@ -163,7 +163,7 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
     how far the run has got (a long run is not silent)."""
     t0 = time.time()
     # what an earlier run of this process left, if much: its peak is not added to this one's
-    release_freed_memory(if_resident_above=TRIM_ABOVE_FRACTION * physical_memory())
+    release_freed_memory(if_resident_above=TRIM_ABOVE_FRACTION * physical_memory(), if_free_above=TRIM_FREE_BYTES)
     seq = replication_sequence(scenario.run.seed, replication)
     costs = params.costs()
     streams = RandomStreams.from_sequence(seq)
