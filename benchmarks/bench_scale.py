@@ -74,14 +74,16 @@ CHILD = textwrap.dedent("""
             peak_total[0] = max(peak_total[0], tree_rss())
             time.sleep(0.25)
     threading.Thread(target=sample, daemon=True).start()
+    from pspsim.study.allocator import keep_freed_memory
     from pspsim.study.budget import jobs_that_fit
+    from pspsim.study.executors import process_pool
     from pspsim.study.runner import run_scenario
-    from concurrent.futures import ProcessPoolExecutor
+    keep_freed_memory()  # as the pspsim command does, and its workers (process_pool)
     sc = scenario_from_dict(json.loads(sys.argv[1]))
     jobs = jobs_that_fit(sc, int(sys.argv[2]))  # as `pspsim run -j` does: no more workers than fit in memory
     t = time.perf_counter()
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        with process_pool(jobs) as pool:  # the executor of `pspsim run -j`
             run_scenario(sc, executor=pool)
     else:
         run_scenario(sc)
