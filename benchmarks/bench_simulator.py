@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,14 +67,21 @@ def _bare_simpy(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _fleet_run() -> tuple[float, float]:
+def _fleet_run(scenario: Path = FLEET) -> tuple[float, float]:
+    """Wall time and peak memory of ``pspsim run`` on ``scenario``: the peak of that child and its
+    workers (``wait4``'s usage of this child, not ``RUSAGE_CHILDREN``, which would also hold the
+    benchmarks run before it in this process)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pspsim", "run", "-q", "--no-figure", str(FLEET), "-o",
-                        os.path.join(tmp, "out")], check=True, cwd=ROOT)
+        args = [sys.executable, "-m", "pspsim", "run", "-q", "--no-figure", str(scenario),
+                "-o", os.path.join(tmp, "out")]
+        child = subprocess.Popen(args, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return wall, peak_gib
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, args)
+    return wall, usage.ru_maxrss / 2**20
 
 
 def run() -> dict[str, float]:
