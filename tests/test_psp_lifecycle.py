@@ -5,7 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pspsim.costs import load_parameter_set
 from pspsim.model.rotation import RotationSchedule
+from pspsim.model.simulation import FleetSimulation
+from pspsim.model.streams import RandomStreams
+from pspsim.model.variants import make_variant
+from pspsim.model.workload import generate_workload
 from tests.sim_helpers import scenario, simulate, summarize
 
 FOREVER = {"connection_lifetime": 0}  # no churn: connections live through the run
@@ -292,3 +297,34 @@ def test_in_place_rekeys_renew_only_their_own_side_so_the_other_side_still_goes_
                    for conn in range(len(w)) for host in (w.client[conn], w.server[conn]))
     assert expected > 0
     assert run.totals["psp_stale_events"] == expected
+
+
+@pytest.mark.parametrize("rekey", ["reconnect", "in-place"])
+def test_rows_of_connections_not_started_yet_are_never_read(rekey):
+    """PSP's per-side state (``made``, ``scheduled``) is written for connections as they start, so
+    the day's later connections take no memory at first.  Rows not written yet are filled here with
+    values that would change the run if any were read (an old association, a re-key already asked
+    for), before every window: the run stays the same, to the byte."""
+    sc = scenario(run={"duration": "40min"}, workload={"connection_lifetime": "5min"},
+                  keys={"psp_rotation_period": "3min", "psp_rekey_delay": "4min", "psp_rekey_spread": "1min",
+                        "psp_rekey": rekey, "psp_stale_notice": "20s"})
+    _, clean, _ = simulate(sc, "psp")
+
+    costs = load_parameter_set().costs()
+    streams = RandomStreams.from_sequence(np.random.SeedSequence(5))
+    w = generate_workload(sc, streams.workload)
+    sim = FleetSimulation(sc, make_variant("psp", costs, sc.keys), w, costs, streams)
+    ctl, window, unwritten = sim.control, sim.control.window, []
+
+    def poisoned(index, t0, t1, arrivals, departures, out):
+        unwritten.append(len(w) - ctl.started)
+        ctl.made[ctl.started:] = -1.0
+        ctl.scheduled[ctl.started:] = np.inf
+        window(index, t0, t1, arrivals, departures, out)
+
+    ctl.window = poisoned
+    run = sim.run()
+    assert unwritten[0] == len(w) and 0 < unwritten[20] < len(w)  # later connections wait to be written
+    assert clean.totals["psp_stale_events"] > 0 and clean.totals["key_reconnects"] + clean.totals["psp_rekeys"] > 0
+    assert run.totals == clean.totals
+    pd.testing.assert_frame_equal(pd.DataFrame(run.rows), pd.DataFrame(clean.rows))

@@ -101,6 +101,23 @@ def test_per_host_sums_equal_a_fresh_bincount_of_the_flows(monkeypatch, implemen
                     np.testing.assert_allclose(t.host_average[:, side, part, c, BYTES], want, rtol=1e-9, atol=1e-6)
 
 
+def test_per_host_sums_do_not_depend_on_how_many_rows_one_bincount_takes(monkeypatch):
+    """The per-host sums go one block of (category, quantity) rows per ``bincount`` (small blocks
+    when every flow is summed): one row, seven (the last block shorter) or all twenty at a time
+    give the same bytes, window by window and through a resync."""
+    whole, blocks = _ledger(9, "5h"), _ledger(9, "5h")
+    crossing = np.random.default_rng(1).random(whole.flows.count) < 0.5
+    whole.crossing[:], blocks.crossing[:] = crossing, crossing
+    for i in range(traffic.RESYNC + 20):
+        a = whole.window(i, 60.0 * i, 60.0 * (i + 1))
+        with monkeypatch.context() as m:
+            m.setattr(traffic, "HOST_SUM_ELEMENTS", (1, 7 * blocks.flows.count)[i % 2])
+            b = blocks.window(i, 60.0 * i, 60.0 * (i + 1))
+        assert a.host_average.tobytes() == b.host_average.tobytes()
+        assert whole.host_level.tobytes() == blocks.host_level.tobytes()
+    assert whole.host_level[:, :, 1].any() and whole.host_level[:, 1, :, OFFLOAD, CONNECTIONS].any()
+
+
 def test_a_connection_moving_mid_window_counts_its_share():
     """Independent of both implementations: one connection, moves at known times."""
     sc = scenario(run={"duration": "10min"}, fleet={"racks": 1, "hosts_per_rack": 2},

@@ -85,9 +85,11 @@ class PspControl:
         self.schedule, self.rng = schedule, delay_rng
         self.tx_keys_on_nic = tx_keys_on_nic
         n, hosts = len(workload), workload.hosts
-        self.made = np.full((n, 2), np.nan)  # creation of the current association on each side's NIC
+        # Per side: creation of the current association on its NIC (NaN: none) and the latest
+        # re-keying requested (-inf: none), written for connections as they start (_start_rows)
+        self.made, self.scheduled = np.empty((n, 2)), np.empty((n, 2))
+        self.started, self.window_length = 0, window
         self.version = np.zeros((n, 2), dtype=np.int32)
-        self.scheduled = np.full((n, 2), -np.inf)  # latest re-keying requested, per side
         self.mode = np.zeros(n, dtype=np.int8)
         self.is_stale = np.zeros(n, dtype=bool)  # carrying nothing until re-established
         self.lost = np.zeros(n, dtype=bool)
@@ -102,6 +104,18 @@ class PspControl:
         self._rekey_keys, self._rekey_first = np.empty(0, np.int64), np.empty(0)  # the compiled stale test's hash table
 
     # -- helpers ------------------------------------------------------------------
+    def _start_rows(self, t1: float) -> None:
+        """Write the first ``made`` and ``scheduled`` of the connections that start before the
+        window after ``t1`` ends (one window ahead: a rotation at a window's edge reads its NIC's
+        connections that started by then).  Rows of later connections stay unwritten, so their
+        pages are not in memory until then: fleet-10k's 70 M connections of the day take 2.1 GB
+        here, of which the 10 M open at time 0 need 0.3 GB (connections are in start order)."""
+        upto = int(np.searchsorted(self.w.start, t1 + self.window_length, side="right"))
+        if upto > self.started:
+            self.made[self.started:upto] = np.nan
+            self.scheduled[self.started:upto] = -np.inf
+            self.started = upto
+
     def _rekey_table(self, requests: int) -> tuple[np.ndarray, np.ndarray, int]:
         """The compiled stale test's hash table of associations asked to re-key (at most two per
         request), empty, at most half full: kept from window to window and grown when a window
@@ -269,6 +283,7 @@ class PspControl:
     def window(self, index: int, t0: float, t1: float, arrivals: np.ndarray, departures: np.ndarray,
                out: ControlWindow) -> None:
         w, c, keys = self.w, self.c, self.keys
+        self._start_rows(t1)
         running = arrivals[w.start[arrivals] < 0]
         opened = arrivals[w.start[arrivals] >= 0]
         # Connections open at time 0: associations of the generation active then, TX keys installed.

@@ -45,6 +45,7 @@ BYTES, PACKETS, RECORDS, LOOKUPS, CONNECTIONS = range(5)
 QUANTITIES = ("bytes", "packets", "records", "lookups", "connections")
 GONE = -1
 RESYNC = 256  # windows between rebuilds of the per-host sums from the flows' level
+HOST_SUM_ELEMENTS = 1 << 22  # values summed per host by one bincount (32 MiB; see TrafficLedger._host_sums)
 SCRATCH_FLOWS = 1 << 16  # touched flows (and moves) up to which the ledger keeps its working space (36 MiB),
 SCRATCH_SHARE = 8  # or up to this share of the flows (fleet-10k: 250,000 of 2 M, 140 MB; its windows touch 160,000)
 
@@ -293,15 +294,24 @@ class TrafficLedger:
         return WindowTraffic(self.rows, none, empty, empty, host_average, empty, self.dense)
 
     def _host_sums(self, flows: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``."""
+        """Per-host sums (hosts, 2, 2, categories, quantities) of ``values[category, quantity, flow]``.
+
+        One ``bincount`` over a block of (category, quantity) rows at a time, each bin adding its
+        flows in order, so the sums do not depend on the block: blocks of at most
+        ``HOST_SUM_ELEMENTS`` values keep the copies small when every flow is summed (a resync:
+        fleet-10k's 2 M flows took 0.9 GB for a moment in one block); a window's flows fit in one."""
         out = np.zeros_like(self.host_level)
         per_flow = values.reshape(-1, len(flows))  # (categories * quantities, flows)
+        block = max(1, HOST_SUM_ELEMENTS // max(len(flows), 1))
         for side, hosts_of in ((0, self.flows.sender), (1, self.flows.receiver)):
             for part, keep in ((0, slice(None)), (1, self.crossing[flows] == 1)):
                 h = hosts_of[flows][keep]
-                index = (np.arange(per_flow.shape[0])[:, None] * self.hosts + h).ravel()
-                sums = np.bincount(index, per_flow[:, keep].ravel(), per_flow.shape[0] * self.hosts)
-                out[:, side, part] = sums.reshape(len(CATEGORIES), len(QUANTITIES), self.hosts).transpose(2, 0, 1)
+                sums = out[:, side, part].reshape(self.hosts, -1)  # (hosts, rows): a view of out
+                for lo in range(0, per_flow.shape[0], block):
+                    rows = per_flow[lo:lo + block]
+                    index = (np.arange(rows.shape[0])[:, None] * self.hosts + h).ravel()
+                    sums[:, lo:lo + block] = np.bincount(index, rows[:, keep].ravel(),
+                                                         rows.shape[0] * self.hosts).reshape(-1, self.hosts).T
         return out
 
     def _resync_host_level(self) -> None:
