@@ -303,8 +303,8 @@ def test_in_place_rekeys_renew_only_their_own_side_so_the_other_side_still_goes_
 def test_rows_of_connections_not_started_yet_are_never_read(rekey):
     """PSP's per-side state (``made``, ``scheduled``) is written for connections as they start, so
     the day's later connections take no memory at first.  Rows not written yet are filled here with
-    values that would change the run if any were read (an old association, a re-key already asked
-    for), before every window: the run stays the same, to the byte."""
+    values that would change the run if any were read (an association made far in the future, a
+    re-key already asked for), before every window: the run stays the same, to the byte."""
     sc = scenario(run={"duration": "40min"}, workload={"connection_lifetime": "5min"},
                   keys={"psp_rotation_period": "3min", "psp_rekey_delay": "4min", "psp_rekey_spread": "1min",
                         "psp_rekey": rekey, "psp_stale_notice": "20s"})
@@ -317,9 +317,9 @@ def test_rows_of_connections_not_started_yet_are_never_read(rekey):
     ctl, window, unwritten = sim.control, sim.control.window, []
 
     def poisoned(index, t0, t1, arrivals, departures, out):
-        unwritten.append(len(w) - ctl.started)
-        ctl.made[ctl.started:] = -1.0
-        ctl.scheduled[ctl.started:] = np.inf
+        unwritten.append(len(w) - ctl.rows_written)
+        ctl.made[ctl.rows_written:] = 1e9
+        ctl.scheduled[ctl.rows_written:] = np.inf
         window(index, t0, t1, arrivals, departures, out)
 
     ctl.window = poisoned

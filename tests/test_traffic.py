@@ -103,19 +103,27 @@ def test_per_host_sums_equal_a_fresh_bincount_of_the_flows(monkeypatch, implemen
 
 def test_per_host_sums_do_not_depend_on_how_many_rows_one_bincount_takes(monkeypatch):
     """The per-host sums go one block of (category, quantity) rows per ``bincount`` (small blocks
-    when every flow is summed): one row, seven (the last block shorter) or all twenty at a time
-    give the same bytes, window by window and through a resync."""
-    whole, blocks = _ledger(9, "5h"), _ledger(9, "5h")
-    crossing = np.random.default_rng(1).random(whole.flows.count) < 0.5
-    whole.crossing[:], blocks.crossing[:] = crossing, crossing
-    for i in range(traffic.RESYNC + 20):
-        a = whole.window(i, 60.0 * i, 60.0 * (i + 1))
-        with monkeypatch.context() as m:
-            m.setattr(traffic, "HOST_SUM_ELEMENTS", (1, 7 * blocks.flows.count)[i % 2])
-            b = blocks.window(i, 60.0 * i, 60.0 * (i + 1))
-        assert a.host_average.tobytes() == b.host_average.tobytes()
-        assert whole.host_level.tobytes() == blocks.host_level.tobytes()
-    assert whole.host_level[:, :, 1].any() and whole.host_level[:, 1, :, OFFLOAD, CONNECTIONS].any()
+    when every flow is summed, as in a resync): blocks of 1, 3, 7 (the last ones shorter) and all
+    20 rows give the same bytes, for every flow and for a window's few, and they are the sums."""
+    ledger = _ledger(9, "2h")
+    for i in range(30):
+        ledger.window(i, 60.0 * i, 60.0 * (i + 1))
+    flows, rows = ledger.flows, len(traffic.CATEGORIES) * len(traffic.QUANTITIES)
+    ledger.crossing[:] = np.random.default_rng(1).random(flows.count) < 0.5
+    level = ledger.rows.transpose(1, 2, 0)
+    assert level[OFFLOAD, CONNECTIONS].any() and level[SOFTWARE, BYTES].any()
+    for ids in (np.arange(flows.count), np.sort(np.random.default_rng(2).choice(flows.count, 40, replace=False))):
+        values = level[:, :, ids]
+        sums = []
+        for block in (1, 3, 7, rows):
+            monkeypatch.setattr(traffic, "HOST_SUM_ELEMENTS", block * len(ids))
+            sums.append(ledger._host_sums(ids, values))
+        assert all(x.tobytes() == sums[-1].tobytes() for x in sums)
+        for side, hosts_of in ((0, flows.sender), (1, flows.receiver)):
+            for part, keep in ((0, np.ones(len(ids), bool)), (1, ledger.crossing[ids] == 1)):
+                for c, q in ((OFFLOAD, CONNECTIONS), (SOFTWARE, BYTES), (STALE, BYTES)):
+                    want = np.bincount(hosts_of[ids][keep], values[c, q][keep], ledger.hosts)
+                    assert sums[0][:, side, part, c, q].tobytes() == want.tobytes()
 
 
 def test_a_connection_moving_mid_window_counts_its_share():

@@ -306,7 +306,7 @@ class TrafficLedger:
         for side, hosts_of in ((0, self.flows.sender), (1, self.flows.receiver)):
             for part, keep in ((0, slice(None)), (1, self.crossing[flows] == 1)):
                 h = hosts_of[flows][keep]
-                sums = out[:, side, part].reshape(self.hosts, -1)  # (hosts, rows): a view of out
+                sums = out.reshape(self.hosts, 2, 2, -1)[:, side, part]  # (hosts, rows): a view of out
                 for lo in range(0, per_flow.shape[0], block):
                     rows = per_flow[lo:lo + block]
                     index = (np.arange(rows.shape[0])[:, None] * self.hosts + h).ravel()
