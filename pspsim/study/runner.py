@@ -43,7 +43,13 @@ from pspsim.model.streams import RandomStreams, replication_seed, replication_se
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import Workload, generate_workload
 from pspsim.scenario import Scenario
-from pspsim.study.allocator import TRIM_ABOVE_FRACTION, TRIM_FREE_BYTES, physical_memory, release_freed_memory
+from pspsim.study.allocator import (
+    TRIM_ABOVE_FRACTION,
+    TRIM_FREE_BYTES,
+    FreedMemoryWatch,
+    physical_memory,
+    release_freed_memory,
+)
 from pspsim.study.budget import duration_text
 from pspsim.wire.errors import ConfigError
 
@@ -171,7 +177,14 @@ def run_one(scenario: Scenario, params: ParameterSet, replication: int, variant:
     sim = FleetSimulation(scenario, make_variant(variant, costs, scenario.keys), workload, costs, streams)
     beat = None if heartbeat_s is None else Heartbeat(f"{variant} (replication {replication})",
                                                       scenario.run.duration, heartbeat_s, t0)
-    run = sim.run(beat)
+    watch = FreedMemoryWatch()  # freed heap handed back as the run goes, not only between runs
+
+    def after_window(simulated: float) -> None:
+        watch(simulated)
+        if beat is not None:
+            beat(simulated)
+
+    run = sim.run(after_window)
     key = {"scenario": scenario.run.name, "variant": variant, "replication": replication,
            "seed": replication_seed(seq), "spawn_key": str(replication)}
     timeseries = pd.DataFrame([key | row for row in run.rows])
