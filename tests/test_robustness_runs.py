@@ -3,6 +3,7 @@ nonce warnings, key files, scenario values refused, and runs too big to start.""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -302,26 +303,40 @@ def test_workers_of_the_pool_and_of_a_local_dask_cluster_keep_freed_memory():
         assert executor.submit(refaults).result() < 100
 
 
-def test_memory_freed_by_an_earlier_run_goes_back_before_the_next():
-    """``release_freed_memory`` (called at the start of every ``run_one``) hands back what the
-    allocator kept: 400 MB freed in 4 MB blocks (kept in the heap, under the 32 MiB mmap
-    threshold) stays resident until it is called, and leaves then; not while the process holds
-    less than the bar it is given."""
+_FREED_HEAP = """
+    import numpy as np
+    from pspsim.study.allocator import FreedMemoryWatch, free_heap_bytes, keep_freed_memory, release_freed_memory
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    def free_blocks():
+        blocks = [np.ones(1 << 19) for _ in range(100)]  # 100 x 4 MiB, written
+        keep = np.ones(1 << 10)  # allocated last: the heap top is in use, so nothing is trimmed by itself
+        del blocks
+        return keep
+    keep_freed_memory()
+    base = rss()
+"""
+
+
+def _with_freed_heap(body: str) -> str:
+    """What ``body`` prints, run in a fresh process with pspsim's allocator settings after
+    ``_FREED_HEAP`` (``free_blocks()`` frees 400 MB in 4 MB blocks, kept in the heap: under the
+    32 MiB mmap threshold)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
-    code = textwrap.dedent("""
-        import numpy as np
-        from pspsim.study.allocator import free_heap_bytes, keep_freed_memory, release_freed_memory
-        def rss():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * 4096
-        keep_freed_memory()
-        base = rss()
+    code = textwrap.dedent(_FREED_HEAP) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_memory_freed_by_an_earlier_run_goes_back_before_the_next():
+    """``release_freed_memory`` (called at the start of every ``run_one``) hands back what the
+    allocator kept: 400 MB freed stays resident until it is called, and leaves then; not while the
+    process holds less than the bar it is given."""
+    values = _with_freed_heap("""
         out = []
         for bar in ("resident", "free"):
-            blocks = [np.ones(1 << 19) for _ in range(100)]  # 100 x 4 MiB, written
-            keep = np.ones(1 << 10)  # allocated last: the heap top is in use, so nothing is trimmed by itself
-            del blocks
+            keep = free_blocks()
             kept, free = rss() - base, free_heap_bytes()
             assert release_freed_memory(if_resident_above=100e9) is False and rss() - base > kept - 20e6
             assert release_freed_memory(if_resident_above=100e9, if_free_above=2 * free) is False
@@ -331,9 +346,7 @@ def test_memory_freed_by_an_earlier_run_goes_back_before_the_next():
                 released = release_freed_memory(if_resident_above=100e9, if_free_above=free // 2)
             out += [kept, free, rss() - base, released]
         print(*out)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    values = out.stdout.split()
+    """).split()
     for kept, free, after, released in (values[:4], values[4:]):
         assert int(kept) > 350e6 and int(free) > 350e6 and int(after) < 50e6 and released == "True"
 
@@ -341,29 +354,16 @@ def test_memory_freed_by_an_earlier_run_goes_back_before_the_next():
 def test_a_run_hands_freed_memory_back_as_it_goes():
     """``FreedMemoryWatch`` (called after every window of ``run_one``) checks every ``every``
     windows, and hands the heap's free memory back when more than its bar is kept: 400 MB freed
-    in 4 MB blocks stays resident through the first two windows and leaves at the third; with
-    nothing freed since, the next checks release nothing."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc only")
-    code = textwrap.dedent("""
-        import numpy as np
-        from pspsim.study.allocator import FreedMemoryWatch, keep_freed_memory
-        def rss():
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * 4096
-        keep_freed_memory()
-        base = rss()
-        blocks = [np.ones(1 << 19) for _ in range(100)]  # 100 x 4 MiB, written
-        keep = np.ones(1 << 10)  # allocated last: the heap top is in use, so nothing is trimmed by itself
-        del blocks
+    stays resident through the first two windows and leaves at the third; with nothing freed
+    since, the next checks release nothing."""
+    seen = ast.literal_eval(_with_freed_heap("""
+        keep = free_blocks()
         watch = FreedMemoryWatch(every=3, if_free_above=100e6)
         out = []
         for window in range(9):
             watch(60.0 * (window + 1))
             out.append((rss() - base, watch.trims))
         print(out)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seen = eval(out.stdout)
+    """))
     assert all(kept > 350e6 and trims == 0 for kept, trims in seen[:2])
     assert all(kept < 50e6 and trims == 1 for kept, trims in seen[2:])
