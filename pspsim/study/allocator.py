@@ -101,6 +101,13 @@ def release_freed_memory(if_resident_above: float = 0.0, if_free_above: float | 
     return trim(0) == 1
 
 
+TRIM_ABOVE_FRACTION = 0.25  # of the machine's memory: see release_freed_memory
+# or this much freed and kept in the heap, between runs and every FreedMemoryWatch.every windows of one.
+# fleet-10k: PSP ended its day with 1.2 GiB of it kept; with 0.96 GiB carried over (under a 1 GiB bar)
+# the next run in the process, IPsec packet offload, peaked at 6.99 GiB against 6.84 for PSP
+TRIM_FREE_BYTES = 256 << 20
+
+
 class FreedMemoryWatch:
     """Called after each window of a run: every ``every`` windows, hands back the heap's free
     memory when more than ``if_free_above`` bytes of it are kept (:func:`release_freed_memory`).
@@ -111,7 +118,7 @@ class FreedMemoryWatch:
     A check costs a walk of glibc's free lists (``mallinfo2``), so it is made every ``every``
     windows only."""
 
-    def __init__(self, every: int = 60, if_free_above: float = 256 << 20) -> None:
+    def __init__(self, every: int = 60, if_free_above: float = TRIM_FREE_BYTES) -> None:
         self.every, self.if_free_above, self.windows, self.trims = every, if_free_above, 0, 0
 
     def __call__(self, simulated: float) -> None:
@@ -121,9 +128,6 @@ class FreedMemoryWatch:
             self.trims += 1
 
 
-TRIM_ABOVE_FRACTION = 0.25  # of the machine's memory: see release_freed_memory
-TRIM_FREE_BYTES = 1 << 30  # or this much freed and kept in the heap (fleet-10k: 1.2 GiB after PSP, 1.7 after
-# one more run, which later runs' peaks stacked on: 8.02 GiB against 8.00 for PSP alone)
 
 
 def physical_memory() -> float:
