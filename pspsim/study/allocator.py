@@ -128,8 +128,6 @@ class FreedMemoryWatch:
             self.trims += 1
 
 
-
-
 def physical_memory() -> float:
     """The machine's memory in bytes (inf where unknown)."""
     try:
