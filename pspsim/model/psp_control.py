@@ -88,7 +88,7 @@ class PspControl:
         # Per side: creation of the current association on its NIC (NaN: none) and the latest
         # re-keying requested (-inf: none), written a window before the connection starts (_start_rows)
         self.made, self.scheduled = np.empty((n, 2)), np.empty((n, 2))
-        self.rows_written = 0
+        self.rows_written, self.window_length = 0, window
         self.version = np.zeros((n, 2), dtype=np.int32)
         self.mode = np.zeros(n, dtype=np.int8)
         self.is_stale = np.zeros(n, dtype=bool)  # carrying nothing until re-established
@@ -113,7 +113,7 @@ class PspControl:
         not resident until then: the day's connections take 2.2 GB here at fleet-10k (70 M), of
         which the 10 M open at time 0 need 0.3 GB.  That lowers the peak of window 0; the rows of
         ended connections are not given back, so by the end of the day all of it is resident."""
-        upto = int(np.searchsorted(self.w.start, t1 + self.checks.window, side="right"))
+        upto = int(np.searchsorted(self.w.start, t1 + self.window_length, side="right"))
         if upto > self.rows_written:
             self.made[self.rows_written:upto] = np.nan
             self.scheduled[self.rows_written:upto] = -np.inf

@@ -86,9 +86,10 @@ def release_freed_memory(if_resident_above: float = 0.0, if_free_above: float | 
     Called before each variant run with a quarter of the machine's memory as the bar
     (:data:`TRIM_ABOVE_FRACTION`), so that a process running several big runs one after another
     peaks at the largest of them, not at the largest plus what the others left spread over the
-    heap (fleet-10k in one process: 18.8 GB without it).  Below the bar it is not worth its cost:
-    the next run faults the released pages in again (fleet-1k, whose workers hold about 1.7 GB:
-    236 s of CPU with a trim before every run, 195 s without)."""
+    heap (fleet-10k in one process: 18.8 GB without it).  Below the bar a trim regardless of what
+    is free is not worth its cost: the next run faults the released pages in again (fleet-1k, whose
+    workers hold about 1.7 GB: 236 s of CPU with a trim before every run, 195 s without); above
+    :data:`TRIM_FREE_BYTES` of free heap it is (see :class:`FreedMemoryWatch`)."""
     if not sys.platform.startswith("linux"):
         return False
     if resident_bytes() <= if_resident_above and (if_free_above is None or free_heap_bytes() <= if_free_above):
