@@ -86,9 +86,9 @@ class PspControl:
         self.tx_keys_on_nic = tx_keys_on_nic
         n, hosts = len(workload), workload.hosts
         # Per side: creation of the current association on its NIC (NaN: none) and the latest
-        # re-keying requested (-inf: none), written a window before the connection starts (_start_rows)
+        # re-keying requested (-inf: none), written in the window the connection starts (_start_rows)
         self.made, self.scheduled = np.empty((n, 2)), np.empty((n, 2))
-        self.rows_written, self.window_length = 0, window
+        self.rows_written = 0
         self.version = np.zeros((n, 2), dtype=np.int32)
         self.mode = np.zeros(n, dtype=np.int8)
         self.is_stale = np.zeros(n, dtype=bool)  # carrying nothing until re-established
@@ -105,15 +105,15 @@ class PspControl:
 
     # -- helpers ------------------------------------------------------------------
     def _start_rows(self, t1: float) -> None:
-        """Write the first ``made`` and ``scheduled`` of the connections that start before the
-        window after the one ending at ``t1`` ends (connections are in start order).  Reads of rows
-        are of connections that arrived, or masked by ``start <= r`` for a rotation at ``r``, which
-        rounding can put at ``t1`` itself (``RotationSchedule.between``): the window ahead covers
-        connections starting there.  Later rows stay unwritten, so their pages (memory-mapped) are
-        not resident until then: the day's connections take 2.2 GB here at fleet-10k (70 M), of
-        which the 10 M open at time 0 need 0.3 GB.  That lowers the peak of window 0; the rows of
-        ended connections are not given back, so by the end of the day all of it is resident."""
-        upto = int(np.searchsorted(self.w.start, t1 + self.window_length, side="right"))
+        """Write the first ``made`` and ``scheduled`` of the connections that start by ``t1``, the
+        end of the window about to run (connections are in start order).  Reads of rows are of
+        connections that arrived, or masked by ``start <= r`` for a rotation at ``r``, which is
+        before ``t1`` (``RotationSchedule.between``).  Later rows stay unwritten, so their pages
+        (memory-mapped) are not resident until then: the day's connections take 2.2 GB here at
+        fleet-10k (70 M), of which the 10 M open at time 0 need 0.3 GB.  That lowers the peak of
+        window 0; the rows of ended connections are not given back, so by the end of the day all
+        of it is resident."""
+        upto = int(np.searchsorted(self.w.start, t1, side="right"))
         if upto > self.rows_written:
             self.made[self.rows_written:upto] = np.nan
             self.scheduled[self.rows_written:upto] = -np.inf

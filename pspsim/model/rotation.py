@@ -51,14 +51,27 @@ class RotationSchedule:
         return self.next_after(nic, created) + self.period
 
     def between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
-        """Every rotation in [t0, t1): (nics, times), sorted by time."""
-        first = np.ceil((t0 - self.phase) / self.period)
-        last = np.ceil((t1 - self.phase) / self.period) - 1
+        """Every rotation in [t0, t1): (nics, times), sorted by time.
+
+        Rotation ``k`` of a NIC is at ``phase + k * period`` as computed here, and it is in the
+        window whose bounds hold that time: windows that follow each other (each ``t0`` the
+        previous ``t1``) share the rotations out once each, every time inside its window's
+        bounds.  The quotient that finds the first and last ``k`` can round across an integer
+        (a phase a few ulps off ``t1`` modulo the period: ``(300 - 59.99999999999998) / 120``
+        rounds to 2.0000000000000002, and ``59.99999999999998 + 2 * 120`` to 300.0, which is
+        ``t1``), so each bound is moved by one where the time itself says so."""
+        phase, period = self.phase, self.period
+        first = np.ceil((t0 - phase) / period)
+        first += (phase + first * period < t0).astype(np.float64)  # rounded below t0: the next one
+        first -= (phase + (first - 1) * period >= t0).astype(np.float64)  # the one before is in too
+        last = np.ceil((t1 - phase) / period) - 1
+        last -= (phase + last * period >= t1).astype(np.float64)  # rounded up to t1: the next window's
+        last += (phase + (last + 1) * period < t1).astype(np.float64)  # the one after is still before t1
         count = np.maximum(0, last - first + 1).astype(np.int64)
         if not count.any():
             return np.empty(0, np.int64), np.empty(0)
-        nic = np.repeat(np.arange(len(self.phase)), count)
+        nic = np.repeat(np.arange(len(phase)), count)
         k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
-        times = self.phase[nic] + k * self.period
+        times = phase[nic] + k * period
         order = argsort_stable(times)
         return nic[order], times[order]
