@@ -1,8 +1,12 @@
-"""The two-level calendar returns exactly what one bucket per window returns (same rows, same order)."""
+"""The two-level calendar returns exactly what one bucket per window returns (same rows, same order);
+periodic events (PSP rotations, IPsec re-keys) fall in exactly one window each, inside its bounds."""
 
 import numpy as np
+import pytest
 
+from pspsim.model import ipsec_control
 from pspsim.model.calendar import EPOCH, Calendar
+from pspsim.model.rotation import RotationSchedule
 
 
 def _reference(pushes, window, windows, by_time=True):
@@ -87,3 +91,53 @@ def test_memory_follows_the_rows_still_pending():
     row = 8 * 4  # time, index, conn, side
     assert cal.pending() == per_epoch
     assert held < 2 * per_epoch * row  # the last epoch's rows (without the copy: all 20 epochs' rows)
+
+
+def _rotations(origin, period):
+    schedule = RotationSchedule(period, origin)
+    return schedule.between, 0
+
+
+def _rekeys(origin, period):
+    def events(t0, t1):
+        return ipsec_control._events_in(origin, np.full(len(origin), period), t0, np.full(len(origin), t1))
+    return events, 1  # ages k * interval with k >= 1
+
+
+@pytest.mark.parametrize("period", [120.0, 600.0, 8400.0, 100_000 / 3])
+@pytest.mark.parametrize("series", ["psp-rotations", "ipsec-rekeys", "ipsec-rekeys-numpy"])
+def test_periodic_events_fall_in_exactly_one_window_and_inside_its_bounds(series, period, monkeypatch):
+    """Origins (rotation phases, SA starts) a few ulps off the window edges modulo the period, where
+    the quotient that finds a window's first and last event rounds across an integer (phase
+    59.99999999999998, period 120: the rotation at 300.0 was given to the window ending at 300).
+    Each window's events must lie in [t0, t1), and the windows together must give each event once:
+    ``origin + k * period`` (the same expression) inside the run, counted directly."""
+    if series == "ipsec-rekeys-numpy":
+        monkeypatch.setattr(ipsec_control, "_schedules", None)
+    rng = np.random.default_rng(7)
+    window, windows, count = 60.0, 2000, 3000
+    edges = window * rng.integers(1, windows, count)
+    origin = np.mod(edges - period * rng.integers(0, 4, count), period)
+    origin = np.clip(origin + rng.integers(-8, 9, count) * np.spacing(np.maximum(origin, 1.0)), 0,
+                     np.nextafter(period, 0))
+    events, k_min = (_rotations if series == "psp-rotations" else _rekeys)(origin, period)
+    got_item, got_time = [], []
+    for index in range(windows):
+        t0, t1 = index * window, (index + 1) * window
+        items, times = events(t0, t1)
+        assert ((times >= t0) & (times < t1)).all(), (t0, t1, times[(times < t0) | (times >= t1)])
+        got_item.append(items)
+        got_time.append(times)
+    item, time = np.concatenate(got_item), np.concatenate(got_time)
+    k = np.arange(k_min, windows * window / period + 2)
+    every = origin[:, None] + k[None, :] * period  # each item's events, the same float expression
+    inside = (every >= 0) & (every < windows * window)
+    want_item, want_time = np.nonzero(inside)[0], every[inside]  # by item, then time
+    order = np.lexsort((time, item))
+    assert np.array_equal(item[order], want_item) and np.array_equal(time[order], want_time)
+    # bounds from the quotient alone put some of these events outside their window
+    # (on t1, or just below it, in the next window)
+    every_edge = window * np.arange(windows + 1)[None, :]
+    old_last = np.ceil((every_edge - origin[:, None]) / period) - 1
+    assert ((origin[:, None] + old_last * period >= every_edge)
+            | (origin[:, None] + (old_last + 1) * period < every_edge)).any()

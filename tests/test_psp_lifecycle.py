@@ -125,42 +125,6 @@ def test_rotation_schedules():
 
 
 
-@pytest.mark.parametrize("period", [120.0, 600.0, 8400.0, 100_000 / 3])
-def test_every_rotation_falls_in_exactly_one_window_and_inside_its_bounds(period):
-    """Phases a few ulps off the window edges modulo the period, where the quotient that finds
-    a window's first and last rotation rounds across an integer (phase 59.99999999999998, period
-    120: the rotation at 300.0 was given to the window ending at 300).  Each window's rotations
-    must lie in [t0, t1), and the windows together must give each rotation once: the rotations
-    ``phase + k * period`` (the same expression) inside the run, counted directly."""
-    rng = np.random.default_rng(7)
-    window, windows = 60.0, 2000
-    count = 3000
-    edges = window * rng.integers(1, windows, count)
-    phase = np.mod(edges - period * rng.integers(0, 4, count), period)
-    phase = np.clip(phase + rng.integers(-8, 9, count) * np.spacing(np.maximum(phase, 1.0)), 0, np.nextafter(period, 0))
-    schedule = RotationSchedule(period, phase)
-    got_nic, got_time = [], []
-    for index in range(windows):
-        t0, t1 = index * window, (index + 1) * window
-        nics, times = schedule.between(t0, t1)
-        assert ((times >= t0) & (times < t1)).all(), (t0, t1, times[(times < t0) | (times >= t1)])
-        got_nic.append(nics)
-        got_time.append(times)
-    nic, time = np.concatenate(got_nic), np.concatenate(got_time)
-    k = np.arange(-2, windows * window / period + 2)
-    every = phase[:, None] + k[None, :] * period  # each NIC's rotations, the same float expression
-    inside = (every >= 0) & (every < windows * window)
-    want_nic, want_time = np.nonzero(inside)[0], every[inside]  # by NIC, then time
-    order = np.lexsort((time, nic))
-    assert np.array_equal(nic[order], want_nic) and np.array_equal(time[order], want_time)
-    # bounds from the quotient alone put some of these phases' rotations outside their window
-    # (on t1, or just below it, in the next window)
-    every_edge = window * np.arange(windows + 1)[None, :]
-    old_last = np.ceil((every_edge - phase[:, None]) / period) - 1
-    assert ((phase[:, None] + old_last * period >= every_edge)
-            | (phase[:, None] + (old_last + 1) * period < every_edge)).any()
-
-
 def test_a_full_tx_key_table_falls_back_to_tls_and_costs_its_cores():
     sc = scenario(run={"duration": "20min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 100},
                                                                  "peers_per_host": 3},

@@ -20,7 +20,8 @@ from libc.math cimport INFINITY, ceil, floor
 def events_in(const double[::1] start, const double[::1] interval, double t0, const double[::1] t1):
     """:func:`pspsim.model.ipsec_control._events_in` in one pass (two: count, then fill): per item
     ``i``, the ages ``k * interval[i]`` (k >= 1) that fall in ``[t0, t1[i])``, as (item, time) in
-    item order, then k.  The same float operations in the same order, so the same bytes."""
+    item order, then k (the bounds corrected by the times, as ``calendar.periodic_bounds``).  The
+    same float operations in the same order, so the same bytes."""
     cdef Py_ssize_t n = start.shape[0], i, j = 0, total = 0
     cdef long long k, c
     cdef double first, last
@@ -30,10 +31,18 @@ def events_in(const double[::1] start, const double[::1] interval, double t0, co
     cdef double[::1] firsts = firsts_
     with nogil:
         for i in range(n):
-            first = ceil((t0 - start[i]) / interval[i])
+            first = ceil((t0 - start[i]) / interval[i])  # corrected by the times, as periodic_bounds does
+            if start[i] + first * interval[i] < t0:
+                first = first + 1
+            if start[i] + (first - 1) * interval[i] >= t0:
+                first = first - 1
             if first < 1.0:
                 first = 1.0
             last = ceil((t1[i] - start[i]) / interval[i]) - 1
+            if start[i] + last * interval[i] >= t1[i]:
+                last = last - 1
+            if start[i] + (last + 1) * interval[i] < t1[i]:
+                last = last + 1
             c = <long long> (last - first + 1) if last - first + 1 > 0 else 0
             counts[i] = c
             firsts[i] = first

@@ -21,6 +21,24 @@ from pspsim.model.sorting import argsort_stable
 EPOCH = 64  # windows per epoch: far events wait per epoch and are filed per window when it begins
 
 
+
+def periodic_bounds(origin: np.ndarray, period: np.ndarray | float, t0: float,
+                    t1: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Per item, the first and last ``k`` (floats) with ``origin + k * period`` in ``[t0, t1)``
+    (first > last: none), for series such as rotations (``phase + k * period``) or re-keys
+    (``start + k * interval``).  The times themselves decide, as computed by that expression:
+    the quotient that finds ``k`` can round across an integer (``(300 - 59.99999999999998) /
+    120`` gives 2.0000000000000002, while ``59.99999999999998 + 2 * 120`` gives 300.0), so each
+    bound is moved by one where the time says so.  Windows that follow each other (each ``t0``
+    the previous ``t1``) then share every event out once, each inside its window."""
+    first = np.ceil((t0 - origin) / period)
+    first = first + (origin + first * period < t0)  # rounded below t0: the next one
+    first = first - (origin + (first - 1) * period >= t0)  # the one before is in too
+    last = np.ceil((t1 - origin) / period) - 1
+    last = last - (origin + last * period >= t1)  # rounded up to t1: the next window's
+    last = last + (origin + (last + 1) * period < t1)  # the one after is still before t1
+    return first, last
+
 class Calendar:
     """Rows of named arrays, kept per window index; :meth:`take` returns one window's rows by time.
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pspsim.model.calendar import Calendar
+from pspsim.model.calendar import periodic_bounds
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both, rank_within
 from pspsim.model.sorting import argsort_stable, csr, unique_inverse
@@ -42,12 +43,13 @@ if not all(hasattr(_schedules, f) for f in ("events_in", "sa_pairs")):  # pragma
 
 
 def _events_in(start: np.ndarray, interval: np.ndarray, t0: float, t1: np.ndarray):
-    """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time)."""
+    """Per SA, the ages k*interval (k >= 1) falling in [t0, t1): (sa position, time), each time
+    ``start + k * interval`` inside the bounds (:func:`~pspsim.model.calendar.periodic_bounds`)."""
     if _schedules is not None:
         return _schedules.events_in(np.ascontiguousarray(start, np.float64), np.ascontiguousarray(interval, np.float64),
                                     float(t0), np.ascontiguousarray(np.broadcast_to(t1, start.shape), np.float64))
-    first = np.maximum(1.0, np.ceil((t0 - start) / interval))
-    last = np.ceil((t1 - start) / interval) - 1
+    first, last = periodic_bounds(start, interval, t0, t1)
+    first = np.maximum(1.0, first)
     count = np.maximum(0, last - first + 1).astype(np.int64)
     pos = np.repeat(np.arange(len(start)), count)
     k = np.repeat(first, count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))

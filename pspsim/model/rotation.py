@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pspsim.model.calendar import periodic_bounds
 from pspsim.model.sorting import argsort_stable
 
 
@@ -51,22 +52,12 @@ class RotationSchedule:
         return self.next_after(nic, created) + self.period
 
     def between(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
-        """Every rotation in [t0, t1): (nics, times), sorted by time.
-
-        Rotation ``k`` of a NIC is at ``phase + k * period`` as computed here, and it is in the
-        window whose bounds hold that time: windows that follow each other (each ``t0`` the
-        previous ``t1``) share the rotations out once each, every time inside its window's
-        bounds.  The quotient that finds the first and last ``k`` can round across an integer
-        (a phase a few ulps off ``t1`` modulo the period: ``(300 - 59.99999999999998) / 120``
-        rounds to 2.0000000000000002, and ``59.99999999999998 + 2 * 120`` to 300.0, which is
-        ``t1``), so each bound is moved by one where the time itself says so."""
+        """Every rotation in [t0, t1): (nics, times), sorted by time.  Rotation ``k`` of a NIC is
+        at ``phase + k * period`` and falls in the window whose bounds hold that time
+        (:func:`~pspsim.model.calendar.periodic_bounds`), so windows that follow each other take
+        each rotation once, inside their bounds."""
         phase, period = self.phase, self.period
-        first = np.ceil((t0 - phase) / period)
-        first += (phase + first * period < t0).astype(np.float64)  # rounded below t0: the next one
-        first -= (phase + (first - 1) * period >= t0).astype(np.float64)  # the one before is in too
-        last = np.ceil((t1 - phase) / period) - 1
-        last -= (phase + last * period >= t1).astype(np.float64)  # rounded up to t1: the next window's
-        last += (phase + (last + 1) * period < t1).astype(np.float64)  # the one after is still before t1
+        first, last = periodic_bounds(phase, period, t0, t1)
         count = np.maximum(0, last - first + 1).astype(np.int64)
         if not count.any():
             return np.empty(0, np.int64), np.empty(0)
