@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pspsim.model.calendar import Calendar
-from pspsim.model.calendar import periodic_bounds
+from pspsim.model.calendar import Calendar, periodic_bounds
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both, rank_within
 from pspsim.model.sorting import argsort_stable, csr, unique_inverse
