@@ -1,7 +1,7 @@
 """The pre-run estimate (pspsim.study.budget) against measured runs.
 
-Three scenarios that stress one term each (connections, windows, hosts x
-windows) run in a child process; wall time and peak RSS are measured and
+Four scenarios that stress one term each (connections, windows, PSP re-keys,
+hosts x windows) run in a child process; wall time and peak RSS are measured and
 divided into the estimate.  The ratio reported is the smallest estimate /
 measured over time and memory: >= 1 means the estimate is conservative (a
 refusal never stops a run that would have fit).  Target: >= 1.
@@ -23,6 +23,14 @@ SCENARIOS = {
                 "fleet": {"racks": 10, "hosts_per_rack": 10},
                 "workload": {"connections_per_host": {"kind": "fixed", "mean": 10}, "peers_per_host": 16,
                              "connection_lifetime": "1h"}},
+    # PSP re-key waves (a 3-minute rotation, 450,000 live connections re-keyed by reconnect): not one
+    # of the runs BYTES_PER_REKEY and SECONDS_PER_REKEY were measured on
+    "rekeys": {"run": {"duration": "40min", "window": "60s", "variants": ["psp"], "seed": 11},
+               "fleet": {"racks": 60, "hosts_per_rack": 25},
+               "workload": {"connections_per_host": {"kind": "fixed", "mean": 300}, "peers_per_host": 48,
+                            "connection_lifetime": "3h"},
+               "keys": {"psp_rotation_period": "3min", "psp_rekey": "reconnect", "psp_rekey_delay": "5s",
+                        "psp_rekey_spread": "20s"}},
     "hosts": {"run": {"duration": "2h", "window": "5s", "variants": ["psp", "ipsec-sw"]},
               "fleet": {"racks": 40, "hosts_per_rack": 25},
               "workload": {"connections_per_host": {"kind": "fixed", "mean": 10}, "peers_per_host": 16,

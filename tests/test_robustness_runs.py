@@ -244,6 +244,32 @@ def test_run_uses_every_core_by_default_only_for_long_runs(monkeypatch):
     assert run_command.check_budget(sc, force=False, jobs=None) == 1
 
 
+def test_psp_rekey_waves_count_in_the_estimate_only_with_psp(monkeypatch):
+    """Each rotation re-keys every connection with an end on the NIC: twice a period per live
+    connection; without PSP, none.  A run whose time goes to re-keys is refused naming the
+    rotation period."""
+    from pspsim.study import budget
+
+    data = __import__("tomllib").loads(TINY_SCENARIO)  # 4 hosts x 20 = 80 live connections, 5 min, 60 s windows
+
+    def with_keys(period, variants=("psp", "plaintext"), run=None, workload=None):
+        return scenario_from_dict(data | {"run": data["run"] | {"variants": list(variants)} | (run or {}),
+                                          "workload": data["workload"] | (workload or {}),
+                                          "keys": {"psp_rotation_period": period}})
+    assert budget.psp_rekeys(with_keys("2min")) == (pytest.approx(2 * 80 * 300 / 120), pytest.approx(2 * 80 * 60 / 120))
+    assert budget.psp_rekeys(with_keys("2min", ("plaintext", "ipsec-sw"))) == (0.0, 0.0)
+    fast, slow = estimate(with_keys("2min")), estimate(with_keys("24h"))
+    assert fast.seconds > slow.seconds and fast.memory_bytes > slow.memory_bytes
+    without = estimate(with_keys("2min", ("plaintext",)))
+    assert without.rekeys == 0 and estimate(with_keys("24h", ("plaintext",))).seconds == without.seconds
+    # 4 M live connections re-keyed every minute for 30 days: ~96 h of re-keys, ~1 min of the rest
+    monkeypatch.setattr(budget, "available_memory", lambda: float("inf"))
+    month = with_keys("60s", ("psp",), run={"duration": "30d"},
+                      workload={"connections_per_host": {"kind": "fixed", "mean": 1e6}, "connection_lifetime": "1000d"})
+    with pytest.raises(BudgetExceeded, match=r"about .* h allowed.*change keys\.psp_rotation_period"):
+        check_budget(month)
+
+
 def test_the_connection_estimate_matches_the_workload_generator(tmp_path):
     """The estimate's connection count against the generator's own draw (a different implementation)."""
     sc = scenario_from_dict({"run": {"duration": "2h"}, "fleet": {"racks": 2, "hosts_per_rack": 5},

@@ -15,13 +15,21 @@ The estimate counts what the fleet model's cost grows with:
   shrinks with them;
 * packet-tier packets (``crosscheck``, ``run --pcap``): sampled connections
   (at most ``packets.max_connections``) x ``packets.duration`` x messages
-  per second x (segments per request and response).
+  per second x (segments per request and response);
+* PSP re-keys: each rotation of a NIC re-keys every connection with an end on
+  it, so the live connections (hosts x connections per host) are asked
+  ``2 / psp_rotation_period`` times a second; a window holds at most twice
+  the live connections.  A 2-minute rotation puts a million re-keys (5 M NIC
+  commands) in each window of the short-rotation scenario, a cost the terms
+  above do not have (they were measured with daily rotation).
 
 Time = runs x (connections x ``SECONDS_PER_CONNECTION`` + hosts x
 ``SECONDS_PER_HOST`` + windows x
 (``SECONDS_PER_WINDOW`` + hosts x ``SECONDS_PER_HOST_WINDOW``)) + packets x
 ``SECONDS_PER_PACKET``; memory = connections x ``BYTES_PER_CONNECTION`` +
-hosts x ``BYTES_PER_HOST`` + windows x runs x ``BYTES_PER_WINDOW`` + a fixed base.  The
+hosts x ``BYTES_PER_HOST`` + windows x runs x ``BYTES_PER_WINDOW`` + a fixed base; a
+scenario with PSP adds, for its PSP runs, re-keys x ``SECONDS_PER_REKEY`` of time and its largest
+window's re-keys x ``BYTES_PER_REKEY`` of memory for each PSP run at once.  The
 coefficients were measured on the development machine (one core of a
 2-core VM, idle and with the other core busy) and rounded up; benchmarks/bench_budget.py compares the estimate
 with measured runs.  A faster machine only makes the refusal conservative.  Limits: the memory this machine has
@@ -48,6 +56,12 @@ BYTES_PER_HOST = 256  # per-host arrays of the workload and the model
 BYTES_PER_CONNECTION = 140  # peak RSS less the base, per connection of the run: fleet-10k PSP 117 (7.8 GiB, 70 M),
 # fleet-1k PSP 126 (1.02 GiB, 7 M); bench_budget's 1.2 M-connection run about 120
 BYTES_PER_WINDOW = 4096  # one result row per window and variant run, kept until the end
+# PSP re-key waves, beyond the terms above (peak RSS and wall time less the estimate without them,
+# over the re-keys of the largest window / of the run): short rotation (1 M a window, 60 M in all)
+# 1,040 bytes and 0.68 us; 500,000 hosts' ends at a 1-minute rotation, 30 s windows, 1,050 bytes;
+# in-place re-keys at a 5-minute rotation (160,000 a window) 670 bytes
+BYTES_PER_REKEY = 1500
+SECONDS_PER_REKEY = 1.0e-6
 BASE_BYTES = 200 << 20  # measured 140 MiB: interpreter, numpy, pandas, simpy
 MAX_HOURS = 24.0
 SEGMENT_BYTES = 1448  # TCP payload per packet at a 1500-byte MTU
@@ -65,6 +79,7 @@ class Estimate:
     packets: float
     memory_bytes: float
     seconds: float
+    rekeys: float = 0.0  # a PSP run's re-keys
 
 
 def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estimate:
@@ -89,7 +104,23 @@ def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estima
     seconds = math.ceil(runs / workers) * (connections * SECONDS_PER_CONNECTION + hosts * SECONDS_PER_HOST
                                            + windows * (SECONDS_PER_WINDOW + hosts * SECONDS_PER_HOST_WINDOW)) \
         + n_packets * SECONDS_PER_PACKET
-    return Estimate(connections, float(windows), runs, n_packets, memory, seconds)
+    rekeys, widest = psp_rekeys(scenario)
+    if rekeys:  # the PSP runs (one per replication), as many at once as there are workers
+        at_once = min(workers, run.replications)
+        memory += at_once * widest * BYTES_PER_REKEY
+        seconds += math.ceil(run.replications / at_once) * rekeys * SECONDS_PER_REKEY
+    return Estimate(connections, float(windows), runs, n_packets, memory, seconds, rekeys)
+
+
+def psp_rekeys(scenario: Scenario) -> tuple[float, float]:
+    """A PSP run's re-keys, in all and in its largest window (0, 0 without PSP): every live
+    connection is asked at each rotation of either end's NIC."""
+    run, w = scenario.run, scenario.workload
+    if "psp" not in run.variants:
+        return 0.0, 0.0
+    live = scenario.fleet.hosts * w.connections_per_host.mean
+    per_second = 2 * live / scenario.keys.psp_rotation_period
+    return per_second * run.duration, min(per_second * run.window, 2 * live)
 
 
 def available_memory() -> float:
@@ -140,7 +171,12 @@ def _largest_setting(scenario: Scenario, est: Estimate, packets: bool) -> str:
     }
     if packets:
         parts["packets.duration or packets.max_connections"] = est.packets * SECONDS_PER_PACKET
+    if est.rekeys:
+        parts["keys.psp_rotation_period (longer)"] = est.rekeys * SECONDS_PER_REKEY
     if est.memory_bytes > available_memory():
+        widest = psp_rekeys(scenario)[1]
+        if widest * BYTES_PER_REKEY > est.connections * BYTES_PER_CONNECTION:
+            return "keys.psp_rotation_period (longer) or run.window (shorter)"
         if est.windows * est.runs * BYTES_PER_WINDOW > est.connections * BYTES_PER_CONNECTION:
             return "run.window (larger) or run.duration (shorter)"
         return "fleet.racks/hosts_per_rack, workload.connections_per_host or run.duration"
