@@ -16,12 +16,14 @@ The estimate counts what the fleet model's cost grows with:
 * packet-tier packets (``crosscheck``, ``run --pcap``): sampled connections
   (at most ``packets.max_connections``) x ``packets.duration`` x messages
   per second x (segments per request and response);
-* PSP re-keys: each rotation of a NIC re-keys every connection with an end on
-  it, so the live connections (hosts x connections per host) are asked
-  ``2 / psp_rotation_period`` times a second; a window holds at most twice
-  the live connections.  A 2-minute rotation puts a million re-keys (5 M NIC
-  commands) in each window of the short-rotation scenario, a cost the terms
-  above do not have (they were measured with daily rotation).
+* PSP re-keys: each rotation of a NIC asks every connection with an end on
+  it to re-key, so the live connections (hosts x connections per host) are
+  asked ``2 / psp_rotation_period`` times a second (an upper bound with
+  reconnect re-keys); the busiest window holds those of the NICs that rotate
+  in it, which depends on ``psp_rotation_schedule`` (:func:`psp_rekeys`).  A
+  2-minute rotation puts about a million in each window of the
+  short-rotation scenario (5 M NIC commands), a cost the terms above do not
+  have (they were measured with daily rotation).
 
 Time = runs x (connections x ``SECONDS_PER_CONNECTION`` + hosts x
 ``SECONDS_PER_HOST`` + windows x
@@ -57,9 +59,10 @@ BYTES_PER_CONNECTION = 140  # peak RSS less the base, per connection of the run:
 # fleet-1k PSP 126 (1.02 GiB, 7 M); bench_budget's 1.2 M-connection run about 120
 BYTES_PER_WINDOW = 4096  # one result row per window and variant run, kept until the end
 # PSP re-key waves, beyond the terms above (peak RSS and wall time less the estimate without them,
-# over the re-keys of the largest window / of the run): short rotation (1 M a window, 60 M in all)
-# 1,040 bytes and 0.68 us; 500,000 hosts' ends at a 1-minute rotation, 30 s windows, 1,050 bytes;
-# in-place re-keys at a 5-minute rotation (160,000 a window) 670 bytes
+# over the mean re-keys of a window / of the run; staggered rotations): memory on three runs, short
+# rotation (1 M a window, 60 M in all) 1,040 bytes, 500,000 connections at a 1-minute rotation with
+# 30 s windows 1,050 bytes, in-place re-keys at a 5-minute rotation (160,000 a window) 670 bytes;
+# time on one, short rotation, 0.68 us (the other two were over-estimated without the term)
 BYTES_PER_REKEY = 1500
 SECONDS_PER_REKEY = 1.0e-6
 BASE_BYTES = 200 << 20  # measured 140 MiB: interpreter, numpy, pandas, simpy
@@ -113,14 +116,28 @@ def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estima
 
 
 def psp_rekeys(scenario: Scenario) -> tuple[float, float]:
-    """A PSP run's re-keys, in all and in its largest window (0, 0 without PSP): every live
-    connection is asked at each rotation of either end's NIC."""
-    run, w = scenario.run, scenario.workload
+    """A PSP run's re-key requests, in all and in its busiest window (0, 0 without PSP).  Each
+    rotation of a NIC asks every live connection with an end on it to re-key (about ``2 x live /
+    hosts`` ends a NIC), so every connection is asked twice a period: exactly so with in-place
+    re-keys, an upper bound with reconnects (a reconnect still pending covers the other end's
+    rotation).  The busiest window holds the NICs that rotate in it: every NIC when they are
+    synchronized, the racks a wave reaches within a window, or for staggered phases the mean
+    ``hosts x window / period`` plus three standard deviations (Poisson)."""
+    run, w, keys, fleet = scenario.run, scenario.workload, scenario.keys, scenario.fleet
     if "psp" not in run.variants:
         return 0.0, 0.0
-    live = scenario.fleet.hosts * w.connections_per_host.mean
-    per_second = 2 * live / scenario.keys.psp_rotation_period
-    return per_second * run.duration, min(per_second * run.window, 2 * live)
+    hosts = float(fleet.hosts)
+    live = hosts * w.connections_per_host.mean
+    period = keys.psp_rotation_period
+    schedule, gap = keys.psp_rotation_schedule, keys.psp_rack_wave_gap
+    if schedule == "synchronized" or (schedule == "rack-waves" and gap <= 0):
+        nics = hosts
+    elif schedule == "rack-waves":
+        nics = min(fleet.racks, math.ceil(run.window / gap) + 1) * fleet.hosts_per_rack
+    else:
+        mean = hosts * run.window / period
+        nics = min(hosts, mean + 3 * math.sqrt(mean) + 1)
+    return 2 * live / period * run.duration, min(2 * live, nics * 2 * live / hosts)
 
 
 def available_memory() -> float:
@@ -171,15 +188,18 @@ def _largest_setting(scenario: Scenario, est: Estimate, packets: bool) -> str:
     }
     if packets:
         parts["packets.duration or packets.max_connections"] = est.packets * SECONDS_PER_PACKET
-    if est.rekeys:
-        parts["keys.psp_rotation_period (longer)"] = est.rekeys * SECONDS_PER_REKEY
+    if est.rekeys:  # one PSP run per replication
+        parts["keys.psp_rotation_period (longer)"] = scenario.run.replications * est.rekeys * SECONDS_PER_REKEY
     if est.memory_bytes > available_memory():
-        widest = psp_rekeys(scenario)[1]
-        if widest * BYTES_PER_REKEY > est.connections * BYTES_PER_CONNECTION:
-            return "keys.psp_rotation_period (longer) or run.window (shorter)"
-        if est.windows * est.runs * BYTES_PER_WINDOW > est.connections * BYTES_PER_CONNECTION:
-            return "run.window (larger) or run.duration (shorter)"
-        return "fleet.racks/hosts_per_rack, workload.connections_per_host or run.duration"
+        memory = {
+            "run.window (larger) or run.duration (shorter)": est.windows * est.runs * BYTES_PER_WINDOW,
+            "fleet.racks/hosts_per_rack, workload.connections_per_host or run.duration":
+                est.connections * BYTES_PER_CONNECTION,
+            # a wave holds the connections of the NICs that rotate in one window
+            "workload.connections_per_host, keys.psp_rotation_schedule (staggered) or keys.psp_rotation_period "
+            "(longer)": psp_rekeys(scenario)[1] * BYTES_PER_REKEY,
+        }
+        return max(memory, key=memory.__getitem__)
     return max(parts, key=parts.__getitem__)
 
 
