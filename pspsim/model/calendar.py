@@ -21,7 +21,6 @@ from pspsim.model.sorting import argsort_stable
 EPOCH = 64  # windows per epoch: far events wait per epoch and are filed per window when it begins
 
 
-
 def periodic_bounds(origin: np.ndarray, period: np.ndarray | float, t0: float,
                     t1: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """Per item, the first and last ``k`` (floats) with ``origin + k * period`` in ``[t0, t1)``
@@ -38,6 +37,7 @@ def periodic_bounds(origin: np.ndarray, period: np.ndarray | float, t0: float,
     last = last - (origin + last * period >= t1)  # rounded up to t1: the next window's
     last = last + (origin + (last + 1) * period < t1)  # the one after is still before t1
     return first, last
+
 
 class Calendar:
     """Rows of named arrays, kept per window index; :meth:`take` returns one window's rows by time.

@@ -44,6 +44,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import ConfigError
 
@@ -121,8 +123,11 @@ def psp_rekeys(scenario: Scenario) -> tuple[float, float]:
     hosts`` ends a NIC), so every connection is asked twice a period: exactly so with in-place
     re-keys, an upper bound with reconnects (a reconnect still pending covers the other end's
     rotation).  The busiest window holds the NICs that rotate in it: every NIC when they are
-    synchronized, the racks a wave reaches within a window, or for staggered phases the mean
-    ``hosts x window / period`` plus three standard deviations (Poisson)."""
+    synchronized, the racks whose rotations fall within one window's length of each other (rack
+    ``r`` at ``r x gap`` modulo the period: a gap of a whole period puts every rack at once), or
+    for staggered phases the mean ``hosts x window / period`` plus three standard deviations
+    (Poisson); their ends are ``2 x live / hosts`` a NIC on average, plus three standard deviations
+    of the server ends the workload draws."""
     run, w, keys, fleet = scenario.run, scenario.workload, scenario.keys, scenario.fleet
     if "psp" not in run.variants:
         return 0.0, 0.0
@@ -130,14 +135,23 @@ def psp_rekeys(scenario: Scenario) -> tuple[float, float]:
     live = hosts * w.connections_per_host.mean
     period = keys.psp_rotation_period
     schedule, gap = keys.psp_rotation_schedule, keys.psp_rack_wave_gap
-    if schedule == "synchronized" or (schedule == "rack-waves" and gap <= 0):
+    if schedule == "synchronized":
         nics = hosts
     elif schedule == "rack-waves":
-        nics = min(fleet.racks, math.ceil(run.window / gap) + 1) * fleet.hosts_per_rack
+        nics = _racks_within(fleet.racks, gap, period, run.window) * fleet.hosts_per_rack
     else:
         mean = hosts * run.window / period
         nics = min(hosts, mean + 3 * math.sqrt(mean) + 1)
-    return 2 * live / period * run.duration, min(2 * live, nics * 2 * live / hosts)
+    ends = nics * 2 * live / hosts  # their connection ends: as clients exactly, as servers as drawn
+    return 2 * live / period * run.duration, min(2 * live, ends + 3 * math.sqrt(ends / 2))
+
+
+def _racks_within(racks: int, gap: float, period: float, window: float) -> int:
+    """The most racks whose rotation offsets (``r x gap`` modulo ``period``) lie within ``window``
+    of each other, around the circle: an upper bound on the racks that rotate in one window."""
+    offsets = np.sort(np.mod(np.arange(racks) * gap, period))
+    around = np.concatenate([offsets, offsets + period])
+    return int((np.searchsorted(around, offsets + window, side="left") - np.arange(racks)).max())
 
 
 def available_memory() -> float:
