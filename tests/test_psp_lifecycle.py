@@ -124,7 +124,6 @@ def test_rotation_schedules():
     assert wave.stale_time(np.array([0]), np.array(wave.phase[0] - 1))[0] == pytest.approx(wave.phase[0] + 3600)
 
 
-
 def test_a_full_tx_key_table_falls_back_to_tls_and_costs_its_cores():
     sc = scenario(run={"duration": "20min"}, workload=FOREVER | {"connections_per_host": {"kind": "fixed", "mean": 100},
                                                                  "peers_per_host": 3},
