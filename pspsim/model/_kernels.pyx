@@ -56,7 +56,29 @@ cdef extern from *:
     void PSPSIM_PREFETCH(const void *p) noexcept nogil
 
 cdef int AHEAD = 8  # pairs ahead whose level rows are fetched into the cache
-cdef int AHEAD_MOVES = 16  # moves ahead whose connection's and flow's values are fetched
+# the first pass fetches in three stages, each reading what the one before brought into the cache:
+cdef int AHEAD_PAIR = 48  # moves ahead: the move's pair's entry in ``touched`` (its flows)
+cdef int AHEAD_MOVES = 24  # moves ahead: the connection's size and rate, the flow's hosts
+cdef int AHEAD_HOSTS = 8  # moves ahead: the per-host sums the move adds to
+
+
+cdef inline void _prefetch_host_sums(double* HL, double* HA, long long a, long long b, int parts_of,
+                                     int t, int s) noexcept nogil:
+    """Fetch the rows of ``host_level`` and ``host_average`` a move of categories ``t`` (to) and ``s``
+    (from) adds to: both hosts of its pair (``a``, ``b``), as sender and as receiver, in each part."""
+    cdef long long h, base
+    cdef int k, side, part
+    for k in range(2):
+        h = a if k == 0 else b
+        for side in range(2):
+            for part in range(parts_of):
+                base = ((h * 2 + side) * 2 + part) * (CATS * QUANTS)
+                if t >= 0:
+                    PSPSIM_PREFETCH(HL + base + t * QUANTS)
+                    PSPSIM_PREFETCH(HA + base + t * QUANTS)
+                if s >= 0:
+                    PSPSIM_PREFETCH(HL + base + s * QUANTS)
+                    PSPSIM_PREFETCH(HA + base + s * QUANTS)
 
 
 def apply_moves(const long long[::1] conn, const signed char[::1] to, const signed char[::1] came_from,
@@ -83,8 +105,10 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     of them: part 0, those ``crossing`` racks: part 1) moves by each move's values and
     ``host_average`` (the level at the window start, as given) by its values times its share.
 
-    Two passes: move by move (each move's values, and the per-host sums, in move order; the
-    connection's size and rate and the flow's hosts fetched ``AHEAD_MOVES`` moves early), then
+    Two passes: move by move (each move's values, and the per-host sums, in move order; fetched
+    ahead in three stages, each reading only what the one before brought into the cache: the
+    pair's flows ``AHEAD_PAIR`` moves early, the connection's size and rate and the flow's hosts
+    ``AHEAD_MOVES`` early, the per-host sums it adds to ``AHEAD_HOSTS`` early), then
     pair by pair, so each touched flow's level row is read and written once while it is in the
     cache (it is fetched ``AHEAD`` pairs early, with its moves' values, shares and categories, which
     lie in move order: at fleet-10k a third of the second pass waited for them).  Each flow's sums take its moves in move
@@ -120,13 +144,19 @@ def apply_moves(const long long[::1] conn, const signed char[::1] to, const sign
     cdef double* o2
     with nogil:
         for i in range(m):
-            if i + AHEAD_MOVES < m:  # this move's connection and flows, fetched ahead
+            if i + AHEAD_PAIR < m:  # fetched ahead in stages (see AHEAD_PAIR)
+                PSPSIM_PREFETCH(&touched[2 * local[i + AHEAD_PAIR]])
+            if i + AHEAD_MOVES < m:
                 PSPSIM_PREFETCH(&msg_bytes[conn[i + AHEAD_MOVES]])
                 PSPSIM_PREFETCH(&msgs_per_s[conn[i + AHEAD_MOVES]])
                 flow = touched[2 * local[i + AHEAD_MOVES]]
                 PSPSIM_PREFETCH(&sender[flow])
                 PSPSIM_PREFETCH(&receiver[flow])
                 PSPSIM_PREFETCH(&crossing[flow])
+            if i + AHEAD_HOSTS < m:
+                flow = touched[2 * local[i + AHEAD_HOSTS]]
+                _prefetch_host_sums(HL, HA, sender[flow], receiver[flow], 1 + crossing[flow],
+                                    to[i + AHEAD_HOSTS], came_from[i + AHEAD_HOSTS])
             size = <double> msg_bytes[conn[i]]
             msgs = <double> msgs_per_s[conn[i]]
             vm = V + 10 * i if kept else V
