@@ -55,6 +55,22 @@ def test_ike_sas_belong_to_host_pairs_whatever_the_child_sa_granularity():
     assert pair["ike_sa_rekeys_per_s"] == pytest.approx(pairs / 3600, rel=0.02)
 
 
+@pytest.mark.parametrize("variant", ["ipsec-sw", "ipsec-packet-offload"])
+def test_ipsec_rekey_interval_zero_means_never(variant):
+    """``ipsec_child_rekey = 0`` / ``ipsec_ike_rekey = 0`` (strongSwan ``rekey_time = 0``): no re-keys,
+    as the packet tier reads it; SAs that come and go mid-run (new starts inside a window) once made
+    the re-key count negative and the run fail."""
+    sc = scenario(run={"duration": "20min"}, keys={"ipsec_child_rekey": 0, "ipsec_ike_rekey": 0},
+                  workload={"connection_lifetime": "3min", "connections_per_host": {"kind": "exponential", "mean": 3}})
+    row = summarize(sc, variant)
+    assert row["child_sa_rekeys_per_s"] == 0 and row["ike_sa_rekeys_per_s"] == 0 and row["rekeys_per_s"] == 0
+    rekeying = summarize(scenario(run={"duration": "20min"}, keys={"ipsec_child_rekey": "2min"},
+                                  workload={"connection_lifetime": "3min",
+                                            "connections_per_host": {"kind": "exponential", "mean": 3}}), variant)
+    assert rekeying["child_sa_rekeys_per_s"] > 0  # the same fleet does re-key with an interval
+    assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+
+
 def test_connections_lost_counts_distinct_connections():
     """Defect 5: rotation (5 min) outruns rekeys (10 min): many stale events, each connection counted once."""
     sc = scenario(run={"duration": "1h"}, keys={"psp_rotation_period": "5min", "psp_rekey_delay": "10min",

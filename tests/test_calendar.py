@@ -1,11 +1,12 @@
 """The two-level calendar returns exactly what one bucket per window returns (same rows, same order);
-periodic events (PSP rotations, IPsec re-keys) fall in exactly one window each, inside its bounds."""
+periodic events (PSP rotations, IPsec re-keys) fall in exactly one window each, inside its bounds;
+IPsec's re-key timers give what a scan of every live SA gives."""
 
 import numpy as np
 import pytest
 
 from pspsim.model import ipsec_control
-from pspsim.model.calendar import EPOCH, Calendar
+from pspsim.model.calendar import EPOCH, Calendar, window_of
 from pspsim.model.rotation import RotationSchedule
 
 
@@ -104,8 +105,23 @@ def _rekeys(origin, period):
     return events, 1  # ages k * interval with k >= 1
 
 
+def _timers(origin, period):
+    """IPsec re-keys taken from :class:`~pspsim.model.ipsec_control.RekeyTimers` (each SA's next
+    re-key filed under its window), every SA started in window 0 and alive throughout."""
+    timers, n = ipsec_control.RekeyTimers(len(origin), 60.0, None), len(origin)
+    interval, counts, none = np.full(n, period), np.ones(n, np.int64), np.empty(0, np.int64)
+    state = {"index": 0}
+
+    def events(t0, t1):
+        new = np.arange(n) if state["index"] == 0 else none
+        got = timers.take(state["index"], t0, t1, origin, interval, counts, new, none, np.full(n, -np.inf))
+        state["index"] += 1
+        return got
+    return events, 1
+
+
 @pytest.mark.parametrize("period", [120.0, 600.0, 8400.0, 100_000 / 3])
-@pytest.mark.parametrize("series", ["psp-rotations", "ipsec-rekeys", "ipsec-rekeys-numpy"])
+@pytest.mark.parametrize("series", ["psp-rotations", "ipsec-rekeys", "ipsec-rekeys-numpy", "ipsec-timers"])
 def test_periodic_events_fall_in_exactly_one_window_and_inside_its_bounds(series, period, monkeypatch):
     """Origins (rotation phases, SA starts) a few ulps off the window edges modulo the period, where
     the quotient that finds a window's first and last event rounds across an integer (phase
@@ -120,7 +136,7 @@ def test_periodic_events_fall_in_exactly_one_window_and_inside_its_bounds(series
     origin = np.mod(edges - period * rng.integers(0, 4, count), period)
     origin = np.clip(origin + rng.integers(-8, 9, count) * np.spacing(np.maximum(origin, 1.0)), 0,
                      np.nextafter(period, 0))
-    events, k_min = (_rotations if series == "psp-rotations" else _rekeys)(origin, period)
+    events, k_min = {"psp-rotations": _rotations, "ipsec-timers": _timers}.get(series, _rekeys)(origin, period)
     got_item, got_time = [], []
     for index in range(windows):
         t0, t1 = index * window, (index + 1) * window
@@ -141,3 +157,63 @@ def test_periodic_events_fall_in_exactly_one_window_and_inside_its_bounds(series
     old_last = np.ceil((every_edge - origin[:, None]) / period) - 1
     assert ((origin[:, None] + old_last * period >= every_edge)
             | (origin[:, None] + (old_last + 1) * period < every_edge)).any()
+
+
+@pytest.mark.parametrize("window", [0.1, 7 / 3, 0.007, 60.0])
+def test_each_time_is_filed_under_the_window_whose_bounds_hold_it(window):
+    """Times on and one or two ulps around window edges ``i * window`` (as the simulation computes a
+    window's start): ``floor(time / window)`` misplaces thousands of them when ``i * window`` is not
+    exact; the window found must satisfy ``i * window <= time < (i + 1) * window``."""
+    rng = np.random.default_rng(3)
+    edge = rng.integers(0, 10**6, 50_000) * window
+    below = np.nextafter(edge, -np.inf)
+    times = np.concatenate([edge, below, np.nextafter(below, -np.inf), np.nextafter(edge, np.inf)])
+    times = times[times >= 0]
+    index = window_of(times, window)
+    assert ((index * window <= times) & (times < (index + 1) * window)).all()
+    if window != 60.0:  # the data do exercise both corrections
+        naive = np.floor(times / window)
+        assert (naive * window > times).any() and ((naive + 1) * window <= times).any()
+    calendar = Calendar(window, ("tag",))
+    calendar.push(times, tag=np.arange(len(times)))
+    some = np.unique(index)[:50].astype(int)
+    for i in range(int(some.max()) + 1):
+        got = calendar.take(i)["time"]
+        assert ((i * window <= got) & (got < (i + 1) * window)).all()
+        assert len(got) == (index == i).sum()
+
+
+@pytest.mark.parametrize("window", [60.0, 7 / 3])
+def test_ipsec_rekey_timers_give_what_a_scan_of_every_live_sa_gives(window):
+    """SAs that start, empty and come back (a new start each time), intervals from infinity (never
+    re-keyed: ``ipsec_child_rekey = 0``) and below a window (several re-keys in one) to many
+    windows: window by window, the timers' re-keys equal ``_events_in`` over every SA alive or gone
+    in the window, in the same order."""
+    rng = np.random.default_rng(11)
+    n, windows = 400, 300
+    interval = rng.choice([np.inf, 0.4 * window, 1.7 * window, 13.0 * window, 1e9], n) * rng.uniform(0.9, 1.0, n)
+    start, counts = np.full(n, np.nan), np.zeros(n, np.int64)
+    timers = ipsec_control.RekeyTimers(n, window, windows)
+    total = 0
+    for index in range(windows):
+        t0, t1 = index * window, (index + 1) * window
+        before = counts.copy()
+        counts = np.maximum(counts + rng.integers(-2, 3, n) * (rng.uniform(size=n) < 0.3), 0)
+        if index == 0:
+            counts = rng.integers(0, 3, n)
+        new = np.flatnonzero((before == 0) & (counts > 0))
+        gone = np.flatnonzero((before > 0) & (counts == 0))
+        brief = rng.choice(np.flatnonzero((before == 0) & (counts == 0)), 3, replace=False)  # in and out
+        new, gone = np.sort(np.concatenate([new, brief])), np.sort(np.concatenate([gone, brief]))
+        phase = rng.uniform(0, 1, len(new)) * np.where(np.isfinite(interval[new]), interval[new], 0.0)
+        start[new] = -phase if index == 0 else rng.uniform(t0, t1, len(new))
+        last_end = np.full(n, -np.inf)
+        last_end[gone] = rng.uniform(np.maximum(t0, np.nan_to_num(start[gone], nan=t0)), t1)
+        got_sa, got_t = timers.take(index, t0, t1, start, interval, counts, new, gone, last_end)
+        live = np.flatnonzero(counts > 0)
+        live = np.union1d(live, gone)
+        until = np.where(counts[live] > 0, t1, np.minimum(last_end[live], t1))
+        pos, want_t = ipsec_control._events_in(start[live], interval[live], t0, until)
+        assert np.array_equal(got_sa, live[pos]) and np.array_equal(got_t, want_t), index
+        total += len(got_sa)
+    assert total > 1000

@@ -39,6 +39,18 @@ def periodic_bounds(origin: np.ndarray, period: np.ndarray | float, t0: float,
     return first, last
 
 
+def window_of(time: np.ndarray, window: float) -> np.ndarray:
+    """Each time's window ``i``: ``i * window <= time < (i + 1) * window``, bounds computed as the
+    simulation computes a window's start (``index * window``).  ``floor(time / window)`` alone
+    can be one off when ``i * window`` is not exact (a window of 0.1 s or 7/3 s): the quotient of
+    a time just below an edge rounds up to it, and the other way."""
+    with np.errstate(invalid="ignore"):
+        index = np.floor(np.asarray(time, dtype=np.float64) / window)
+        index -= index * window > time
+        index += (index + 1) * window <= time
+    return index
+
+
 class Calendar:
     """Rows of named arrays, kept per window index; :meth:`take` returns one window's rows by time.
 
@@ -75,7 +87,7 @@ class Calendar:
         if len(time) == 0:
             return
         if at is None:
-            index = np.clip(np.floor(time / self.window), 0, 2.0**62).astype(np.int64)  # no int64 overflow
+            index = np.clip(window_of(time, self.window), 0, 2.0**62).astype(np.int64)  # no int64 overflow
         else:
             index = np.maximum(columns.pop(), 0)
         if self.windows is not None:  # rows past the last window would never be taken
