@@ -171,9 +171,11 @@ def test_each_time_is_filed_under_the_window_whose_bounds_hold_it(window):
     times = times[times >= 0]
     index = window_of(times, window)
     assert ((index * window <= times) & (times < (index + 1) * window)).all()
+    naive = np.floor(times / window)
     if window != 60.0:  # the data do exercise both corrections
-        naive = np.floor(times / window)
         assert (naive * window > times).any() and ((naive + 1) * window <= times).any()
+    else:  # where every edge is exact, the same windows as floor: the same calendars as before
+        assert np.array_equal(index, naive)
     calendar = Calendar(window, ("tag",))
     calendar.push(times, tag=np.arange(len(times)))
     some = np.unique(index)[:50].astype(int)
@@ -192,11 +194,15 @@ def test_ipsec_rekey_timers_give_what_a_scan_of_every_live_sa_gives(window):
     rng = np.random.default_rng(11)
     n, windows = 400, 300
     interval = rng.choice([np.inf, 0.4 * window, 1.7 * window, 13.0 * window, 1e9], n) * rng.uniform(0.9, 1.0, n)
+    on_edges = rng.uniform(size=n) < 0.25  # whole windows, started on or an ulp off an edge: re-keys on the edges
+    interval[on_edges] = window * rng.integers(1, 4, on_edges.sum())
     start, counts = np.full(n, np.nan), np.zeros(n, np.int64)
     timers = ipsec_control.RekeyTimers(n, window, windows)
     total = 0
     for index in range(windows):
         t0, t1 = index * window, (index + 1) * window
+        if index == windows - 1:
+            t1 = t0 + 0.37 * window  # a last window cut short by the run's end
         before = counts.copy()
         counts = np.maximum(counts + rng.integers(-2, 3, n) * (rng.uniform(size=n) < 0.3), 0)
         if index == 0:
@@ -207,6 +213,9 @@ def test_ipsec_rekey_timers_give_what_a_scan_of_every_live_sa_gives(window):
         new, gone = np.sort(np.concatenate([new, brief])), np.sort(np.concatenate([gone, brief]))
         phase = rng.uniform(0, 1, len(new)) * np.where(np.isfinite(interval[new]), interval[new], 0.0)
         start[new] = -phase if index == 0 else rng.uniform(t0, t1, len(new))
+        edge = new[on_edges[new]]
+        if index > 0:
+            start[edge] = [rng.choice([t0, np.nextafter(t0, np.inf), np.nextafter(t1, -np.inf)]) for _ in edge]
         last_end = np.full(n, -np.inf)
         last_end[gone] = rng.uniform(np.maximum(t0, np.nan_to_num(start[gone], nan=t0)), t1)
         got_sa, got_t = timers.take(index, t0, t1, start, interval, counts, new, gone, last_end)

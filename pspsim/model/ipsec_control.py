@@ -65,8 +65,9 @@ class RekeyTimers:
     this window), adds the SAs started in it, lists the re-keys of those in the window as
     :func:`_events_in` does (an SA gone in the window: before its last connection's end), and files
     the next re-key of the ones still alive.  The list comes out as a scan of every live SA gives it
-    (by SA, then time), so the results are the same bytes; fleet-10k scanned 1 M SAs twice a window
-    for ~17,000 re-keys."""
+    (by SA, then time), so the results are the same bytes.  The scan it replaces went over every
+    live CHILD_SA and IKE SA each window: at fleet-10k, 1 M host-pair SAs twice a window for some
+    17,000 re-keys (docs/SCALING.md, step 54)."""
 
     def __init__(self, count: int, window: float, windows: int | None) -> None:
         self.window = window
@@ -96,7 +97,7 @@ class RekeyTimers:
 
     def _file_next(self, sa: np.ndarray, start: np.ndarray, interval: np.ndarray, t: float) -> None:
         """File each SA's first re-key at or after ``t`` under the window its time falls in."""
-        with np.errstate(divide="ignore", invalid="ignore"):  # an interval of 0: no re-keys (NaN)
+        with np.errstate(invalid="ignore"):  # an infinite interval (never re-keyed): NaN, not filed
             first, _ = periodic_bounds(start, interval, t, t)
             time = start + np.maximum(first, 1.0) * interval
         self.calendar.push(time, sa=sa, incarnation=self.incarnation[sa])  # filed by window_of(time)
@@ -172,13 +173,18 @@ class IpsecControl:
         ike_start = self._first_start(self.ike_of, arrivals, new_ike, len(self.ike_count))
         sa_start = self._first_start(self.sa_of, arrivals, new_sa, len(self.sa_count))
         # Alive at time 0: re-key phases uniform over the interval (per-connection SAs: their age).
+        # Never re-keyed (interval 0, read as infinite): the draws are made all the same, and the SA keeps
+        # its first connection's start, before time 0 (a start of -0.0 would read as set up at 0).
         running_ike = ike_start < 0
-        ike_start[running_ike] = -self.phase_rng.uniform(0, keys.ipsec_ike_rekey, running_ike.sum())
+        phase = -self.phase_rng.uniform(0, keys.ipsec_ike_rekey, running_ike.sum())
+        if keys.ipsec_ike_rekey > 0:
+            ike_start[running_ike] = phase
         running_sa = sa_start < 0
         if keys.ipsec_sa_granularity == "host-pair":
             interval = self.interval[new_sa[running_sa]]  # phases U(0, I): U(0, 1) * I, the same bytes
-            sa_start[running_sa] = -(self.phase_rng.uniform(0, 1, len(interval))
-                                     * np.where(np.isfinite(interval), interval, 0.0))
+            finite = np.isfinite(interval)
+            phase = -(self.phase_rng.uniform(0, 1, len(interval)) * np.where(finite, interval, 0.0))
+            sa_start[running_sa] = np.where(finite, phase, sa_start[running_sa])
         self.ike_start[new_ike], self.sa_start[new_sa] = ike_start, sa_start
 
         # Set-ups inside the run: IKE SAs, and CHILD_SAs beyond the first of their IKE SA.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pspsim.model.calendar import EPOCH
+from pspsim.model.calendar import EPOCH, window_of
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both
 from pspsim.model.sorting import argsort_stable
@@ -54,9 +54,7 @@ def rekey_times(start: np.ndarray, end: np.ndarray, interval: np.ndarray, horizo
     del k
     if (times < 0).any():  # rounding just below 0: in no window (as before time 0)
         conn, times = conn[times >= 0], times[times >= 0]
-    win = np.floor(times / window).astype(np.int64)
-    win -= times < win * window  # the windows' own edges (index * window), not the division's rounding
-    win += times >= (win + 1) * window
+    win = window_of(times, window).astype(np.int64)  # the windows' own edges, not the division's rounding
     order = argsort_stable(win)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(win, minlength=1))])
     return conn[order], times[order], bounds
