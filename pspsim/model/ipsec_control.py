@@ -97,7 +97,7 @@ class RekeyTimers:
 
     def _file_next(self, sa: np.ndarray, start: np.ndarray, interval: np.ndarray, t: float) -> None:
         """File each SA's first re-key at or after ``t`` under the window its time falls in."""
-        with np.errstate(invalid="ignore"):  # an infinite interval (never re-keyed): NaN, not filed
+        with np.errstate(invalid="ignore"):  # an infinite interval (never re-keyed): at inf, not filed
             first, _ = periodic_bounds(start, interval, t, t)
             time = start + np.maximum(first, 1.0) * interval
         self.calendar.push(time, sa=sa, incarnation=self.incarnation[sa])  # filed by window_of(time)
