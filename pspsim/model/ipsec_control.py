@@ -70,7 +70,6 @@ class RekeyTimers:
     17,000 re-keys (docs/SCALING.md, step 54)."""
 
     def __init__(self, count: int, window: float, windows: int | None) -> None:
-        self.window = window
         self.calendar = Calendar(window, ("sa", "incarnation"), windows)
         self.incarnation = np.zeros(count, dtype=np.int64)
         self._gone = np.zeros(count, dtype=bool)  # scratch: the SAs gone in this window
