@@ -85,6 +85,7 @@ class Estimate:
     memory_bytes: float
     seconds: float
     rekeys: float = 0.0  # a PSP run's re-keys
+    busiest_rekeys: float = 0.0  # and those of its busiest window
 
 
 def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estimate:
@@ -114,7 +115,7 @@ def estimate(scenario: Scenario, packets: bool = False, jobs: int = 1) -> Estima
         at_once = min(workers, run.replications)
         memory += at_once * widest * BYTES_PER_REKEY
         seconds += math.ceil(run.replications / at_once) * rekeys * SECONDS_PER_REKEY
-    return Estimate(connections, float(windows), runs, n_packets, memory, seconds, rekeys)
+    return Estimate(connections, float(windows), runs, n_packets, memory, seconds, rekeys, widest)
 
 
 def psp_rekeys(scenario: Scenario) -> tuple[float, float]:
@@ -211,7 +212,7 @@ def _largest_setting(scenario: Scenario, est: Estimate, packets: bool) -> str:
                 est.connections * BYTES_PER_CONNECTION,
             # a wave holds the connections of the NICs that rotate in one window
             "workload.connections_per_host, keys.psp_rotation_schedule (staggered) or keys.psp_rotation_period "
-            "(longer)": psp_rekeys(scenario)[1] * BYTES_PER_REKEY,
+            "(longer)": est.busiest_rekeys * BYTES_PER_REKEY,
         }
         return max(memory, key=memory.__getitem__)
     return max(parts, key=parts.__getitem__)
