@@ -6,8 +6,12 @@ keys rotating, real AES-GCM, SPI-derived keys on receive; everything the
 tier does per packet: TCP framing with sequence numbers, sealing, the
 tail-drop fabric, opening and counting) is timed after its control plane has
 run, and a bare ``AESGCM.encrypt`` + ``decrypt`` loop runs over packets of
-the same mean protected size in the same process.  Reported: the ratio of
-packet rates.  Target >= 0.4 (issue 14 would like 0.6).
+the same mean protected size in the same process.  The two alternate,
+``ROUNDS`` times (a fresh tier each round, same seeds, same packets): on this
+shared 2-core machine either one's rate moves by up to half from second to
+second, so the ratio is that of each one's best round (as ``timeit`` takes
+the best of its repeats); the per-round ratios are reported too.  Target
+>= 0.6 (issue 14).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pspsim.model.workload import generate_workload
 from pspsim.packets.tier import PacketTier
 from pspsim.scenario import scenario_from_dict
 
-TARGET = 0.4
+TARGET = 0.6
+ROUNDS = 3
 
 
 def run() -> dict[str, float]:
@@ -37,20 +42,27 @@ def run() -> dict[str, float]:
     })
     costs = load_parameter_set().costs()
     workload = generate_workload(sc, np.random.default_rng(1))
-    tier = PacketTier(sc, "psp", costs, workload, np.random.default_rng(2))
-    start = time.process_time()
-    result = tier.run()
-    ours = result.packets_sent / (time.process_time() - start)
-    # the bytes PSP protects per packet: TCP header + payload
-    protected = (result.inner_bytes_sent - 34 * result.packets_sent) // max(result.packets_sent, 1)
-    aead, nonce, aad = AESGCM(os.urandom(16)), bytes(12), bytes(20)
-    payload = bytes(int(protected))
-    start = time.process_time()
-    for _ in range(result.packets_sent):
-        aead.decrypt(nonce, aead.encrypt(nonce, payload, aad), aad)
-    bare = result.packets_sent / (time.process_time() - start)
-    return {"ratio": ours / bare, "target": TARGET, "packets": float(result.packets_sent),
-            "packet_tier_pkts_per_s": ours, "bare_pkts_per_s": bare}
+    ours, bare, packets = [], [], set()
+    for _ in range(ROUNDS):
+        tier = PacketTier(sc, "psp", costs, workload, np.random.default_rng(2))
+        start = time.process_time()
+        result = tier.run()
+        ours.append(result.packets_sent / (time.process_time() - start))
+        packets.add(result.packets_sent)
+        # the bytes PSP protects per packet: TCP header + payload
+        protected = (result.inner_bytes_sent - 34 * result.packets_sent) // max(result.packets_sent, 1)
+        aead, nonce, aad = AESGCM(os.urandom(16)), bytes(12), bytes(20)
+        payload = bytes(int(protected))
+        start = time.process_time()
+        for _ in range(result.packets_sent):
+            aead.decrypt(nonce, aead.encrypt(nonce, payload, aad), aad)
+        bare.append(result.packets_sent / (time.process_time() - start))
+    if len(packets) != 1:
+        raise AssertionError(f"rounds sent different packet counts: {sorted(packets)}")
+    per_round = [a / b for a, b in zip(ours, bare)]
+    return {"ratio": max(ours) / max(bare), "target": TARGET, "packets": float(packets.pop()),
+            "packet_tier_pkts_per_s": max(ours), "bare_pkts_per_s": max(bare),
+            "round_ratio_min": min(per_round), "round_ratio_max": max(per_round)}
 
 
 if __name__ == "__main__":

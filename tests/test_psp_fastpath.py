@@ -65,3 +65,68 @@ def test_fast_path_raises_auth_failure_and_bad_slot_like_the_general_path():
         fast = _outcome(psp_packet.decapsulate, sealed, keys)
         assert issubclass(fast[0], PspRejected)
         assert fast == _outcome(psp_packet._decapsulate, sealed, keys, psp_packet.ALL_VERSIONS)
+
+
+class CountingKeys(DeviceKeys):
+    """A DeviceKeys subclass: batch verification must ask its sa_for, not its cache."""
+
+    calls = 0
+
+    def sa_for(self, spi, version):
+        self.calls += 1
+        return super().sa_for(spi, version)
+
+
+def _frames_of(spis, pattern):
+    """Frames sealed by senders of ``spis`` (SA ids), in the order ``pattern`` names them."""
+    senders = [PspSender(DeviceKeys(MASTER_KEY_0, MASTER_KEY_1).new_sa(spi)) for spi in spis]
+    return [senders[k].seal(udp_frame(bytes([k]) * (20 + k))) for k in pattern]
+
+
+@pytest.mark.parametrize("keys_type", [DeviceKeys, CountingKeys])
+def test_batch_verification_counts_key_lookups_as_one_by_one(keys_type):
+    """verify_each finds SAs without calling sa_for for each packet; the cache's hits,
+    misses and contents must still be those of one sa_for a packet, also when a
+    two-entry cache evicts, and for a subclass (its own sa_for runs)."""
+    pattern = [0, 0, 1, 0, 2, 2, 1, 1, 0, 2, 0, 1, 1, 1, 2, 0]
+    frames = _frames_of([5, 6, 7], pattern)
+    hosts = [k % 3 % 2 for k in range(len(frames))]
+
+    def keyring():
+        return [keys_type(MASTER_KEY_0, MASTER_KEY_1, cache_size=2) for _ in range(2)]
+
+    batch, single = keyring(), keyring()
+    assert psp_packet.verify_each(frames, list(range(len(frames))), batch, hosts) == [True] * len(frames)
+    for frame, host in zip(frames, hosts):
+        psp_packet.decapsulate(frame, single[host])
+    for a, b in zip(batch, single):
+        assert (a.cache_hits, a.cache_misses, a._cache.keys()) == (b.cache_hits, b.cache_misses, b._cache.keys())
+        assert a.cache_misses >= 4  # evictions happened: the check means something
+    if keys_type is CountingKeys:  # asked once per run of packets of one SA at one NIC
+        runs = sum(k == 0 or (hosts[k], pattern[k]) != (hosts[k - 1], pattern[k - 1]) for k in range(len(frames)))
+        assert sum(k.calls for k in batch) == runs < len(frames) == sum(k.calls for k in single)
+
+
+def test_batch_verification_lets_go_of_verified_frames_only():
+    frames = _frames_of([5, 6], [0, 1, 0])
+    cookie = PspSender(PspSA(9, derive_sa_key(MASTER_KEY_0, 9)), PspEncap(vc=bytes(8))).seal(udp_frame(b"vc"))
+    frames.append(cookie)  # the compiled path leaves frames with a cookie to the general one
+    keep = list(frames)
+    verified = psp_packet.verify_each(frames, [3, 0, 2], [DeviceKeys(MASTER_KEY_0, MASTER_KEY_1)], [0] * 4,
+                                      release=True)
+    assert verified == [None, True, True]
+    assert frames == [None, keep[1], None, cookie]
+
+
+def test_sealing_checks_frame_lengths_when_given():
+    import numpy as np
+
+    sa = PspSA(0x1234, derive_sa_key(MASTER_KEY_0, 0x1234))
+    template = udp_frame(bytes(40))
+    parts = [(template[:30], template[38:])] * 3
+    plain = psp_packet.seal_parts([PspSender(sa)], [0, 0, 0], parts, [1, 2, 3], [4, 5, 6])
+    lengths = np.array([len(f) for f in plain], dtype=np.float64)
+    assert psp_packet.seal_parts([PspSender(sa)], [0, 0, 0], parts, [1, 2, 3], [4, 5, 6], lengths) == plain
+    lengths[2] += 1
+    with pytest.raises(ValueError, match="frame 2"):
+        psp_packet.seal_parts([PspSender(sa)], [0, 0, 0], parts, [1, 2, 3], [4, 5, 6], lengths)

@@ -60,7 +60,6 @@ KIND_CODE = {"psp": PSP, "esp": ESP, "esp-sw": ESP, "records": RECORDS, "records
              "plain": PLAIN, "fail": FAIL, "wait": WAIT}
 IP_TCP = 40
 KINDS = list(KIND_CODE)
-PLAIN_OR_OTHER = {ESP, RECORDS, PLAIN, FAIL, WAIT}
 
 
 class PacketTier:
@@ -258,15 +257,18 @@ class PacketTier:
         self.stats["inner_bytes"] += int(length.sum()) + HEADER_BYTES * len(length)
         self.stats["wire_bytes"] += int(wire_len.sum())
         kinds = self.ep_kind[ep]
-        for kind in np.unique(kinds).tolist():
+        per_kind = np.bincount(kinds)
+        for kind in np.flatnonzero(per_kind).tolist():
             c = self.by_kind.setdefault(KINDS[kind], Counter())
-            c["packets"] += int((kinds == kind).sum())
-            c["payload"] += int(length[kinds == kind].sum())
+            c["packets"] += int(per_kind[kind])
+            c["payload"] += int(length[kinds == kind].sum()) if len(per_kind) > 1 else int(length.sum())
         if self.nics is not None and (pcode == PSP).any():
-            psp = pcode == PSP
-            for nic, n, b in zip(*np.unique(src[psp], return_counts=True),
-                                 np.bincount(src[psp], weights=wire_len[psp])[np.unique(src[psp])]):
-                self.nics.count_tx(int(nic), int(n), int(b))
+            psp_src = src[pcode == PSP]
+            per_nic = np.bincount(psp_src)
+            used = np.flatnonzero(per_nic)
+            for nic, n, b in zip(used.tolist(), per_nic[used].tolist(),
+                                 np.bincount(psp_src, weights=wire_len[pcode == PSP])[used].tolist()):
+                self.nics.count_tx(nic, n, int(b))
         if self.capture is not None:
             self.capture.sent(send, src, wire)
         return {"wire": wire, "queue": queue, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow,
@@ -331,7 +333,7 @@ class PacketTier:
         events, pos, total = self.rx_events, 0, len(order)
         wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
         fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
-        only_psp = fast and not PLAIN_OR_OTHER & set(code)
+        only_psp = fast and bool((p["code"] == PSP).all())
         counted = np.zeros(len(p["length"]), dtype=bool)  # PSP packets whose NIC counters are added in bulk
         while pos < total:
             end = total

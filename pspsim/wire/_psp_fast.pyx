@@ -11,10 +11,14 @@ raised in one place only.  Crypto is the same ``AESGCM`` object in both;
 where cryptography has ``encrypt_into`` the fast path seals straight into
 the new frame and, when only verifying, opens into a scratch buffer (no
 copy of each packet).  Batches (``seal_parts``, ``verify_each``) run their
-loop here, for a packet generator such as the packet tier.
+loop here, for a packet generator such as the packet tier; they lend crypto
+the packet's bytes through reused :class:`Span` objects (no memoryview made
+per packet), look each SA's ``encrypt_into``/``decrypt_into`` up once, and
+find receive SAs in the device's cache as ``sa_for`` would (:class:`Lookups`,
+the same hits, misses and evictions).
 """
 
-from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
@@ -24,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pspsim.wire.errors import IvSpaceExhausted, PspAuthFailure
+from pspsim.wire.psp_sa import DeviceKeys
 
 
 #: newer cryptography seals into and opens into a given buffer (no copy of each packet)
@@ -82,11 +87,34 @@ cdef int locate_ip(const unsigned char* f, Py_ssize_t n, Py_ssize_t* hlen, int* 
     return 0
 
 
+cdef class Span:
+    """A bytes-like view of memory its user owns, pointed anew before each use
+    (``point``): handing crypto a buffer this way makes no object per packet, as
+    a memoryview would.  It is lent to one call at a time, which keeps no view."""
+
+    cdef char* ptr
+    cdef Py_ssize_t size
+    cdef bint readonly
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self.ptr, self.size, self.readonly, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+
+cdef inline Span point(Span span, const unsigned char* ptr, Py_ssize_t size, bint readonly):
+    """``span`` over the ``size`` bytes at ``ptr``."""
+    span.ptr, span.size, span.readonly = <char*>ptr, size, readonly
+    return span
+
+
 cdef class Sealer:
     """One transmit SA's fast path, with its IV counter: ``seal(frame)`` takes the
     next IV; frames the fast path does not handle go to ``fallback(frame, iv)``."""
 
-    cdef object aead, fallback
+    cdef object aead, fallback, seal_into
+    cdef Span src, dst
     cdef unsigned long spi
     cdef int version, transport_co, v4_tunnel_co, v6_tunnel_co
     cdef bint tunnel
@@ -96,6 +124,8 @@ cdef class Sealer:
     def __init__(self, aead, unsigned long spi, int version, bint tunnel, int transport_co, int v4_tunnel_co,
                  int v6_tunnel_co, fallback, unsigned long long first_iv):
         self.aead = aead
+        self.seal_into = aead.encrypt_into if INTO else None  # looked up once, not per packet
+        self.src, self.dst = Span(), Span()
         self.spi = spi
         self.version = version
         self.tunnel = tunnel
@@ -122,7 +152,7 @@ cdef class Sealer:
         out = None
         if f != NULL:
             out = encap(f, n, self.aead, self.spi, self.version, iv, self.tunnel,
-                        self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co)
+                        self.transport_co, self.v4_tunnel_co, self.v6_tunnel_co, self.seal_into, self.src, self.dst)
         if out is None:
             out = self.fallback(PyBytes_FromStringAndSize(<const char*>f, n) if frame is None else frame, iv)
         if iv == 0xFFFFFFFFFFFFFFFF:
@@ -132,16 +162,24 @@ cdef class Sealer:
         return out
 
 
-def seal_parts(list sealers, list which, list parts, list words0, list words1):
+def seal_parts(list sealers, list which, list parts, list words0, list words1, lengths=None):
     """Seal, in order, the frames ``head + word0 + word1 + tail`` (``parts[k]`` is
     ``(head, tail)``; the words are 32-bit, big-endian), each with its sealer
     ``sealers[which[k]]``, without making the frames as objects: each is laid
-    out in one reused buffer (what ``seal(head + words + tail)`` returns)."""
+    out in one reused buffer (what ``seal(head + words + tail)`` returns).  With
+    ``lengths``, sealed frame ``k`` must be ``lengths[k]`` bytes long (else
+    ``ValueError``)."""
     cdef Py_ssize_t k, count = len(parts), cap = 0, n, hn, tn
     cdef unsigned char* buf = NULL
     cdef unsigned char* grown
     cdef bytes head, tail
     cdef Sealer sealer
+    cdef const double[:] expected
+    cdef bint check = lengths is not None
+    if check:
+        expected = lengths
+        if expected.shape[0] != count:
+            raise ValueError(f"{expected.shape[0]} lengths for {count} frames")
     out = [None] * count
     try:
         for k in range(count):
@@ -158,7 +196,10 @@ def seal_parts(list sealers, list which, list parts, list words0, list words1):
             wr32(buf + hn + 4, <unsigned long>words1[k])
             memcpy(buf + hn + 8, PyBytes_AS_STRING(tail), tn)
             sealer = <Sealer>sealers[<Py_ssize_t>which[k]]
-            out[k] = sealer.seal_at(buf, n, None)
+            frame = sealer.seal_at(buf, n, None)
+            if check and len(frame) != expected[k]:
+                raise ValueError(f"frame {k} is {len(frame)} bytes long, not {expected[k]:.0f}")
+            out[k] = frame
     finally:
         PyMem_Free(buf)
     return out
@@ -172,8 +213,11 @@ cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsi
 
 
 cdef object encap(const unsigned char* f, Py_ssize_t n, object aead, unsigned long spi, int version,
-                  unsigned long long iv, bint tunnel, int transport_co, int v4_tunnel_co, int v6_tunnel_co):
-    """``encapsulate`` of the ``n`` bytes at ``f``."""
+                  unsigned long long iv, bint tunnel, int transport_co, int v4_tunnel_co, int v6_tunnel_co,
+                  object seal_into=None, Span src=None, Span dst=None):
+    """``encapsulate`` of the ``n`` bytes at ``f`` (``seal_into``: ``aead.encrypt_into``
+    if the caller has it at hand; ``src``, ``dst``: spans to lend it, if the
+    caller has them)."""
     cdef Py_ssize_t hlen, end, start, clear_len, outer_hlen, udp_len, pos, sealed_len
     cdef int proto, next_header, co, ipv
     cdef unsigned int sport
@@ -240,8 +284,12 @@ cdef object encap(const unsigned char* f, Py_ssize_t n, object aead, unsigned lo
     memcpy(o + pos + 8, hdr, 16)
     memcpy(o + pos + 24, f + start, clear_len)
     if INTO:  # straight into the new frame, which nothing else holds yet
-        aead.encrypt_into(nonce, PyMemoryView_FromMemory(<char*>f + start + clear_len, sealed_len - 16, PyBUF_READ),
-                          aad, PyMemoryView_FromMemory(<char*>o + pos + 24 + clear_len, sealed_len, PyBUF_WRITE))
+        if src is None:
+            aead.encrypt_into(nonce, PyMemoryView_FromMemory(<char*>f + start + clear_len, sealed_len - 16, PyBUF_READ),
+                              aad, PyMemoryView_FromMemory(<char*>o + pos + 24 + clear_len, sealed_len, PyBUF_WRITE))
+        else:
+            seal_into(nonce, point(src, f + start + clear_len, sealed_len - 16, True), aad,
+                      point(dst, o + pos + 24 + clear_len, sealed_len, False))
     else:
         memcpy(o + pos + 24 + clear_len, PyBytes_AS_STRING(sealed), sealed_len)
     return out
@@ -256,15 +304,16 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type, bin
     return decap(frame, keys, versions, opened_type, build)
 
 
-def verify_each(list frames, list indices, list keyring, list hosts):
+def verify_each(list frames, list indices, list keyring, list hosts, bint release=False):
     """``decapsulate(frames[i], keyring[hosts[i]], None, tuple, False)`` for each
     ``i`` of ``indices``, in order: a list of ``True`` (verified) or ``None`` (left
-    to the general path); the first rejection raises, as it would there."""
+    to the general path); the first rejection raises, as it would there.  With
+    ``release``, each verified frame's place in ``frames`` is set to ``None``."""
     cdef Py_ssize_t k, i, count = len(indices), cap = 0
     cdef unsigned char* scratch = NULL
     cdef unsigned char* grown
     cdef bytes frame
-    cdef LastSA last = LastSA()
+    cdef Lookups lookups = Lookups()
     out = [None] * count
     try:
         for k in range(count):
@@ -275,27 +324,53 @@ def verify_each(list frames, list indices, list keyring, list hosts):
                 if grown == NULL:
                     raise MemoryError()
                 scratch, cap = grown, len(frame)
-            out[k] = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch, last)
+            good = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch, lookups)
+            out[k] = good
+            if release and good is True:
+                frames[i] = None
     finally:
         PyMem_Free(scratch)
-        last.flush()
+        lookups.flush()
     return out
 
 
-cdef class LastSA:
-    """The receive SA of the previous packet of a batch: a packet with the same
-    keys, SPI and version takes it without asking ``keys.sa_for`` again (that
-    would be a cache hit: the entry was found or made by the previous lookup, and
-    nothing came between); its hits are added to ``keys.cache_hits`` in one go."""
+cdef class Lookups:
+    """The receive-SA lookups of a batch, each what ``keys.sa_for`` would give
+    with the same counts.  A hit is the dictionary lookup ``sa_for`` makes in
+    ``keys._cache`` (for :class:`DeviceKeys` itself, not a subclass), counted
+    here and added to ``keys.cache_hits`` in one go; a miss calls ``sa_for``
+    (which derives, caches, may evict, and counts).  A packet with the previous
+    packet's keys, SPI and version takes its SA (a hit: the entry was found or
+    made by that lookup, and nothing came between) and its ``decrypt_into``."""
 
-    cdef object keys, sa
+    cdef object keys, cache, sa, open_into
+    cdef Span src, dst
+
+    def __cinit__(self):
+        self.src, self.dst = Span(), Span()
     cdef unsigned long spi
     cdef int version
     cdef Py_ssize_t hits
 
-    cdef void follow(self, object keys, unsigned long spi, int version, object sa) except *:
-        self.flush()
-        self.keys, self.spi, self.version, self.sa = keys, spi, version, sa
+    cdef object find(self, object keys, unsigned long spi, int version):
+        if keys is self.keys:
+            if self.sa is not None and spi == self.spi and version == self.version:
+                self.hits += 1
+                return self.sa
+        else:
+            self.flush()
+            self.keys = keys
+            self.cache = keys._cache if type(keys) is DeviceKeys else None
+        sa = None if self.cache is None else self.cache.get(spi | (<unsigned long long>version << 32))
+        if sa is None:
+            sa = keys.sa_for(spi, version)
+            if self.cache is not None:
+                self.cache = keys._cache
+        else:
+            self.hits += 1
+        self.spi, self.version, self.sa = spi, version, sa
+        self.open_into = sa._aead.decrypt_into if INTO else None
+        return sa
 
     cdef void flush(self) except *:
         if self.hits:
@@ -304,10 +379,10 @@ cdef class LastSA:
 
 
 cdef object decap(bytes frame, object keys, object versions, type opened_type, bint build,
-                  unsigned char* scratch=NULL, LastSA last=None):
+                  unsigned char* scratch=NULL, Lookups lookups=None):
     """``decapsulate``; with ``scratch`` (at least ``len(frame)`` bytes, only when
     ``INTO`` and not ``build``) the cleartext is decrypted into it and dropped;
-    with ``last``, runs of packets of one SA look it up once."""
+    with ``lookups``, SAs are found through it (see :class:`Lookups`)."""
     cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
     cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
     cdef int proto, ipv, version, next_header
@@ -333,19 +408,18 @@ cdef object decap(bytes frame, object keys, object versions, type opened_type, b
     spi = (<unsigned long>rd16(f + p + 4) << 16) | rd16(f + p + 6)
     iv = (<unsigned long long>rd16(f + p + 8) << 48) | (<unsigned long long>rd16(f + p + 10) << 32) \
         | (<unsigned long long>rd16(f + p + 12) << 16) | rd16(f + p + 14)
-    if last is not None and last.keys is keys and last.spi == spi and last.version == version:
-        sa = last.sa  # what sa_for gives again: a cache hit, counted with the run's others
-        last.hits += 1
-    else:
-        sa = keys.sa_for(spi, version)
-        if last is not None:
-            last.follow(keys, spi, version, sa)
+    sa = keys.sa_for(spi, version) if lookups is None else lookups.find(keys, spi, version)
     aad = frame[p:p + 16 + clear_len]
     try:
         if scratch != NULL:  # verification only: the cleartext goes to the scratch buffer
-            sa._aead.decrypt_into(frame[p + 4:p + 16], PyMemoryView_FromMemory(
-                <char*>f + p + 16 + clear_len, protected_len - clear_len + 16, PyBUF_READ), aad,
-                PyMemoryView_FromMemory(<char*>scratch, protected_len - clear_len, PyBUF_WRITE))
+            if lookups is None:
+                sa._aead.decrypt_into(frame[p + 4:p + 16], PyMemoryView_FromMemory(
+                    <char*>f + p + 16 + clear_len, protected_len - clear_len + 16, PyBUF_READ), aad,
+                    PyMemoryView_FromMemory(<char*>scratch, protected_len - clear_len, PyBUF_WRITE))
+            else:
+                lookups.open_into(frame[p + 4:p + 16], point(lookups.src, f + p + 16 + clear_len,
+                                                             protected_len - clear_len + 16, True), aad,
+                                  point(lookups.dst, scratch, protected_len - clear_len, False))
             return True
         plain = sa._aead.decrypt(frame[p + 4:p + 16], frame[p + 16 + clear_len:end], aad)
     except InvalidTag:

@@ -24,7 +24,9 @@ payload (the reference refuses such packets, yet its decryptor accepts them).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 from pspsim.wire._compiled import compiled
@@ -312,25 +314,42 @@ class PspSender:
 
 
 def seal_parts(senders: list[PspSender], which: list[int], parts: list[tuple[bytes, bytes]],
-               words0: list[int], words1: list[int]) -> list[bytes]:
+               words0: list[int], words1: list[int], lengths: Sequence[float] | None = None) -> list[bytes]:
     """``senders[which[k]].seal(head + word0 + word1 + tail)`` for each ``k`` in order
     (``parts[k]`` is ``(head, tail)``; words: 32-bit, big-endian), the same bytes;
     the compiled path lays each frame out in one reused buffer instead of making
-    it (a packet generator that keeps templates of its frames)."""
+    it (a packet generator that keeps templates of its frames).  With ``lengths``
+    (a float64 buffer, such as a numpy array), frame ``k`` must come out
+    ``lengths[k]`` bytes long, else ``ValueError`` (for a caller that has
+    already carried the frames)."""
+    return parts_sealer(senders)(which, parts, words0, words1, lengths)
+
+
+def parts_sealer(senders: list[PspSender]) -> Callable[..., list[bytes]]:
+    """:func:`seal_parts` for these senders, as a function of the other arguments
+    (a caller that seals batch after batch with the same senders)."""
     sealers = [s._sealer for s in senders]
     if _psp_fast is not None and None not in sealers:
-        return _psp_fast.seal_parts(sealers, which, parts, words0, words1)
-    pack = _WORDS.pack
-    return [senders[k].seal(h + pack(a, b) + t) for k, (h, t), a, b in zip(which, parts, words0, words1)]
+        return partial(_psp_fast.seal_parts, sealers)
+
+    def seal(which, parts, words0, words1, lengths=None) -> list[bytes]:
+        pack = _WORDS.pack
+        out = [senders[k].seal(h + pack(a, b) + t) for k, (h, t), a, b in zip(which, parts, words0, words1)]
+        if lengths is not None and (len(lengths) != len(out) or any(len(f) != n for f, n in zip(out, lengths))):
+            raise ValueError("a sealed frame's length differs from the one given")
+        return out
+    return seal
 
 
-def verify_each(frames: list[bytes], indices: list[int], keyring: list[DeviceKeys],
-                hosts: list[int]) -> list[bool | None]:
+def verify_each(frames: list[bytes | None], indices: list[int], keyring: list[DeviceKeys],
+                hosts: list[int], release: bool = False) -> list[bool | None]:
     """Verify ``frames[i]`` with ``keyring[hosts[i]]`` (every version accepted) for
     each ``i`` of ``indices``, in order, without making the cleartext: ``True`` for
     a packet that verified, ``None`` for one the compiled path leaves to
     :func:`decapsulate` (every packet when there is no compiled path); the first
-    rejection raises (:class:`NotPspPacket`, :class:`PspRejected`)."""
+    rejection raises (:class:`NotPspPacket`, :class:`PspRejected`).  With
+    ``release``, a verified frame's place in ``frames`` becomes ``None`` (a
+    receiver that only counts lets it go)."""
     if _psp_fast is None:
         return [None] * len(indices)
-    return _psp_fast.verify_each(frames, indices, keyring, hosts)
+    return _psp_fast.verify_each(frames, indices, keyring, hosts, release)
