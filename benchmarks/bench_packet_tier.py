@@ -28,7 +28,7 @@ from pspsim.packets.tier import PacketTier
 from pspsim.scenario import scenario_from_dict
 
 TARGET = 0.6
-ROUNDS = 3
+ROUNDS = 5
 
 
 def run() -> dict[str, float]:

@@ -62,17 +62,22 @@ class Templates:
 
     def parts(self, flow, incarnation, length) -> list[tuple[bytes, bytes]]:
         """(bytes before seq, bytes after ack) of each packet's data frame (arrays of
-        flow, incarnation, payload length)."""
-        keys = ((flow << 28) | ((incarnation & 0xFFF) << 16) | length).tolist()
-        cache = self.cache
-        missing = set(keys).difference(cache)
+        flow, incarnation, payload length).  The packets' few distinct templates
+        are found by numpy (``unique``) and handed out by it, not looked up
+        packet by packet."""
+        keys, codes = np.unique((flow << 28) | ((incarnation & 0xFFF) << 16) | length, return_inverse=True)
+        distinct, cache = keys.tolist(), self.cache
+        missing = set(distinct).difference(cache)
         if missing:
             if len(cache) + len(missing) > self.limit:  # start afresh (a batch may exceed the limit)
                 cache.clear()
-                missing = set(keys)
+                missing = set(distinct)
             for k in missing:
                 cache[k] = self._make(k)
-        return list(map(cache.__getitem__, keys))
+        templates = np.empty(len(distinct), dtype=object)
+        for i, k in enumerate(distinct):  # one by one: numpy would read each pair as two elements
+            templates[i] = cache[k]
+        return templates[codes].tolist()
 
     @staticmethod
     def frames(parts: list[tuple[bytes, bytes]], seq: list[int], ack: list[int]) -> list[bytes]:

@@ -20,7 +20,7 @@ the same hits, misses and evictions).
 
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.string cimport memcpy
 
@@ -309,22 +309,23 @@ def verify_each(list frames, list indices, list keyring, list hosts, bint releas
     ``i`` of ``indices``, in order: a list of ``True`` (verified) or ``None`` (left
     to the general path); the first rejection raises, as it would there.  With
     ``release``, each verified frame's place in ``frames`` is set to ``None``."""
-    cdef Py_ssize_t k, i, count = len(indices), cap = 0
+    cdef Py_ssize_t k, i, h, count = len(indices), cap = 0
     cdef unsigned char* scratch = NULL
     cdef unsigned char* grown
     cdef bytes frame
-    cdef Lookups lookups = Lookups()
+    cdef Lookups lookups = Lookups(keyring)
     out = [None] * count
     try:
         for k in range(count):
             i = indices[k]
+            h = hosts[i]
             frame = <bytes?>frames[i]
             if INTO and len(frame) > cap:
                 grown = <unsigned char*>PyMem_Realloc(scratch, len(frame))
                 if grown == NULL:
                     raise MemoryError()
                 scratch, cap = grown, len(frame)
-            good = decap(frame, keyring[<Py_ssize_t>hosts[i]], None, tuple, False, scratch, lookups)
+            good = decap(frame, keyring[h], None, tuple, False, scratch, lookups, h)
             out[k] = good
             if release and good is True:
                 frames[i] = None
@@ -335,54 +336,70 @@ def verify_each(list frames, list indices, list keyring, list hosts, bint releas
 
 
 cdef class Lookups:
-    """The receive-SA lookups of a batch, each what ``keys.sa_for`` would give
-    with the same counts.  A hit is the dictionary lookup ``sa_for`` makes in
-    ``keys._cache`` (for :class:`DeviceKeys` itself, not a subclass), counted
-    here and added to ``keys.cache_hits`` in one go; a miss calls ``sa_for``
+    """The receive-SA lookups of a batch over ``keyring``, each what
+    ``keyring[h].sa_for`` would give, with the same counts.  A hit is the
+    dictionary lookup ``sa_for`` makes in ``keys._cache`` (for
+    :class:`DeviceKeys` itself, not a subclass), counted here per device and
+    added to ``cache_hits`` at the end (:meth:`flush`); a miss calls ``sa_for``
     (which derives, caches, may evict, and counts).  A packet with the previous
-    packet's keys, SPI and version takes its SA (a hit: the entry was found or
-    made by that lookup, and nothing came between) and its ``decrypt_into``."""
+    packet's device, SPI and version takes its SA (a hit: the entry was found or
+    made by that lookup, and nothing came between).  Each SA's ``decrypt_into``
+    is looked up once."""
 
-    cdef object keys, cache, sa, open_into
-    cdef Span src, dst
-
-    def __cinit__(self):
-        self.src, self.dst = Span(), Span()
+    cdef list keyring, caches
+    cdef dict opens
+    cdef Py_ssize_t* hits
+    cdef Py_ssize_t devices, last
+    cdef object sa, open_into
     cdef unsigned long spi
     cdef int version
-    cdef Py_ssize_t hits
+    cdef Span src, dst
 
-    cdef object find(self, object keys, unsigned long spi, int version):
-        if keys is self.keys:
-            if self.sa is not None and spi == self.spi and version == self.version:
-                self.hits += 1
-                return self.sa
-        else:
-            self.flush()
-            self.keys = keys
-            self.cache = keys._cache if type(keys) is DeviceKeys else None
-        sa = None if self.cache is None else self.cache.get(spi | (<unsigned long long>version << 32))
+    def __cinit__(self, list keyring):
+        self.keyring, self.devices, self.last = keyring, len(keyring), -1
+        self.caches = [None] * self.devices  # each device's cache dict (False: ask sa_for)
+        self.opens = {}
+        self.hits = <Py_ssize_t*>PyMem_Calloc(max(self.devices, 1), sizeof(Py_ssize_t))
+        if self.hits == NULL:
+            raise MemoryError()
+        self.src, self.dst = Span(), Span()
+
+    def __dealloc__(self):
+        PyMem_Free(self.hits)
+
+    cdef object find(self, Py_ssize_t h, unsigned long spi, int version):
+        if h == self.last and spi == self.spi and version == self.version:
+            self.hits[h] += 1
+            return self.sa
+        cache = self.caches[h]
+        if cache is None:
+            keys = self.keyring[h]
+            cache = self.caches[h] = keys._cache if type(keys) is DeviceKeys else False
+        sa = cache.get(spi | (<unsigned long long>version << 32)) if cache is not False else None
         if sa is None:
-            sa = keys.sa_for(spi, version)
-            if self.cache is not None:
-                self.cache = keys._cache
+            sa = self.keyring[h].sa_for(spi, version)
         else:
-            self.hits += 1
-        self.spi, self.version, self.sa = spi, version, sa
-        self.open_into = sa._aead.decrypt_into if INTO else None
+            self.hits[h] += 1
+        opener = self.opens.get(sa)
+        if opener is None and INTO:
+            opener = self.opens[sa] = sa._aead.decrypt_into
+        self.last, self.spi, self.version, self.sa, self.open_into = h, spi, version, sa, opener
         return sa
 
     cdef void flush(self) except *:
-        if self.hits:
-            self.keys.cache_hits += self.hits
-            self.hits = 0
+        cdef Py_ssize_t h
+        for h in range(self.devices):
+            if self.hits[h]:
+                self.keyring[h].cache_hits += self.hits[h]
+                self.hits[h] = 0
 
 
 cdef object decap(bytes frame, object keys, object versions, type opened_type, bint build,
-                  unsigned char* scratch=NULL, Lookups lookups=None):
+                  unsigned char* scratch=NULL, Lookups lookups=None, Py_ssize_t h=-1):
     """``decapsulate``; with ``scratch`` (at least ``len(frame)`` bytes, only when
     ``INTO`` and not ``build``) the cleartext is decrypted into it and dropped;
-    with ``lookups``, SAs are found through it (see :class:`Lookups`)."""
+    with ``lookups``, SAs are found through it (``keys`` is its device ``h``; see
+    :class:`Lookups`)."""
     cdef const unsigned char* f = <const unsigned char*>PyBytes_AS_STRING(frame)
     cdef Py_ssize_t n = len(frame), hlen, end, u, p, protected_len, clear_len, inner_len, outer_len
     cdef int proto, ipv, version, next_header
@@ -408,20 +425,21 @@ cdef object decap(bytes frame, object keys, object versions, type opened_type, b
     spi = (<unsigned long>rd16(f + p + 4) << 16) | rd16(f + p + 6)
     iv = (<unsigned long long>rd16(f + p + 8) << 48) | (<unsigned long long>rd16(f + p + 10) << 32) \
         | (<unsigned long long>rd16(f + p + 12) << 16) | rd16(f + p + 14)
-    sa = keys.sa_for(spi, version) if lookups is None else lookups.find(keys, spi, version)
-    aad = frame[p:p + 16 + clear_len]
+    sa = keys.sa_for(spi, version) if lookups is None else lookups.find(h, spi, version)
+    aad = PyBytes_FromStringAndSize(<const char*>f + p, 16 + clear_len)
+    nonce = PyBytes_FromStringAndSize(<const char*>f + p + 4, 12)
     try:
         if scratch != NULL:  # verification only: the cleartext goes to the scratch buffer
             if lookups is None:
-                sa._aead.decrypt_into(frame[p + 4:p + 16], PyMemoryView_FromMemory(
+                sa._aead.decrypt_into(nonce, PyMemoryView_FromMemory(
                     <char*>f + p + 16 + clear_len, protected_len - clear_len + 16, PyBUF_READ), aad,
                     PyMemoryView_FromMemory(<char*>scratch, protected_len - clear_len, PyBUF_WRITE))
             else:
-                lookups.open_into(frame[p + 4:p + 16], point(lookups.src, f + p + 16 + clear_len,
+                lookups.open_into(nonce, point(lookups.src, f + p + 16 + clear_len,
                                                              protected_len - clear_len + 16, True), aad,
                                   point(lookups.dst, scratch, protected_len - clear_len, False))
             return True
-        plain = sa._aead.decrypt(frame[p + 4:p + 16], frame[p + 16 + clear_len:end], aad)
+        plain = sa._aead.decrypt(nonce, frame[p + 16 + clear_len:end], aad)
     except InvalidTag:
         raise PspAuthFailure(f"ICV mismatch for SPI {spi:08x}") from None
     if not build:
