@@ -133,3 +133,47 @@ def test_sealing_checks_frame_lengths_when_given():
     lengths[2] += 1
     with pytest.raises(ValueError, match="frame 2"):
         psp_packet.seal_parts([PspSender(sa)], [0, 0, 0], parts, [1, 2, 3], [4, 5, 6], lengths)
+
+
+def test_sealing_from_templates_is_sealing_each_frame(monkeypatch):
+    """templates_sealer (arrays of senders, template codes and words) gives the bytes
+    of sealing each frame in turn, each sender's IVs in order, compiled or not; bad
+    indices raise."""
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    templates = [(udp_frame(bytes(n))[:30], udp_frame(bytes(n))[38:]) for n in (10, 200, 1400)]
+    sas = [PspSA(spi, derive_sa_key(MASTER_KEY_0, spi)) for spi in (0x11, 0x22)]
+    codes = rng.integers(0, 3, 50)
+    which = rng.integers(0, 2, 50)
+    words0, words1 = rng.integers(0, 2**32, 50), rng.integers(0, 2**32, 50)
+    sealed = psp_packet.templates_sealer([PspSender(sa) for sa in sas])(which, templates, codes, words0, words1)
+    senders = [PspSender(sa) for sa in sas]
+    expected = [senders[w].seal(templates[c][0] + struct.pack("!II", a, b) + templates[c][1])
+                for w, c, a, b in zip(which.tolist(), codes.tolist(), words0.tolist(), words1.tolist())]
+    assert sealed == expected and len(set(expected)) == 50
+    with monkeypatch.context() as m:
+        m.setattr(psp_packet, "_psp_fast", None)
+        seal = psp_packet.templates_sealer([PspSender(sa) for sa in sas])
+        assert seal(which, templates, codes, words0, words1) == expected
+    seal = psp_packet.templates_sealer([PspSender(sa) for sa in sas])
+    with pytest.raises(IndexError, match="template 3 of 3"):
+        seal(which, templates, np.where(np.arange(50) == 9, 3, codes), words0, words1)
+    with pytest.raises(IndexError, match="sender -1 of 2"):
+        seal(np.where(np.arange(50) == 9, -1, which), templates, codes, words0, words1)
+    with pytest.raises(ValueError, match="49 senders"):
+        seal(which[:49], templates, codes, words0, words1)
+
+
+def test_batch_verification_refuses_indices_out_of_range():
+    import numpy as np
+
+    frames = _frames_of([5], [0, 0])
+    keyring = [DeviceKeys(MASTER_KEY_0, MASTER_KEY_1)]
+    assert psp_packet.verify_each(frames, np.array([1, 0]), keyring, np.array([0, 0], dtype=np.int32)) == [True] * 2
+    with pytest.raises(IndexError, match="packet 2 of 2 frames"):
+        psp_packet.verify_each(frames, [0, 2], keyring, [0, 0])
+    with pytest.raises(IndexError, match="receiver 1 of 1"):
+        psp_packet.verify_each(frames, [1], keyring, [0, 1])

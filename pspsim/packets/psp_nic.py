@@ -36,7 +36,7 @@ import numpy as np
 
 from pspsim.wire.errors import NotPspPacket, PspRejected, WireError
 from pspsim.wire.psp_kdf import SPI_KEY_PHASE_BIT, derive_sa_key
-from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate, parts_sealer, verify_each
+from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate, templates_sealer, verify_each
 from pspsim.wire.psp_sa import DeviceKeys, PspSA
 
 #: Ethernet 14 + IPv4 20 + UDP 8 + PSP header 16 + ICV 16: what the byte counters leave out.
@@ -101,16 +101,17 @@ class PspNics:
             c["rx-packets"] += int(n)
             c["rx-bytes"] += int(b) - UNCOUNTED * int(n)
 
-    def verify(self, frames: list[bytes], indices: list[int], hosts: list[int],
+    def verify(self, frames: list[bytes], indices: np.ndarray, hosts: np.ndarray,
                queue: SendQueue | None = None) -> list[bool | None]:
         """:func:`~pspsim.wire.psp_packet.verify_each` with the NICs' keys (``hosts``:
-        each frame's receiver), sealing ``queue``'s frames as they are needed."""
+        each frame's receiver; int64 arrays), sealing ``queue``'s frames as they are
+        needed."""
         if queue is None:
             return verify_each(frames, indices, self.devices, hosts)
         out: list[bool | None] = []
         for a in range(0, len(indices), BATCH):
             part = indices[a:a + BATCH]
-            queue.upto(max(part) + 1)
+            queue.upto(int(part.max()) + 1)
             out += verify_each(frames, part, self.devices, hosts, release=True)  # verified: let go (see reopen)
         return out
 
@@ -159,25 +160,27 @@ class PspNics:
 
 class SendQueue:
     """One chunk's PSP frames, sealed in send order (each sender's IVs in order)
-    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame, which
-    must be ``lengths[k]`` bytes long (what the fabric carried)."""
+    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame, made
+    from ``templates[codes[k]]`` with its seq and ack words, which must be
+    ``lengths[k]`` bytes long (what the fabric carried).  The per-packet
+    arguments are arrays."""
 
-    def __init__(self, senders: list[PspSender], which: list[int], parts: list[tuple[bytes, bytes]],
-                 seq: list[int], ack: list[int], lengths: np.ndarray) -> None:
-        self.senders, self.seal = senders, parts_sealer(senders)
-        self.args, self.lengths, self.frames = (which, parts, seq, ack), lengths, []
+    def __init__(self, senders: list[PspSender], which: np.ndarray, templates: list[tuple[bytes, bytes]],
+                 codes: np.ndarray, seq: np.ndarray, ack: np.ndarray, lengths: np.ndarray) -> None:
+        self.senders, self.seal, self.templates = senders, templates_sealer(senders), templates
+        self.args, self.lengths, self.frames = (which, codes, seq, ack), lengths, []
 
     def sa(self, k: int) -> PspSA:
         """The SA that sealed packet ``k``."""
-        return self.senders[self.args[0][k]].sa
+        return self.senders[int(self.args[0][k])].sa
 
     def upto(self, n: int) -> None:
         """Seal the packets before ``n`` that are not sealed yet."""
         k = len(self.frames)
         if n > k:
-            which, parts, seq, ack = self.args
+            which, codes, seq, ack = self.args
             try:
-                self.frames += self.seal(which[k:n], parts[k:n], seq[k:n], ack[k:n], self.lengths[k:n])
+                self.frames += self.seal(which[k:n], self.templates, codes[k:n], seq[k:n], ack[k:n], self.lengths[k:n])
             except ValueError as exc:
                 if isinstance(exc, WireError):  # not the length check
                     raise

@@ -60,10 +60,10 @@ class Templates:
                            bytes(length))
         return template[:SEQ_AT], template[SEQ_AT + 8:]
 
-    def parts(self, flow, incarnation, length) -> list[tuple[bytes, bytes]]:
-        """(bytes before seq, bytes after ack) of each packet's data frame (arrays of
-        flow, incarnation, payload length).  The packets' few distinct templates
-        are found by numpy (``unique``) and handed out by it, not looked up
+    def indexed(self, flow, incarnation, length) -> tuple[list[tuple[bytes, bytes]], np.ndarray]:
+        """The distinct (bytes before seq, bytes after ack) data-frame templates of
+        packets (arrays of flow, incarnation, payload length) and each packet's
+        index among them (int64): found by numpy (``unique``), not looked up
         packet by packet."""
         keys, codes = np.unique((flow << 28) | ((incarnation & 0xFFF) << 16) | length, return_inverse=True)
         distinct, cache = keys.tolist(), self.cache
@@ -74,10 +74,15 @@ class Templates:
                 missing = set(distinct)
             for k in missing:
                 cache[k] = self._make(k)
-        templates = np.empty(len(distinct), dtype=object)
-        for i, k in enumerate(distinct):  # one by one: numpy would read each pair as two elements
-            templates[i] = cache[k]
-        return templates[codes].tolist()
+        return [cache[k] for k in distinct], codes.astype(np.int64, copy=False).reshape(-1)
+
+    @staticmethod
+    def parts(templates: list[tuple[bytes, bytes]], codes: np.ndarray) -> list[tuple[bytes, bytes]]:
+        """Each packet's template, as a list (``templates[codes[k]]``, gathered by numpy)."""
+        table = np.empty(len(templates), dtype=object)
+        for i, t in enumerate(templates):  # one by one: numpy would read each pair as two elements
+            table[i] = t
+        return table[codes].tolist()
 
     @staticmethod
     def frames(parts: list[tuple[bytes, bytes]], seq: list[int], ack: list[int]) -> list[bytes]:

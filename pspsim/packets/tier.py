@@ -49,7 +49,7 @@ from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
-from pspsim.wire.psp_packet import _psp_fast, seal_parts
+from pspsim.wire.psp_packet import _psp_fast, templates_sealer
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -239,14 +239,15 @@ class PacketTier:
         inc = self.ep_inc[ep]
         seq, ack = sequence(self.seq, flow, inc, length)
         pcode = code[msg]
-        wire, inner, queue = self._seal(self.templates.parts(flow, inc, length), (seq & 0xFFFFFFFF).tolist(),
-                                        (ack & 0xFFFFFFFF).tolist(), pcode, ep, length)
+        wire, inner, queue = self._seal(*self.templates.indexed(flow, inc, length), seq & 0xFFFFFFFF,
+                                        ack & 0xFFFFFFFF, pcode, ep, length)
         for k in np.flatnonzero(pcode == RECORDS).tolist():
             m, i, n = int(msg[k]), int(index[k]), int(length[k])
             inner[k] = wire[k] = inner[k][:-n] + streams[m][i * int(mss[m]): i * int(mss[m]) + n]  # as it goes
         conn, direction = flow >> 1, flow & 1
         client, server = self.w.client[conn], self.w.server[conn]
-        src, dst = np.where(direction == 0, client, server), np.where(direction == 0, server, client)
+        src = np.where(direction == 0, client, server).astype(np.int64, copy=False)
+        dst = np.where(direction == 0, server, client).astype(np.int64, copy=False)  # int64: read by verify_each
         if queue is None:
             wire_len = np.fromiter(map(len, wire), dtype=np.float64, count=len(wire))
         else:  # sealed later: the lengths PSP gives, checked then
@@ -274,43 +275,46 @@ class PacketTier:
         return {"wire": wire, "queue": queue, "inner": inner, "send": send, "src": src, "dst": dst, "flow": flow,
                 "code": pcode, "length": length, "wire_len": wire_len}
 
-    def _seal(self, parts, seq: list[int], ack: list[int], pcode: np.ndarray, ep: np.ndarray, length: np.ndarray):
+    def _seal(self, templates: list[tuple[bytes, bytes]], codes: np.ndarray, seq: np.ndarray, ack: np.ndarray,
+              pcode: np.ndarray, ep: np.ndarray, length: np.ndarray):
         """Wire frames, in order, the cleartext frames of the packets that a PSP NIC
         does not seal (``None`` for those: PSP frames are sealed from their templates,
-        :func:`~pspsim.wire.psp_packet.seal_parts`, in order per sender as before), and
-        the :class:`SendQueue` of a chunk that is all PSP (its frames are sealed as the
-        receive side needs them; the list fills as it goes)."""
-        n = len(parts)
+        ``templates[codes[k]]``, by :func:`~pspsim.wire.psp_packet.templates_sealer`, in
+        order per sender as before), and the :class:`SendQueue` of a chunk that is all
+        PSP (its frames are sealed as the receive side needs them; the list fills as it
+        goes).  ``seq``, ``ack``: 32-bit words, as arrays."""
+        n = len(codes)
         is_psp = pcode == PSP if self.nics is not None else np.zeros(n, dtype=bool)
-        psp = range(n) if is_psp.all() else np.flatnonzero(is_psp).tolist()
         inner: list[bytes | None] = [None] * n
         wire: list[bytes] = [b""] * n
-        if len(psp) == n and self.capture is None and self.in_flight is None and _psp_fast is not None:
+        if is_psp.all() and self.capture is None and self.in_flight is None and _psp_fast is not None:
             wire_len = (length + HEADER_BYTES + self.nics.encap.overhead(4)).astype(np.float64)
-            queue = SendQueue(*self._senders(ep), parts, seq, ack, wire_len)
+            queue = SendQueue(*self._senders(ep), templates, codes, seq, ack, wire_len)
             return queue.frames, inner, queue
-        if psp:
-            senders, which = self._senders(ep[psp] if len(psp) < n else ep)
+        psp = np.flatnonzero(is_psp)
+        if len(psp):
+            senders, which = self._senders(ep[psp])
+            sealed = templates_sealer(senders)(which, templates, codes[psp], seq[psp], ack[psp])
             if len(psp) == n:
-                return seal_parts(senders, which, parts, seq, ack), inner, None
-            pick = [parts[k] for k in psp], [seq[k] for k in psp], [ack[k] for k in psp]
-            for k, w in zip(psp, seal_parts(senders, which, *pick)):
+                return sealed, inner, None
+            for k, w in zip(psp.tolist(), sealed):
                 wire[k] = w
-        rest, eps = np.flatnonzero(~is_psp).tolist() if psp else range(n), ep.tolist()
-        frames = self.templates.frames(*([x[k] for k in rest] for x in (parts, seq, ack))) if psp else \
-            self.templates.frames(parts, seq, ack)
-        unique = {x: self._sealer(x) for x in {eps[k] for k in rest}}
-        for k, f in zip(rest, frames):
+        rest = np.flatnonzero(~is_psp)
+        frames = self.templates.frames(self.templates.parts(templates, codes[rest]), seq[rest].tolist(),
+                                       ack[rest].tolist())
+        eps = ep[rest].tolist()
+        unique = {x: self._sealer(x) for x in set(eps)}
+        for k, x, f in zip(rest.tolist(), eps, frames):
             inner[k] = f
-            wire[k] = unique[eps[k]](f)
+            wire[k] = unique[x](f)
         return wire, inner, None
 
-    def _senders(self, ep: np.ndarray) -> tuple[list, list[int]]:
-        """The PSP senders of epochs ``ep`` and each one's position among them."""
+    def _senders(self, ep: np.ndarray) -> tuple[list, np.ndarray]:
+        """The PSP senders of epochs ``ep`` and each one's position among them (int64)."""
         used = np.zeros(len(self.epochs), dtype=np.int64)
         used[ep] = 1
         senders = [self.nics.sender(*self.epochs[x].data) for x in np.flatnonzero(used).tolist()]
-        return senders, (np.cumsum(used) - 1)[ep].tolist()
+        return senders, (np.cumsum(used) - 1)[ep]
 
     # -- receive side ---------------------------------------------------------------
     def _apply_rx(self, until: float) -> None:
@@ -331,7 +335,7 @@ class PacketTier:
         ok = np.zeros(len(p["length"]), dtype=bool)
         extra: list[tuple[int, bool]] = []
         events, pos, total = self.rx_events, 0, len(order)
-        wire, dst, code, flow = p["wire"], p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
+        wire, lists = p["wire"], None
         fast = self.nics is not None and self.in_flight is None and _psp_fast is not None
         only_psp = fast and bool((p["code"] == PSP).all())
         counted = np.zeros(len(p["length"]), dtype=bool)  # PSP packets whose NIC counters are added in bulk
@@ -339,9 +343,11 @@ class PacketTier:
             end = total
             if self.rx_pos < len(events):
                 end = max(pos, int(np.searchsorted(arrive_sorted, events[self.rx_pos][0], side="left")))
-            segment = order[pos:end].tolist()
-            if fast:
-                segment = self._open_psp_fast(order[pos:end], segment, only_psp, p, dst, code, ok, counted)
+            segment = self._open_psp_fast(order[pos:end], only_psp, p, ok, counted) if fast else \
+                order[pos:end].tolist()
+            if segment and lists is None:  # the general path's per-packet lists, made when needed
+                lists = p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
+            dst, code, flow = lists if lists is not None else ([], [], [])
             for i in segment:
                 if wire[i] is None:  # verified, let go, and opened again here (PspNics.reopen)
                     ok[i] = not self.nics.reopen(dst[i], p["queue"].sa(i), int(p["wire_len"][i]))
@@ -364,32 +370,33 @@ class PacketTier:
         per_packet = p["code"] != RECORDS
         self.stats["payload_delivered"] += int(p["length"][ok & per_packet].sum())
         if self.capture is not None:
-            self.capture.received(arrive, dst, wire, ~dropped)
+            self.capture.received(arrive, p["dst"].tolist(), wire, ~dropped)
         if self.keep_arrivals:
             idx = np.r_[order, np.array([i for i, _ in extra], dtype=np.int64)].astype(np.int64)
             flags = np.r_[ok[order], np.array([g for _, g in extra], dtype=bool)]
             self.arrival_log.append((p["flow"][idx] >> 1, p["flow"][idx] & 1, p["send"][idx], arrive[idx], flags))
 
-    def _open_psp_fast(self, index: np.ndarray, segment: list[int], only_psp: bool, p, dst, code, ok,
-                       counted) -> list[int]:
-        """Open the segment's plain PSP packets (``index``: as an array; ``only_psp``:
-        the chunk has no other kind) with the compiled path (verification only);
-        returns the packets left for the general path (other kinds, unusual frames,
-        and every packet of a run that holds a rejection, which it counts)."""
-        psp = segment if only_psp else [i for i in segment if code[i] == PSP]
+    def _open_psp_fast(self, index: np.ndarray, only_psp: bool, p, ok, counted) -> list[int]:
+        """Open the plain PSP packets of a segment (``index``: the packets, in arrival
+        order; ``only_psp``: the chunk has no other kind) with the compiled path
+        (verification only); returns the packets left for the general path (other
+        kinds, unusual frames, and every packet of a run that holds a rejection,
+        which it counts)."""
+        psp = index if only_psp else index[p["code"][index] == PSP]
         try:
-            verified = self.nics.verify(p["wire"], psp, dst, p["queue"])
+            verified = self.nics.verify(p["wire"], psp, p["dst"], p["queue"])
         except (PspRejected, NotPspPacket):
             if p["queue"] is not None:
-                p["queue"].upto(max(segment) + 1)  # the general path opens them all
-            return segment
+                p["queue"].upto(int(index.max()) + 1)  # the general path opens them all
+            return index.tolist()
         if only_psp and None not in verified:
             ok[index] = counted[index] = True
             return []
-        rest = [i for i in segment if code[i] != PSP] if psp is not segment else []
+        rest = [] if only_psp else index[p["code"][index] != PSP].tolist()
         if None in verified:  # frames the compiled path leaves to the general one
-            rest += [i for i, good in zip(psp, verified) if good is None]
-            psp = [i for i, good in zip(psp, verified) if good is not None]
+            left = np.array([good is None for good in verified], dtype=bool)
+            rest += psp[left].tolist()
+            psp = psp[~left]
         ok[psp] = True
         counted[psp] = True
         return rest

@@ -24,9 +24,9 @@ def seal(object aead, bytes salt, unsigned long spi, unsigned long long seq, byt
     cdef unsigned char aad_bytes[12]
     cdef unsigned char* p
     wr32(head, spi)
-    wr32(head + 4, seq & 0xFFFFFFFF)
+    wr32(head + 4, <unsigned long>seq)  # wr32 writes the low 32 bits (C arithmetic, no Python ints)
     wr32(head + 8, seq >> 32)
-    wr32(head + 12, seq & 0xFFFFFFFF)
+    wr32(head + 12, <unsigned long>seq)
     memcpy(nonce_bytes, PyBytes_AS_STRING(salt), 4)
     memcpy(nonce_bytes + 4, head + 8, 8)
     plaintext = PyBytes_FromStringAndSize(NULL, n + pad + 2)
@@ -39,7 +39,7 @@ def seal(object aead, bytes salt, unsigned long spi, unsigned long long seq, byt
     if esn:
         wr32(aad_bytes, spi)
         wr32(aad_bytes + 4, seq >> 32)
-        wr32(aad_bytes + 8, seq & 0xFFFFFFFF)
+        wr32(aad_bytes + 8, <unsigned long>seq)
         aad = PyBytes_FromStringAndSize(<char*>aad_bytes, 12)
     else:
         aad = PyBytes_FromStringAndSize(<char*>head, 8)

@@ -10,7 +10,7 @@ returns ``None`` and the general implementation runs, so that errors are
 raised in one place only.  Crypto is the same ``AESGCM`` object in both;
 where cryptography has ``encrypt_into`` the fast path seals straight into
 the new frame and, when only verifying, opens into a scratch buffer (no
-copy of each packet).  Batches (``seal_parts``, ``verify_each``) run their
+copy of each packet).  Batches (``seal_templates``, ``verify_each``) run their
 loop here, for a packet generator such as the packet tier; they lend crypto
 the packet's bytes through reused :class:`Span` objects (no memoryview made
 per packet), look each SA's ``encrypt_into``/``decrypt_into`` up once, and
@@ -162,20 +162,25 @@ cdef class Sealer:
         return out
 
 
-def seal_parts(list sealers, list which, list parts, list words0, list words1, lengths=None):
-    """Seal, in order, the frames ``head + word0 + word1 + tail`` (``parts[k]`` is
-    ``(head, tail)``; the words are 32-bit, big-endian), each with its sealer
-    ``sealers[which[k]]``, without making the frames as objects: each is laid
-    out in one reused buffer (what ``seal(head + words + tail)`` returns).  With
-    ``lengths``, sealed frame ``k`` must be ``lengths[k]`` bytes long (else
+def seal_templates(list sealers, const long long[::1] which, list templates, const long long[::1] codes,
+                   const long long[::1] words0, const long long[::1] words1, lengths=None):
+    """Seal, in order, the frames ``head + word0 + word1 + tail`` (``(head, tail)``
+    is ``templates[codes[k]]``; the words are 32-bit, big-endian), each with its
+    sealer ``sealers[which[k]]``, without making the frames as objects: each is
+    laid out in one reused buffer (what ``seal(head + words + tail)`` returns).
+    The per-packet arguments are int64 buffers, read without making Python ints.
+    With ``lengths``, sealed frame ``k`` must be ``lengths[k]`` bytes long (else
     ``ValueError``)."""
-    cdef Py_ssize_t k, count = len(parts), cap = 0, n, hn, tn
+    cdef Py_ssize_t k, count = codes.shape[0], cap = 0, n, hn, tn, c, w
+    cdef Py_ssize_t kinds = len(templates), senders = len(sealers)
     cdef unsigned char* buf = NULL
     cdef unsigned char* grown
     cdef bytes head, tail
     cdef Sealer sealer
     cdef const double[:] expected
     cdef bint check = lengths is not None
+    if which.shape[0] != count or words0.shape[0] != count or words1.shape[0] != count:
+        raise ValueError(f"{count} templates, {which.shape[0]} senders, {words0.shape[0]} and {words1.shape[0]} words")
     if check:
         expected = lengths
         if expected.shape[0] != count:
@@ -183,7 +188,10 @@ def seal_parts(list sealers, list which, list parts, list words0, list words1, l
     out = [None] * count
     try:
         for k in range(count):
-            head, tail = parts[k]
+            c, w = codes[k], which[k]
+            if not (0 <= c < kinds and 0 <= w < senders):
+                raise IndexError(f"packet {k}: template {c} of {kinds}, sender {w} of {senders}")
+            head, tail = templates[c]
             hn, tn = len(head), len(tail)
             n = hn + 8 + tn
             if n > cap:
@@ -195,7 +203,7 @@ def seal_parts(list sealers, list which, list parts, list words0, list words1, l
             wr32(buf + hn, <unsigned long>words0[k])
             wr32(buf + hn + 4, <unsigned long>words1[k])
             memcpy(buf + hn + 8, PyBytes_AS_STRING(tail), tn)
-            sealer = <Sealer>sealers[<Py_ssize_t>which[k]]
+            sealer = <Sealer>sealers[w]
             frame = sealer.seal_at(buf, n, None)
             if check and len(frame) != expected[k]:
                 raise ValueError(f"frame {k} is {len(frame)} bytes long, not {expected[k]:.0f}")
@@ -244,8 +252,8 @@ cdef object encap(const unsigned char* f, Py_ssize_t n, object aead, unsigned lo
     hdr[2] = co
     hdr[3] = (version << 2) | 1
     wr32(hdr + 4, spi)
-    wr32(hdr + 8, (iv >> 32) & 0xFFFFFFFF)
-    wr32(hdr + 12, iv & 0xFFFFFFFF)
+    wr32(hdr + 8, <unsigned long>(iv >> 32))  # wr32 writes the low 32 bits (C arithmetic, no Python ints)
+    wr32(hdr + 12, <unsigned long>iv)
     nonce = PyBytes_FromStringAndSize(<char*>hdr + 4, 12)
     aad = PyBytes_FromStringAndSize(NULL, 16 + clear_len)
     memcpy(PyBytes_AS_STRING(aad), hdr, 16)
@@ -304,12 +312,15 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type, bin
     return decap(frame, keys, versions, opened_type, build)
 
 
-def verify_each(list frames, list indices, list keyring, list hosts, bint release=False):
+def verify_each(list frames, const long long[::1] indices, list keyring, const long long[::1] hosts,
+                bint release=False):
     """``decapsulate(frames[i], keyring[hosts[i]], None, tuple, False)`` for each
     ``i`` of ``indices``, in order: a list of ``True`` (verified) or ``None`` (left
     to the general path); the first rejection raises, as it would there.  With
-    ``release``, each verified frame's place in ``frames`` is set to ``None``."""
-    cdef Py_ssize_t k, i, h, count = len(indices), cap = 0
+    ``release``, each verified frame's place in ``frames`` is set to ``None``.
+    ``indices`` and ``hosts`` are int64 buffers."""
+    cdef Py_ssize_t k, i, h, count = indices.shape[0], cap = 0
+    cdef Py_ssize_t nframes = len(frames), nhosts = hosts.shape[0], devices = len(keyring)
     cdef unsigned char* scratch = NULL
     cdef unsigned char* grown
     cdef bytes frame
@@ -318,7 +329,11 @@ def verify_each(list frames, list indices, list keyring, list hosts, bint releas
     try:
         for k in range(count):
             i = indices[k]
+            if not (0 <= i < nframes and i < nhosts):
+                raise IndexError(f"packet {i} of {nframes} frames and {nhosts} receivers")
             h = hosts[i]
+            if not 0 <= h < devices:
+                raise IndexError(f"packet {i}: receiver {h} of {devices}")
             frame = <bytes?>frames[i]
             if INTO and len(frame) > cap:
                 grown = <unsigned char*>PyMem_Realloc(scratch, len(frame))

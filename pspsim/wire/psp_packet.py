@@ -24,9 +24,9 @@ payload (the reference refuses such packets, yet its decryptor accepts them).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple
 
 from pspsim.wire._compiled import compiled
@@ -322,34 +322,52 @@ def seal_parts(senders: list[PspSender], which: list[int], parts: list[tuple[byt
     (a float64 buffer, such as a numpy array), frame ``k`` must come out
     ``lengths[k]`` bytes long, else ``ValueError`` (for a caller that has
     already carried the frames)."""
-    return parts_sealer(senders)(which, parts, words0, words1, lengths)
+    return templates_sealer(senders)(which, parts, range(len(parts)), words0, words1, lengths)
 
 
-def parts_sealer(senders: list[PspSender]) -> Callable[..., list[bytes]]:
-    """:func:`seal_parts` for these senders, as a function of the other arguments
-    (a caller that seals batch after batch with the same senders)."""
+def templates_sealer(senders: list[PspSender]) -> Callable[..., list[bytes]]:
+    """For these senders, a function ``seal(which, templates, codes, words0, words1,
+    lengths=None)``: :func:`seal_parts` of ``parts[k] = templates[codes[k]]`` (for a
+    caller that seals batch after batch with the same senders and few distinct
+    templates).  ``which``, ``codes`` and the words may be int64 buffers (numpy
+    arrays), which the compiled path reads without making a Python int a packet."""
     sealers = [s._sealer for s in senders]
     if _psp_fast is not None and None not in sealers:
-        return partial(_psp_fast.seal_parts, sealers)
+        def seal_compiled(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
+            return _psp_fast.seal_templates(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
+                                            _int64s(words1), lengths)
+        return seal_compiled
 
-    def seal(which, parts, words0, words1, lengths=None) -> list[bytes]:
+    def seal(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
         pack = _WORDS.pack
-        out = [senders[k].seal(h + pack(a, b) + t) for k, (h, t), a, b in zip(which, parts, words0, words1)]
+        out = [senders[k].seal(templates[c][0] + pack(a, b) + templates[c][1])
+               for k, c, a, b in zip(which, codes, words0, words1)]
         if lengths is not None and (len(lengths) != len(out) or any(len(f) != n for f, n in zip(out, lengths))):
             raise ValueError("a sealed frame's length differs from the one given")
         return out
     return seal
 
 
-def verify_each(frames: list[bytes | None], indices: list[int], keyring: list[DeviceKeys],
-                hosts: list[int], release: bool = False) -> list[bool | None]:
+def _int64s(values: Sequence[int]) -> Sequence[int]:
+    """``values`` as a C-contiguous int64 buffer (a numpy array that is one, or an
+    ``array('q')``, as it is; another numpy array converted by itself)."""
+    layout = getattr(values, "__array_interface__", None)
+    if layout is not None:
+        fits = layout["typestr"] == "<i8" and layout["strides"] is None
+        return values if fits else values.astype("<i8", order="C")  # type: ignore[attr-defined]
+    return values if isinstance(values, array) and values.typecode == "q" else array("q", values)
+
+
+def verify_each(frames: list[bytes | None], indices: Sequence[int], keyring: list[DeviceKeys],
+                hosts: Sequence[int], release: bool = False) -> list[bool | None]:
     """Verify ``frames[i]`` with ``keyring[hosts[i]]`` (every version accepted) for
     each ``i`` of ``indices``, in order, without making the cleartext: ``True`` for
     a packet that verified, ``None`` for one the compiled path leaves to
     :func:`decapsulate` (every packet when there is no compiled path); the first
     rejection raises (:class:`NotPspPacket`, :class:`PspRejected`).  With
     ``release``, a verified frame's place in ``frames`` becomes ``None`` (a
-    receiver that only counts lets it go)."""
+    receiver that only counts lets it go).  ``indices`` and ``hosts`` may be
+    int64 buffers (numpy arrays), read without making a Python int a packet."""
     if _psp_fast is None:
         return [None] * len(indices)
-    return _psp_fast.verify_each(frames, indices, keyring, hosts, release)
+    return _psp_fast.verify_each(frames, _int64s(indices), keyring, _int64s(hosts), release)
