@@ -163,22 +163,25 @@ def test_same_seed_same_events_and_bytes():
 
 
 @pytest.mark.skipif(PURE_PYTHON, reason="frames are sealed on demand only with the compiled path")
-def test_batches_and_frames_let_go_change_nothing(monkeypatch):
-    """PSP frames are sealed as the receiver needs them and let go once verified;
-    when a later packet of the same rotation period is rejected, the period is
-    opened again one by one (PspNics.reopen for the frames let go).  One-packet
-    batches make that happen; every count must be what large batches give."""
-    from pspsim.packets import psp_nic
+@pytest.mark.parametrize("keys", [dict(psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s"),
+                                  dict(psp_rotation_period="10s", psp_rekey_delay="9s", psp_rekey_spread="3s")])
+def test_fast_path_counts_as_opening_each_frame(monkeypatch, keys):
+    """The fast path seals PSP frames as the receiver needs them, verifies them in
+    compiled batches and lets them go, and counts a rejected packet where it is met.
+    Every count, the key cache's lookups included (one per packet received: a
+    batch that met a rejection used to look its packets up twice), must be what
+    opening each frame in turn gives (the fast path off)."""
+    from pspsim.packets import tier
 
-    sc, workload = small(span="40s", psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s")
-    runs, reopened = [], []
-    reopen = psp_nic.PspNics.reopen
-    monkeypatch.setattr(psp_nic.PspNics, "reopen", lambda self, *a: reopened.append(a) or reopen(self, *a))
-    for batch in (10**9, 1):
-        monkeypatch.setattr(psp_nic, "BATCH", batch)
+    sc, workload = small(span="40s", **keys)
+    runs = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(tier, "_psp_fast", None)
         runs.append(PacketTier(sc, "psp", COSTS, workload, np.random.default_rng(3), keep_arrivals=True).run())
-    big, one = runs
-    assert reopened and big.outcomes["rx-auth-fail"] > 100
-    assert big.outcomes == one.outcomes and big.nic_counters == one.nic_counters
-    assert big.key_cache_hit_ratio == one.key_cache_hit_ratio and big.wire_bytes_sent == one.wire_bytes_sent
-    assert all((big.arrivals[k] == one.arrivals[k]).all() for k in big.arrivals)
+    fast_path, one_by_one = runs
+    assert fast_path.outcomes["rx-auth-fail"] > 100
+    assert fast_path.outcomes == one_by_one.outcomes and fast_path.nic_counters == one_by_one.nic_counters
+    assert fast_path.key_cache_hit_ratio == one_by_one.key_cache_hit_ratio
+    assert fast_path.wire_bytes_sent == one_by_one.wire_bytes_sent
+    assert all((fast_path.arrivals[k] == one_by_one.arrivals[k]).all() for k in fast_path.arrivals)

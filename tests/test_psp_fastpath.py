@@ -177,3 +177,23 @@ def test_batch_verification_refuses_indices_out_of_range():
         psp_packet.verify_each(frames, [0, 2], keyring, [0, 0])
     with pytest.raises(IndexError, match="receiver 1 of 1"):
         psp_packet.verify_each(frames, [1], keyring, [0, 1])
+
+
+def test_batch_verification_goes_on_past_rejections_when_asked():
+    from pspsim.wire.errors import PspAuthFailure
+
+    frames = _frames_of([5, 6], [0, 1, 0, 1])
+    frames[1] = frames[1][:-1] + bytes([frames[1][-1] ^ 1])  # its ICV no longer matches
+    batch, single = (DeviceKeys(MASTER_KEY_0, MASTER_KEY_1) for _ in range(2))
+    rejections = []
+    assert psp_packet.verify_each(frames, [0, 1, 2, 3], [batch], [0] * 4, rejections=rejections) == \
+        [True, False, True, True]
+    assert [(k, type(exc)) for k, exc in rejections] == [(1, PspAuthFailure)]
+    for frame in frames:
+        try:
+            psp_packet.decapsulate(frame, single)
+        except PspRejected:
+            pass
+    assert (batch.cache_hits, batch.cache_misses) == (single.cache_hits, single.cache_misses) == (2, 2)
+    with pytest.raises(PspAuthFailure):
+        psp_packet.verify_each(frames, [0, 1, 2, 3], [batch], [0] * 4)

@@ -17,14 +17,13 @@ PSP header through the last payload byte: no UDP, PSP header or ICV),
 ``rx-auth-fail``, ``rx-error``, ``rx-bad``, ``tx-packets``, ``tx-error``.
 
 Speed only (the bytes and every count are the same either way): a chunk's
-frames may be sealed in send order just before the receive side needs them
-(:class:`SendQueue`), and verified in batches of :data:`BATCH` in arrival
-order, so that most frames are verified while still in the CPU cache (a
-batch's frames, ~360 KB, fit a core's L2 of this machine's EPYC); a
-verified frame is then let go (its memory serves the next frames sealed),
-and if a later packet of the same period is rejected, so that the whole
-period is opened again one by one, :meth:`PspNics.reopen` repeats what
-opening it again would do.
+frames are sealed in send order just before the receive side needs them
+(:class:`SendQueue`, :func:`~pspsim.wire.psp_packet.seal_queue`: arrival order
+runs at most a few dozen packets ahead of send order), so that each frame is
+verified while still in the CPU cache; a verified frame is then let go (its
+memory serves the next frames sealed); when a packet is rejected, the batch
+goes on (the rejection counted as opening that packet by itself counts it),
+so every key lookup happens once, in arrival order.
 """
 
 from __future__ import annotations
@@ -34,14 +33,13 @@ from collections import Counter
 
 import numpy as np
 
-from pspsim.wire.errors import NotPspPacket, PspRejected, WireError
+from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.psp_kdf import SPI_KEY_PHASE_BIT, derive_sa_key
-from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate, templates_sealer, verify_each
+from pspsim.wire.psp_packet import PspEncap, PspOpened, PspSender, _psp_fast, decapsulate, seal_queue, verify_each
 from pspsim.wire.psp_sa import DeviceKeys, PspSA
 
 #: Ethernet 14 + IPv4 20 + UDP 8 + PSP header 16 + ICV 16: what the byte counters leave out.
 UNCOUNTED = 14 + 20 + 8 + 16 + 16
-BATCH = 256  # packets verified per compiled call when frames are sealed on demand (~360 KB: in L2)
 COUNTERS = ("key-rotations", "stale-events", "rx-packets", "rx-bytes", "rx-auth-fail", "rx-error", "rx-bad",
             "tx-packets", "tx-bytes", "tx-error")
 
@@ -102,27 +100,20 @@ class PspNics:
             c["rx-bytes"] += int(b) - UNCOUNTED * int(n)
 
     def verify(self, frames: list[bytes], indices: np.ndarray, hosts: np.ndarray,
-               queue: SendQueue | None = None) -> list[bool | None]:
+               queue: SendQueue | None = None) -> list[bool | str | None]:
         """:func:`~pspsim.wire.psp_packet.verify_each` with the NICs' keys (``hosts``:
         each frame's receiver; int64 arrays), sealing ``queue``'s frames as they are
-        needed."""
-        if queue is None:
-            return verify_each(frames, indices, self.devices, hosts)
-        out: list[bool | None] = []
-        for a in range(0, len(indices), BATCH):
-            part = indices[a:a + BATCH]
-            queue.upto(int(part.max()) + 1)
-            out += verify_each(frames, part, self.devices, hosts, release=True)  # verified: let go (see reopen)
+        needed and letting verified ones go: ``True`` verified (its ``rx-packets``
+        and ``rx-bytes`` are the caller's to add, :meth:`count_rx`), the counter it
+        moved for a rejected one (counted here, as :meth:`open` counts it), ``None``
+        for one left to :meth:`open`."""
+        rejections: list = []
+        out: list = verify_each(frames, indices, self.devices, hosts, release=queue is not None,
+                                queue=None if queue is None else queue.sealing, rejections=rejections)
+        for k, exc in rejections:
+            self.counters[int(hosts[indices[k]])][exc.counter] += 1
+            out[k] = exc.counter
         return out
-
-    def reopen(self, nic: int, sa: PspSA, frame_len: int) -> str:
-        """:meth:`open` of a frame of ``sa`` that ``nic`` verified and let go in this
-        rotation period: it verifies again, with the same key lookup and counts."""
-        self.devices[nic].sa_for(sa.spi, sa.version)
-        c = self.counters[nic]
-        c["rx-packets"] += 1
-        c["rx-bytes"] += frame_len - UNCOUNTED
-        return ""
 
     def open(self, nic: int, frame: bytes) -> str:
         """Verify one received frame at ``nic`` and count it: "" if it verified, else
@@ -160,28 +151,17 @@ class PspNics:
 
 class SendQueue:
     """One chunk's PSP frames, sealed in send order (each sender's IVs in order)
-    when :meth:`upto` asks for them; ``frames[k]`` is packet ``k``'s frame, made
-    from ``templates[codes[k]]`` with its seq and ack words, which must be
-    ``lengths[k]`` bytes long (what the fabric carried).  The per-packet
-    arguments are arrays."""
+    as the receive side needs them (:func:`~pspsim.wire.psp_packet.seal_queue`);
+    ``frames[k]`` is packet ``k``'s frame, made from ``templates[codes[k]]`` with
+    its seq and ack words, which must be ``lengths[k]`` bytes long (what the
+    fabric carried).  The per-packet arguments are arrays."""
 
     def __init__(self, senders: list[PspSender], which: np.ndarray, templates: list[tuple[bytes, bytes]],
                  codes: np.ndarray, seq: np.ndarray, ack: np.ndarray, lengths: np.ndarray) -> None:
-        self.senders, self.seal, self.templates = senders, templates_sealer(senders), templates
-        self.args, self.lengths, self.frames = (which, codes, seq, ack), lengths, []
-
-    def sa(self, k: int) -> PspSA:
-        """The SA that sealed packet ``k``."""
-        return self.senders[int(self.args[0][k])].sa
+        self.lengths = lengths
+        self.sealing = seal_queue(senders, which, templates, codes, seq, ack, lengths)
+        self.frames = self.sealing.frames
 
     def upto(self, n: int) -> None:
         """Seal the packets before ``n`` that are not sealed yet."""
-        k = len(self.frames)
-        if n > k:
-            which, codes, seq, ack = self.args
-            try:
-                self.frames += self.seal(which[k:n], self.templates, codes[k:n], seq[k:n], ack[k:n], self.lengths[k:n])
-            except ValueError as exc:
-                if isinstance(exc, WireError):  # not the length check
-                    raise
-                raise AssertionError(f"a PSP frame's length differs from the one the fabric carried: {exc}") from None
+        self.sealing.upto(n)

@@ -47,7 +47,6 @@ from pspsim.packets.sample import expected_packet_rate, sample_connections
 from pspsim.packets.tcp import HEADER_BYTES, Templates, sequence
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
-from pspsim.wire.errors import NotPspPacket, PspRejected
 from pspsim.wire.esp import EspRejected
 from pspsim.wire.psp_packet import _psp_fast, templates_sealer
 
@@ -349,9 +348,6 @@ class PacketTier:
                 lists = p["dst"].tolist(), p["code"].tolist(), p["flow"].tolist()
             dst, code, flow = lists if lists is not None else ([], [], [])
             for i in segment:
-                if wire[i] is None:  # verified, let go, and opened again here (PspNics.reopen)
-                    ok[i] = not self.nics.reopen(dst[i], p["queue"].sa(i), int(p["wire_len"][i]))
-                    continue
                 frames = [wire[i]] if self.in_flight is None else self.in_flight(i, wire[i])
                 for k, f in enumerate(frames):
                     good = self._open(code[i], dst[i], flow[i], f, p["inner"][i])
@@ -379,26 +375,20 @@ class PacketTier:
     def _open_psp_fast(self, index: np.ndarray, only_psp: bool, p, ok, counted) -> list[int]:
         """Open the plain PSP packets of a segment (``index``: the packets, in arrival
         order; ``only_psp``: the chunk has no other kind) with the compiled path
-        (verification only); returns the packets left for the general path (other
-        kinds, unusual frames, and every packet of a run that holds a rejection,
-        which it counts)."""
+        (verification only; a rejection counted as :meth:`_open` counts it); returns
+        the packets left for the general path (other kinds and unusual frames)."""
         psp = index if only_psp else index[p["code"][index] == PSP]
-        try:
-            verified = self.nics.verify(p["wire"], psp, p["dst"], p["queue"])
-        except (PspRejected, NotPspPacket):
-            if p["queue"] is not None:
-                p["queue"].upto(int(index.max()) + 1)  # the general path opens them all
-            return index.tolist()
-        if only_psp and None not in verified:
+        verified = self.nics.verify(p["wire"], psp, p["dst"], p["queue"])
+        if only_psp and verified.count(True) == len(verified):
             ok[index] = counted[index] = True
             return []
         rest = [] if only_psp else index[p["code"][index] != PSP].tolist()
-        if None in verified:  # frames the compiled path leaves to the general one
-            left = np.array([good is None for good in verified], dtype=bool)
-            rest += psp[left].tolist()
-            psp = psp[~left]
-        ok[psp] = True
-        counted[psp] = True
+        good = np.array([v is True for v in verified], dtype=bool)
+        for failed in verified:
+            if failed is not True and failed is not None:  # rejected: the counter it moved
+                self.outcomes[failed] += 1
+        rest += psp[np.array([v is None for v in verified], dtype=bool)].tolist()  # left to the general path
+        ok[psp[good]] = counted[psp[good]] = True
         return rest
 
     def _open(self, code: int, host: int, flow: int, frame: bytes, inner: bytes) -> bool:

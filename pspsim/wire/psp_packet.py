@@ -38,6 +38,7 @@ from pspsim.wire.errors import (
     NotPspPacket,
     PspBadPacket,
     PspFramingError,
+    PspRejected,
     as_bytes,
     refuse_copy,
 )
@@ -331,21 +332,44 @@ def templates_sealer(senders: list[PspSender]) -> Callable[..., list[bytes]]:
     caller that seals batch after batch with the same senders and few distinct
     templates).  ``which``, ``codes`` and the words may be int64 buffers (numpy
     arrays), which the compiled path reads without making a Python int a packet."""
+    def seal(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
+        queue = seal_queue(senders, which, templates, codes, words0, words1, lengths)
+        queue.upto(len(codes))
+        return queue.frames
+    return seal
+
+
+def seal_queue(senders: list[PspSender], which: Sequence[int], templates: list[tuple[bytes, bytes]],
+               codes: Sequence[int], words0: Sequence[int], words1: Sequence[int],
+               lengths: Sequence[float] | None = None) -> SealQueue:
+    """The frames of :func:`templates_sealer`, sealed in order when ``upto(n)`` asks
+    for those before ``n`` (``frames``: the ones sealed so far), or when
+    :func:`verify_each` given the queue needs them."""
     sealers = [s._sealer for s in senders]
     if _psp_fast is not None and None not in sealers:
-        def seal_compiled(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
-            return _psp_fast.seal_templates(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
-                                            _int64s(words1), lengths)
-        return seal_compiled
+        return _psp_fast.SealQueue(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
+                                   _int64s(words1), lengths)
+    return SealQueue(senders, which, templates, codes, words0, words1, lengths)
 
-    def seal(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
+
+class SealQueue:
+    """:func:`seal_queue` without the compiled path."""
+
+    def __init__(self, senders, which, templates, codes, words0, words1, lengths=None) -> None:
+        if lengths is not None and len(lengths) != len(codes):
+            raise ValueError(f"{len(lengths)} lengths for {len(codes)} frames")
+        self.args, self.lengths, self.frames = (senders, which, templates, codes, words0, words1), lengths, []
+        self.count = len(codes)
+
+    def upto(self, n: int) -> None:
+        senders, which, templates, codes, words0, words1 = self.args
         pack = _WORDS.pack
-        out = [senders[k].seal(templates[c][0] + pack(a, b) + templates[c][1])
-               for k, c, a, b in zip(which, codes, words0, words1)]
-        if lengths is not None and (len(lengths) != len(out) or any(len(f) != n for f, n in zip(out, lengths))):
-            raise ValueError("a sealed frame's length differs from the one given")
-        return out
-    return seal
+        for k in range(len(self.frames), min(n, self.count)):
+            head, tail = templates[codes[k]]
+            frame = senders[which[k]].seal(head + pack(words0[k], words1[k]) + tail)
+            if self.lengths is not None and len(frame) != self.lengths[k]:
+                raise ValueError(f"frame {k} is {len(frame)} bytes long, not {self.lengths[k]:.0f}")
+            self.frames.append(frame)
 
 
 def _int64s(values: Sequence[int]) -> Sequence[int]:
@@ -359,7 +383,8 @@ def _int64s(values: Sequence[int]) -> Sequence[int]:
 
 
 def verify_each(frames: list[bytes | None], indices: Sequence[int], keyring: list[DeviceKeys],
-                hosts: Sequence[int], release: bool = False) -> list[bool | None]:
+                hosts: Sequence[int], release: bool = False, queue: SealQueue | None = None,
+                rejections: list[tuple[int, PspRejected]] | None = None) -> list[bool | None]:
     """Verify ``frames[i]`` with ``keyring[hosts[i]]`` (every version accepted) for
     each ``i`` of ``indices``, in order, without making the cleartext: ``True`` for
     a packet that verified, ``None`` for one the compiled path leaves to
@@ -367,7 +392,14 @@ def verify_each(frames: list[bytes | None], indices: Sequence[int], keyring: lis
     rejection raises (:class:`NotPspPacket`, :class:`PspRejected`).  With
     ``release``, a verified frame's place in ``frames`` becomes ``None`` (a
     receiver that only counts lets it go).  ``indices`` and ``hosts`` may be
-    int64 buffers (numpy arrays), read without making a Python int a packet."""
-    if _psp_fast is None:
+    int64 buffers (numpy arrays), read without making a Python int a packet.
+    With a compiled ``queue`` (:func:`seal_queue`; ``frames`` must be its
+    ``frames``), frames are sealed as they are needed, each verified while still
+    in the CPU cache.  With ``rejections`` (a list), a rejection does not raise:
+    the packet's result is ``False`` and ``(k, exception)`` is appended (``k``:
+    its place in ``indices``), with the counts of rejecting it by itself."""
+    if _psp_fast is None or (queue is not None and not isinstance(queue, _psp_fast.SealQueue)):
+        if queue is not None:
+            queue.upto(max(indices, default=-1) + 1)
         return [None] * len(indices)
-    return _psp_fast.verify_each(frames, _int64s(indices), keyring, _int64s(hosts), release)
+    return _psp_fast.verify_each(frames, _int64s(indices), keyring, _int64s(hosts), release, queue, rejections)
