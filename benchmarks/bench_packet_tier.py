@@ -8,10 +8,11 @@ tail-drop fabric, opening and counting) is timed after its control plane has
 run, and a bare ``AESGCM.encrypt`` + ``decrypt`` loop runs over packets of
 the same mean protected size in the same process.  The two alternate,
 ``ROUNDS`` times (a fresh tier each round, same seeds, same packets): on this
-shared 2-core machine either one's rate moves by up to half from second to
-second, so the ratio is that of each one's best round (as ``timeit`` takes
-the best of its repeats); the per-round ratios are reported too.  Target
->= 0.6 (issue 14).
+shared 2-core machine either one's rate moves by up to half within minutes,
+so each round's ratio compares two runs seconds apart, and the ratio
+reported is the median of the rounds' (the ratio of each one's best round,
+which a lucky or unlucky bare round moves, and both best rates are printed
+too).  Target >= 0.6 (issue 14).
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def run() -> dict[str, float]:
         bare.append(result.packets_sent / (time.process_time() - start))
     if len(packets) != 1:
         raise AssertionError(f"rounds sent different packet counts: {sorted(packets)}")
-    per_round = [a / b for a, b in zip(ours, bare)]
-    return {"ratio": max(ours) / max(bare), "target": TARGET, "packets": float(packets.pop()),
-            "packet_tier_pkts_per_s": max(ours), "bare_pkts_per_s": max(bare),
-            "round_ratio_min": min(per_round), "round_ratio_max": max(per_round)}
+    per_round = sorted(a / b for a, b in zip(ours, bare))
+    return {"ratio": per_round[len(per_round) // 2], "target": TARGET, "packets": float(packets.pop()),
+            "best_over_best": max(ours) / max(bare), "packet_tier_pkts_per_s": max(ours), "bare_pkts_per_s": max(bare),
+            "round_ratio_min": per_round[0], "round_ratio_max": per_round[-1]}
 
 
 if __name__ == "__main__":

@@ -163,16 +163,22 @@ def test_same_seed_same_events_and_bytes():
 
 
 @pytest.mark.skipif(PURE_PYTHON, reason="frames are sealed on demand only with the compiled path")
-@pytest.mark.parametrize("keys", [dict(psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s"),
-                                  dict(psp_rotation_period="10s", psp_rekey_delay="9s", psp_rekey_spread="3s")])
-def test_fast_path_counts_as_opening_each_frame(monkeypatch, keys):
+@pytest.mark.parametrize("keys, cache_size", [
+    (dict(psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s"), None),
+    (dict(psp_rotation_period="10s", psp_rekey_delay="9s", psp_rekey_spread="3s"), None),
+    (dict(psp_rotation_period="10s", psp_rekey_delay="12s", psp_rekey_spread="4s"), 2),  # the NICs' caches evict
+])
+def test_fast_path_counts_as_opening_each_frame(monkeypatch, keys, cache_size):
     """The fast path seals PSP frames as the receiver needs them, verifies them in
     compiled batches and lets them go, and counts a rejected packet where it is met.
     Every count, the key cache's lookups included (one per packet received: a
     batch that met a rejection used to look its packets up twice), must be what
     opening each frame in turn gives (the fast path off)."""
-    from pspsim.packets import tier
+    from pspsim.packets import psp_nic, tier
+    from pspsim.wire.psp_sa import DeviceKeys
 
+    if cache_size is not None:
+        monkeypatch.setattr(psp_nic, "DeviceKeys", lambda k0, k1: DeviceKeys(k0, k1, cache_size=cache_size))
     sc, workload = small(span="40s", **keys)
     runs = []
     for fast in (True, False):
@@ -181,6 +187,7 @@ def test_fast_path_counts_as_opening_each_frame(monkeypatch, keys):
         runs.append(PacketTier(sc, "psp", COSTS, workload, np.random.default_rng(3), keep_arrivals=True).run())
     fast_path, one_by_one = runs
     assert fast_path.outcomes["rx-auth-fail"] > 100
+    assert (fast_path.key_cache_hit_ratio < 0.9) == (cache_size is not None)  # evictions, where asked for
     assert fast_path.outcomes == one_by_one.outcomes and fast_path.nic_counters == one_by_one.nic_counters
     assert fast_path.key_cache_hit_ratio == one_by_one.key_cache_hit_ratio
     assert fast_path.wire_bytes_sent == one_by_one.wire_bytes_sent

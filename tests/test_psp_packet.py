@@ -191,3 +191,30 @@ def test_property_round_trip(payload, ip_version, mode, version, offset, vc, spi
         return
     opened = decapsulate(sealed, KEYS)
     assert (opened.frame, opened.spi, opened.iv, opened.version) == (frame, spi, iv, version)
+
+
+def test_seal_queue_seals_in_order_on_demand_and_checks_lengths():
+    """seal_queue (compiled, or Python with PSPSIM_PURE_PYTHON=1) seals frames only
+    when asked, in order, as sealing each in turn does; a wrong length raises."""
+    import struct
+
+    from pspsim.wire import psp_packet
+
+    sa = PspSA(0x33, derive_sa_key(MASTER_KEY_0, 0x33))
+    frame = udp_frame(bytes(60))
+    templates = [(frame[:30], frame[38:])]
+    words = [1, 2, 3]
+    sender = PspSender(sa)
+    expected = [sender.seal(frame[:30] + struct.pack("!II", w, w) + frame[38:]) for w in words]
+    queue = psp_packet.seal_queue([PspSender(sa)], [0, 0, 0], templates, [0, 0, 0], words, words,
+                                  [float(len(f)) for f in expected])
+    assert queue.frames == []
+    queue.upto(2)
+    assert queue.frames == expected[:2]
+    queue.upto(10)
+    assert queue.frames == expected
+    wrong = psp_packet.seal_queue([PspSender(sa)], [0, 0, 0], templates, [0, 0, 0], words, words,
+                                  [float(len(expected[0]))] * 2 + [1.0])
+    with pytest.raises(ValueError, match="frame 2 is"):
+        wrong.upto(3)
+    assert wrong.frames == expected[:2]

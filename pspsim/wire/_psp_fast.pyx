@@ -18,7 +18,7 @@ find receive SAs in the device's cache as ``sa_for`` would (:class:`Lookups`,
 the same hits, misses and evictions).
 """
 
-from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_READ, PyBUF_STRIDES, PyBUF_WRITABLE, PyBUF_WRITE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
@@ -87,6 +87,9 @@ cdef int locate_ip(const unsigned char* f, Py_ssize_t n, Py_ssize_t* hlen, int* 
     return 0
 
 
+cdef char* BYTE_FORMAT = "B"  # a static C string: the buffer format of unsigned bytes
+
+
 cdef class Span:
     """A bytes-like view of memory its user owns, pointed anew before each use
     (``point``): handing crypto a buffer this way makes no object per packet, as
@@ -97,7 +100,21 @@ cdef class Span:
     cdef bint readonly
 
     def __getbuffer__(self, Py_buffer* view, int flags):
-        PyBuffer_FillInfo(view, self, self.ptr, self.size, self.readonly, flags)
+        # what PyBuffer_FillInfo fills, but through Cython's `view.obj = self`: FillInfo would
+        # overwrite the reference to None that Cython's wrapper put there, and leak it
+        if flags & PyBUF_WRITABLE and self.readonly:
+            raise BufferError("read-only span")
+        view.obj = self
+        view.buf = self.ptr
+        view.len = self.size
+        view.readonly = self.readonly
+        view.itemsize = 1
+        view.format = BYTE_FORMAT if flags & PyBUF_FORMAT else NULL
+        view.ndim = 1
+        view.shape = &view.len if flags & PyBUF_ND else NULL
+        view.strides = &view.itemsize if flags & PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
 
     def __releasebuffer__(self, Py_buffer* view):
         pass
@@ -349,6 +366,8 @@ def verify_each(list frames, const long long[::1] indices, list keyring, const l
     cdef Py_ssize_t nhosts = hosts.shape[0], devices = len(keyring)
     if queue is not None and queue.frames is not frames:
         raise ValueError("frames must be the queue's")
+    if release and rejections is None:  # a rejection would raise with verified frames already let go
+        raise ValueError("release needs rejections")
     cdef unsigned char* scratch = NULL
     cdef unsigned char* grown
     cdef bytes frame
@@ -389,14 +408,14 @@ def verify_each(list frames, const long long[::1] indices, list keyring, const l
 
 cdef class Lookups:
     """The receive-SA lookups of a batch over ``keyring``, each what
-    ``keyring[h].sa_for`` would give, with the same counts.  A hit is the
-    dictionary lookup ``sa_for`` makes in ``keys._cache`` (for
-    :class:`DeviceKeys` itself, not a subclass), counted here per device and
-    added to ``cache_hits`` at the end (:meth:`flush`); a miss calls ``sa_for``
-    (which derives, caches, may evict, and counts).  A packet with the previous
-    packet's device, SPI and version takes its SA (a hit: the entry was found or
-    made by that lookup, and nothing came between).  Each SA's ``decrypt_into``
-    is looked up once."""
+    ``keyring[h].sa_for`` would give, with the same counts.  For
+    :class:`DeviceKeys` itself, a hit is the dictionary lookup ``sa_for`` makes
+    in ``keys._cache``, counted here per device and added to ``cache_hits`` at
+    the end (:meth:`flush`); a miss calls ``sa_for`` (which derives, caches, may
+    evict, and counts); a packet with the previous packet's device, SPI and
+    version takes its SA (a hit: the entry was found or made by that lookup,
+    and nothing came between).  A subclass's ``sa_for`` is called for every
+    packet.  Each SA's ``decrypt_into`` is looked up once."""
 
     cdef list keyring, caches
     cdef dict opens
@@ -420,13 +439,13 @@ cdef class Lookups:
         PyMem_Free(self.hits)
 
     cdef object find(self, Py_ssize_t h, unsigned long spi, int version):
-        if h == self.last and spi == self.spi and version == self.version:
-            self.hits[h] += 1
-            return self.sa
         cache = self.caches[h]
         if cache is None:
             keys = self.keyring[h]
             cache = self.caches[h] = keys._cache if type(keys) is DeviceKeys else False
+        elif h == self.last and spi == self.spi and version == self.version and cache is not False:
+            self.hits[h] += 1
+            return self.sa
         sa = cache.get(spi | (<unsigned long long>version << 32)) if cache is not False else None
         if sa is None:
             sa = self.keyring[h].sa_for(spi, version)

@@ -347,6 +347,8 @@ def seal_queue(senders: list[PspSender], which: Sequence[int], templates: list[t
     :func:`verify_each` given the queue needs them."""
     sealers = [s._sealer for s in senders]
     if _psp_fast is not None and None not in sealers:
+        if lengths is not None and not hasattr(lengths, "__array_interface__"):
+            lengths = array("d", lengths)
         return _psp_fast.SealQueue(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
                                    _int64s(words1), lengths)
     return SealQueue(senders, which, templates, codes, words0, words1, lengths)
@@ -377,6 +379,8 @@ def _int64s(values: Sequence[int]) -> Sequence[int]:
     ``array('q')``, as it is; another numpy array converted by itself)."""
     layout = getattr(values, "__array_interface__", None)
     if layout is not None:
+        if layout["typestr"][1] not in "iu":  # a float array would be truncated
+            raise TypeError(f"indices must be integers, not {layout['typestr']}")
         fits = layout["typestr"] == "<i8" and layout["strides"] is None
         return values if fits else values.astype("<i8", order="C")  # type: ignore[attr-defined]
     return values if isinstance(values, array) and values.typecode == "q" else array("q", values)
@@ -391,7 +395,8 @@ def verify_each(frames: list[bytes | None], indices: Sequence[int], keyring: lis
     :func:`decapsulate` (every packet when there is no compiled path); the first
     rejection raises (:class:`NotPspPacket`, :class:`PspRejected`).  With
     ``release``, a verified frame's place in ``frames`` becomes ``None`` (a
-    receiver that only counts lets it go).  ``indices`` and ``hosts`` may be
+    receiver that only counts lets it go; only with ``rejections``, so that no
+    rejection raises once frames are let go).  ``indices`` and ``hosts`` may be
     int64 buffers (numpy arrays), read without making a Python int a packet.
     With a compiled ``queue`` (:func:`seal_queue`; ``frames`` must be its
     ``frames``), frames are sealed as they are needed, each verified while still
