@@ -35,8 +35,8 @@ def extensions():
     except ImportError:
         print("pspsim: Cython not available; using pure Python", file=sys.stderr)
         return []
-    sources = ["pspsim/wire/_psp_fast.pyx", "pspsim/wire/_esp_fast.pyx", "pspsim/model/_kernels.pyx",
-               "pspsim/model/_sort.pyx", "pspsim/model/_che.pyx",
+    sources = ["pspsim/wire/_psp_fast.pyx", "pspsim/wire/_psp_batch.pyx", "pspsim/wire/_esp_fast.pyx",
+               "pspsim/model/_kernels.pyx", "pspsim/model/_sort.pyx", "pspsim/model/_che.pyx",
                "pspsim/model/_queues.pyx", "pspsim/model/_schedules.pyx"]
     return cythonize(sources, language_level=3, quiet=True)
 

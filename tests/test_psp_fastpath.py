@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(PURE_PYTHON, reason="fast path switched off")
 
 def test_fast_path_is_built():
     # CI builds it; a silent build failure would hide a 2x slowdown.
-    assert psp_packet._psp_fast is not None
+    assert psp_packet._psp_fast is not None and psp_packet._psp_batch is not None
 
 
 def _outcome(function, *args):

@@ -10,12 +10,12 @@ returns ``None`` and the general implementation runs, so that errors are
 raised in one place only.  Crypto is the same ``AESGCM`` object in both;
 where cryptography has ``encrypt_into`` the fast path seals straight into
 the new frame and, when only verifying, opens into a scratch buffer (no
-copy of each packet).  Batches (:class:`SealQueue`, ``verify_each``) run their
-loop here, for a packet generator such as the packet tier; they lend crypto
-the packet's bytes through reused :class:`Span` objects (no memoryview made
-per packet), look each SA's ``encrypt_into``/``decrypt_into`` up once, and
-find receive SAs in the device's cache as ``sa_for`` would (:class:`Lookups`,
-the same hits, misses and evictions).
+copy of each packet).  Crypto is lent the packet's bytes through reused
+:class:`Span` objects (no memoryview made per packet), and each SA's
+``encrypt_into``/``decrypt_into`` is looked up once; :class:`Lookups` finds
+receive SAs in the device's cache as ``sa_for`` would (the same hits, misses
+and evictions).  Batches run in :mod:`pspsim.wire._psp_batch`, which uses the
+declarations of ``_psp_fast.pxd``.
 """
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_READ, PyBUF_STRIDES, PyBUF_WRITABLE, PyBUF_WRITE
@@ -37,16 +37,6 @@ cdef bint INTO = hasattr(AESGCM, "encrypt_into") and hasattr(AESGCM, "decrypt_in
 
 cdef inline unsigned int rd16(const unsigned char* p) noexcept:
     return (p[0] << 8) | p[1]
-
-
-cdef inline void wr16(unsigned char* p, unsigned int v) noexcept:
-    p[0] = (v >> 8) & 0xFF
-    p[1] = v & 0xFF
-
-
-cdef inline void wr32(unsigned char* p, unsigned long v) noexcept:
-    wr16(p, (v >> 16) & 0xFFFF)
-    wr16(p + 2, v & 0xFFFF)
 
 
 cdef inline unsigned int ipv4_checksum(const unsigned char* h, Py_ssize_t hlen) noexcept:
@@ -95,10 +85,6 @@ cdef class Span:
     (``point``): handing crypto a buffer this way makes no object per packet, as
     a memoryview would.  It is lent to one call at a time, which keeps no view."""
 
-    cdef char* ptr
-    cdef Py_ssize_t size
-    cdef bint readonly
-
     def __getbuffer__(self, Py_buffer* view, int flags):
         # what PyBuffer_FillInfo fills, but through Cython's `view.obj = self`: FillInfo would
         # overwrite the reference to None that Cython's wrapper put there, and leak it
@@ -130,13 +116,6 @@ cdef class Sealer:
     """One transmit SA's fast path, with its IV counter: ``seal(frame)`` takes the
     next IV; frames the fast path does not handle go to ``fallback(frame, iv)``."""
 
-    cdef object aead, fallback, seal_into
-    cdef Span src, dst
-    cdef unsigned long spi
-    cdef int version, transport_co, v4_tunnel_co, v6_tunnel_co
-    cdef bint tunnel
-    cdef public unsigned long long next_iv
-    cdef public bint exhausted
 
     def __init__(self, aead, unsigned long spi, int version, bint tunnel, int transport_co, int v4_tunnel_co,
                  int v6_tunnel_co, fallback, unsigned long long first_iv):
@@ -177,76 +156,6 @@ cdef class Sealer:
         else:
             self.next_iv = iv + 1
         return out
-
-
-cdef class SealQueue:
-    """Frames to seal in order (each sender's IVs in order), each the template
-    ``templates[codes[k]] = (head, tail)`` with its two 32-bit words between them
-    (``head + word0 + word1 + tail``, what ``seal`` of those bytes returns), by
-    ``sealers[which[k]]``; ``frames`` holds the ones sealed so far.  Each frame is
-    laid out in one reused buffer, not made as an object.  The per-packet
-    arguments are int64 buffers, read without making Python ints.  With
-    ``lengths``, frame ``k`` must come out ``lengths[k]`` bytes long (else
-    ``ValueError``)."""
-
-    cdef list sealers, templates
-    cdef readonly list frames
-    cdef readonly Py_ssize_t count
-    cdef const long long[::1] which, codes, words0, words1
-    cdef const double[::1] lengths
-    cdef bint check
-    cdef unsigned char* buf
-    cdef Py_ssize_t cap
-
-    def __cinit__(self, list sealers, const long long[::1] which, list templates, const long long[::1] codes,
-                  const long long[::1] words0, const long long[::1] words1, lengths=None):
-        self.count = codes.shape[0]
-        if which.shape[0] != self.count or words0.shape[0] != self.count or words1.shape[0] != self.count:
-            raise ValueError(f"{self.count} templates, {which.shape[0]} senders, {words0.shape[0]} and "
-                             f"{words1.shape[0]} words")
-        self.sealers, self.templates, self.frames = sealers, templates, []
-        self.which, self.codes, self.words0, self.words1 = which, codes, words0, words1
-        self.check = lengths is not None
-        if self.check:
-            self.lengths = lengths
-            if self.lengths.shape[0] != self.count:
-                raise ValueError(f"{self.lengths.shape[0]} lengths for {self.count} frames")
-
-    def __dealloc__(self):
-        PyMem_Free(self.buf)
-
-    def upto(self, Py_ssize_t n):
-        """Seal the frames before ``n`` (at most all) that are not sealed yet."""
-        self.seal_to(n)
-
-    cdef int seal_to(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t k, m, hn, tn, c, w
-        cdef Py_ssize_t kinds = len(self.templates), senders = len(self.sealers)
-        cdef unsigned char* grown
-        cdef bytes head, tail
-        cdef Sealer sealer
-        for k in range(len(self.frames), min(n, self.count)):
-            c, w = self.codes[k], self.which[k]
-            if not (0 <= c < kinds and 0 <= w < senders):
-                raise IndexError(f"packet {k}: template {c} of {kinds}, sender {w} of {senders}")
-            head, tail = self.templates[c]
-            hn, tn = len(head), len(tail)
-            m = hn + 8 + tn
-            if m > self.cap:
-                grown = <unsigned char*>PyMem_Realloc(self.buf, m)
-                if grown == NULL:
-                    raise MemoryError()
-                self.buf, self.cap = grown, m
-            memcpy(self.buf, PyBytes_AS_STRING(head), hn)
-            wr32(self.buf + hn, <unsigned long>self.words0[k])
-            wr32(self.buf + hn + 4, <unsigned long>self.words1[k])
-            memcpy(self.buf + hn + 8, PyBytes_AS_STRING(tail), tn)
-            sealer = <Sealer>self.sealers[w]
-            frame = sealer.seal_at(self.buf, m, None)
-            if self.check and len(frame) != self.lengths[k]:
-                raise ValueError(f"frame {k} is {len(frame)} bytes long, not {self.lengths[k]:.0f}")
-            self.frames.append(frame)
-        return 0
 
 
 cpdef encapsulate(bytes frame, object aead, unsigned long spi, int version, unsigned long long iv,
@@ -348,64 +257,6 @@ def decapsulate(bytes frame, object keys, object versions, type opened_type, bin
     return decap(frame, keys, versions, opened_type, build)
 
 
-def verify_each(list frames, const long long[::1] indices, list keyring, const long long[::1] hosts,
-                bint release=False, SealQueue queue=None, list rejections=None):
-    """``decapsulate(frames[i], keyring[hosts[i]], None, tuple, False)`` for each
-    ``i`` of ``indices``, in order: a list of ``True`` (verified) or ``None`` (left
-    to the general path); the first rejection raises, as it would there.  With
-    ``release``, each verified frame's place in ``frames`` is set to ``None``.
-    With ``queue`` (whose ``frames`` is ``frames``), a frame not sealed yet is
-    sealed just before it is needed (with those before it), so that it is
-    verified while still in the CPU cache.  With ``rejections`` (a list), a
-    rejected packet does not stop the batch: its result is ``False`` and
-    ``(k, exception)`` is appended (``k``: its place in ``indices``), the counts
-    being those of rejecting it one by one.  ``indices`` and ``hosts`` are int64
-    buffers."""
-    cdef Py_ssize_t k, i, h, count = indices.shape[0], cap = 0
-    cdef Py_ssize_t nframes = len(frames) if queue is None else queue.count
-    cdef Py_ssize_t nhosts = hosts.shape[0], devices = len(keyring)
-    if queue is not None and queue.frames is not frames:
-        raise ValueError("frames must be the queue's")
-    if release and rejections is None:  # a rejection would raise with verified frames already let go
-        raise ValueError("release needs rejections")
-    cdef unsigned char* scratch = NULL
-    cdef unsigned char* grown
-    cdef bytes frame
-    cdef Lookups lookups = Lookups(keyring)
-    out = [None] * count
-    try:
-        for k in range(count):
-            i = indices[k]
-            if not (0 <= i < nframes and i < nhosts):
-                raise IndexError(f"packet {i} of {nframes} frames and {nhosts} receivers")
-            h = hosts[i]
-            if not 0 <= h < devices:
-                raise IndexError(f"packet {i}: receiver {h} of {devices}")
-            if queue is not None and i >= len(frames):
-                queue.seal_to(i + 1)
-            frame = <bytes?>frames[i]
-            if INTO and len(frame) > cap:
-                grown = <unsigned char*>PyMem_Realloc(scratch, len(frame))
-                if grown == NULL:
-                    raise MemoryError()
-                scratch, cap = grown, len(frame)
-            if rejections is None:
-                good = decap(frame, keyring[h], None, tuple, False, scratch, lookups, h)
-            else:
-                try:
-                    good = decap(frame, keyring[h], None, tuple, False, scratch, lookups, h)
-                except PspRejected as exc:
-                    rejections.append((k, exc))
-                    good = False
-            out[k] = good
-            if release and good is True:
-                frames[i] = None
-    finally:
-        PyMem_Free(scratch)
-        lookups.flush()
-    return out
-
-
 cdef class Lookups:
     """The receive-SA lookups of a batch over ``keyring``, each what
     ``keyring[h].sa_for`` would give, with the same counts.  For
@@ -417,14 +268,6 @@ cdef class Lookups:
     and nothing came between).  A subclass's ``sa_for`` is called for every
     packet.  Each SA's ``decrypt_into`` is looked up once."""
 
-    cdef list keyring, caches
-    cdef dict opens
-    cdef Py_ssize_t* hits
-    cdef Py_ssize_t devices, last
-    cdef object sa, open_into
-    cdef unsigned long spi
-    cdef int version
-    cdef Span src, dst
 
     def __cinit__(self, list keyring):
         self.keyring, self.devices, self.last = keyring, len(keyring), -1

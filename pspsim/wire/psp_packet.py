@@ -76,6 +76,7 @@ ALL_VERSIONS = frozenset({0, 1, 2, 3})
 MAX_IV = 0xFFFF_FFFF_FFFF_FFFF
 
 _psp_fast = compiled("_psp_fast")  # the fast path for common frames (see _psp_fast.pyx)
+_psp_batch = compiled("_psp_batch")  # its batches (seal_queue, verify_each), built on _psp_fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,10 +347,10 @@ def seal_queue(senders: list[PspSender], which: Sequence[int], templates: list[t
     for those before ``n`` (``frames``: the ones sealed so far), or when
     :func:`verify_each` given the queue needs them."""
     sealers = [s._sealer for s in senders]
-    if _psp_fast is not None and None not in sealers:
+    if _psp_batch is not None and None not in sealers:
         if lengths is not None and not hasattr(lengths, "__array_interface__"):
             lengths = array("d", lengths)
-        return _psp_fast.SealQueue(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
+        return _psp_batch.SealQueue(sealers, _int64s(which), templates, _int64s(codes), _int64s(words0),
                                    _int64s(words1), lengths)
     return SealQueue(senders, which, templates, codes, words0, words1, lengths)
 
@@ -403,8 +404,8 @@ def verify_each(frames: list[bytes | None], indices: Sequence[int], keyring: lis
     in the CPU cache.  With ``rejections`` (a list), a rejection does not raise:
     the packet's result is ``False`` and ``(k, exception)`` is appended (``k``:
     its place in ``indices``), with the counts of rejecting it by itself."""
-    if _psp_fast is None or (queue is not None and not isinstance(queue, _psp_fast.SealQueue)):
+    if _psp_batch is None or (queue is not None and not isinstance(queue, _psp_batch.SealQueue)):
         if queue is not None:
             queue.upto(max(indices, default=-1) + 1)
         return [None] * len(indices)
-    return _psp_fast.verify_each(frames, _int64s(indices), keyring, _int64s(hosts), release, queue, rejections)
+    return _psp_batch.verify_each(frames, _int64s(indices), keyring, _int64s(hosts), release, queue, rejections)
