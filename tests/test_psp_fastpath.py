@@ -1,5 +1,7 @@
 """The compiled fast path produces exactly what the general implementation does."""
 
+from functools import partial
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -139,7 +141,7 @@ def test_sealing_checks_frame_lengths_when_given():
 
 
 def test_sealing_from_templates_is_sealing_each_frame(monkeypatch):
-    """templates_sealer (arrays of senders, template codes and words) gives the bytes
+    """seal_templates (arrays of senders, template codes and words) gives the bytes
     of sealing each frame in turn, each sender's IVs in order, compiled or not; bad
     indices raise."""
     import struct
@@ -152,16 +154,16 @@ def test_sealing_from_templates_is_sealing_each_frame(monkeypatch):
     codes = rng.integers(0, 3, 50)
     which = rng.integers(0, 2, 50)
     words0, words1 = rng.integers(0, 2**32, 50), rng.integers(0, 2**32, 50)
-    sealed = psp_packet.templates_sealer([PspSender(sa) for sa in sas])(which, templates, codes, words0, words1)
+    sealed = psp_packet.seal_templates([PspSender(sa) for sa in sas], which, templates, codes, words0, words1)
     senders = [PspSender(sa) for sa in sas]
     expected = [senders[w].seal(templates[c][0] + struct.pack("!II", a, b) + templates[c][1])
                 for w, c, a, b in zip(which.tolist(), codes.tolist(), words0.tolist(), words1.tolist())]
     assert sealed == expected and len(set(expected)) == 50
     with monkeypatch.context() as m:
         m.setattr(psp_packet, "_psp_fast", None)
-        seal = psp_packet.templates_sealer([PspSender(sa) for sa in sas])
+        seal = partial(psp_packet.seal_templates, [PspSender(sa) for sa in sas])
         assert seal(which, templates, codes, words0, words1) == expected
-    seal = psp_packet.templates_sealer([PspSender(sa) for sa in sas])
+    seal = partial(psp_packet.seal_templates, [PspSender(sa) for sa in sas])
     with pytest.raises(IndexError, match="template 3 of 3"):
         seal(which, templates, np.where(np.arange(50) == 9, 3, codes), words0, words1)
     with pytest.raises(IndexError, match="sender -1 of 2"):

@@ -48,7 +48,7 @@ from pspsim.packets.tcp import HEADER_BYTES, Templates, sequence
 from pspsim.packets.tls_endpoint import TlsEndpoints
 from pspsim.scenario import Scenario
 from pspsim.wire.esp import EspRejected
-from pspsim.wire.psp_packet import _psp_fast, templates_sealer
+from pspsim.wire.psp_packet import _psp_fast, seal_templates
 
 #: Called for every packet after the fabric: returns the frames to deliver
 #: instead (none: lost; two: duplicated; changed bytes: tampered).
@@ -278,7 +278,7 @@ class PacketTier:
               pcode: np.ndarray, ep: np.ndarray, length: np.ndarray):
         """Wire frames, in order, the cleartext frames of the packets that a PSP NIC
         does not seal (``None`` for those: PSP frames are sealed from their templates,
-        ``templates[codes[k]]``, by :func:`~pspsim.wire.psp_packet.templates_sealer`, in
+        ``templates[codes[k]]``, by :func:`~pspsim.wire.psp_packet.seal_templates`, in
         order per sender as before), and the :class:`SendQueue` of a chunk that is all
         PSP (its frames are sealed as the receive side needs them; the list fills as it
         goes).  ``seq``, ``ack``: 32-bit words, as arrays."""
@@ -293,7 +293,7 @@ class PacketTier:
         psp = np.flatnonzero(is_psp)
         if len(psp):
             senders, which = self._senders(ep[psp])
-            sealed = templates_sealer(senders)(which, templates, codes[psp], seq[psp], ack[psp])
+            sealed = seal_templates(senders, which, templates, codes[psp], seq[psp], ack[psp])
             if len(psp) == n:
                 return sealed, inner, None
             for k, w in zip(psp.tolist(), sealed):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -324,26 +324,24 @@ def seal_parts(senders: list[PspSender], which: list[int], parts: list[tuple[byt
     (a float64 buffer, such as a numpy array), frame ``k`` must come out
     ``lengths[k]`` bytes long, else ``ValueError`` (for a caller that has
     already carried the frames)."""
-    return templates_sealer(senders)(which, parts, range(len(parts)), words0, words1, lengths)
+    return seal_templates(senders, which, parts, range(len(parts)), words0, words1, lengths)
 
 
-def templates_sealer(senders: list[PspSender]) -> Callable[..., list[bytes]]:
-    """For these senders, a function ``seal(which, templates, codes, words0, words1,
-    lengths=None)``: :func:`seal_parts` of ``parts[k] = templates[codes[k]]`` (for a
-    caller that seals batch after batch with the same senders and few distinct
+def seal_templates(senders: list[PspSender], which: Sequence[int], templates: list[tuple[bytes, bytes]],
+                   codes: Sequence[int], words0: Sequence[int], words1: Sequence[int],
+                   lengths: Sequence[float] | None = None) -> list[bytes]:
+    """:func:`seal_parts` of ``parts[k] = templates[codes[k]]`` (few distinct
     templates).  ``which``, ``codes`` and the words may be int64 buffers (numpy
     arrays), which the compiled path reads without making a Python int a packet."""
-    def seal(which, templates, codes, words0, words1, lengths=None) -> list[bytes]:
-        queue = seal_queue(senders, which, templates, codes, words0, words1, lengths)
-        queue.upto(len(codes))
-        return queue.frames
-    return seal
+    queue = seal_queue(senders, which, templates, codes, words0, words1, lengths)
+    queue.upto(len(codes))
+    return queue.frames
 
 
 def seal_queue(senders: list[PspSender], which: Sequence[int], templates: list[tuple[bytes, bytes]],
                codes: Sequence[int], words0: Sequence[int], words1: Sequence[int],
                lengths: Sequence[float] | None = None) -> SealQueue:
-    """The frames of :func:`templates_sealer`, sealed in order when ``upto(n)`` asks
+    """The frames of :func:`seal_templates`, sealed in order when ``upto(n)`` asks
     for those before ``n`` (``frames``: the ones sealed so far), or when
     :func:`verify_each` given the queue needs them."""
     sealers = [s._sealer for s in senders]
