@@ -66,6 +66,28 @@ def test_lexsort_is_numpys_lexsort(seed, n):
     np.testing.assert_array_equal(sorting.lexsort((conn, time, conn % 3)), np.lexsort((conn, time, conn % 3)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), runs=st.integers(1, 40), repeats=st.sampled_from(["none", "few", "many"]),
+       dtype=st.sampled_from([np.int64, np.int32, np.uint32]), nan=st.booleans())
+def test_lexsort_of_a_few_sorted_runs_is_numpys(seed, runs, repeats, dtype, nan):
+    """A window's moves: connections in a few ascending runs (one a push), some repeated (a connection
+    moved twice or more), then by time: the run-merging path, with ties put in order by passes (at
+    most ``FEW`` a value), by a sort (more), or none."""
+    rng = np.random.default_rng(seed)
+    n = SMALL + int(rng.integers(0, 30_000))
+    spread = {"none": 50 * n, "few": 2 * n, "many": max(n // (4 * sorting.FEW), 1)}[repeats]
+    cuts = np.sort(rng.integers(0, n, runs - 1))
+    parts = [np.sort(rng.choice(spread, size=hi - lo, replace=repeats != "none")) for lo, hi in
+             zip(np.r_[0, cuts], np.r_[cuts, n])]
+    conn = np.concatenate(parts).astype(dtype)
+    time = np.round(rng.uniform(-5, 5, n), 1)  # ties within a connection too
+    if nan:
+        time[rng.integers(0, n, 7)] = np.nan  # numpy sorts NaN last; the passes' comparisons do not
+    kind = np.where(rng.random(n) < 0.5, 2, 1)
+    for keys in ((time, conn), (time, kind, conn), (kind, time, conn)):
+        np.testing.assert_array_equal(sorting.lexsort(keys), np.lexsort(keys))
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.int16])
 @pytest.mark.parametrize("groups, n", [(20_000, 50), (20_000, 20_000), (5, 3), (0, 4)])
 def test_csr_is_the_stable_sort_and_its_bounds(dtype, groups, n):

@@ -26,6 +26,7 @@ if not all(hasattr(_sort, f) for f in ("argsort", "counting_sort")):  # pragma: 
 
 SMALL = 4096  # below this many keys numpy's sort is as fast (measured: equal at ~2,000)
 COUNTING = 1 << 16  # integer keys spanning fewer values than this are sorted by counting (the counts stay in cache)
+FEW = 8  # ties of at most this many items are put in order by compare-and-swap passes (lexsort)
 RUNS = 16  # keys in fewer ascending runs than 1/RUNS of their number: numpy's timsort merges the runs, faster
 
 
@@ -67,7 +68,64 @@ def argsort_stable(keys: np.ndarray) -> np.ndarray:
 
 def lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     """``numpy.lexsort(keys)`` (the last key primary, ties by the ones before, then input order) as
-    stable argsorts from the first key to the last."""
+    stable argsorts from the first key to the last.
+
+    An integer last key made of a few sorted runs (a window's moves by connection: each push's
+    connections in order) is sorted first, by merging its runs; then only the items whose value it
+    repeats (a connection moved more than once in the window) are put in order by the other keys,
+    among themselves: by compare-and-swap passes when no value repeats more than ``FEW`` times,
+    else by sorting them.  The order is the same: a stable lexicographic sort has one result."""
+    primary = np.asarray(keys[-1])
+    if (len(keys) < 2 or primary.ndim != 1 or primary.dtype.kind not in "iu" or len(primary) < SMALL
+            or _runs(primary) >= len(primary) // RUNS):
+        return _lexsort_by_passes(keys)
+    order = argsort_stable(primary)
+    ordered = primary[order]
+    tied = ordered[1:] == ordered[:-1]
+    if not tied.any() or _order_few(order, tied, tuple(np.asarray(key) for key in keys[:-1])):
+        return order
+    grouped = np.zeros(len(order), dtype=bool)  # items that share their value with another
+    grouped[1:] |= tied
+    grouped[:-1] |= tied
+    where = np.flatnonzero(grouped)
+    items = order[where]  # each group's items in input order (the sort above is stable)
+    within = _lexsort_by_passes(tuple(np.asarray(key)[items] for key in keys[:-1]) + (ordered[where],))
+    order[where] = items[within]
+    return order
+
+
+def _order_few(order: np.ndarray, tied: np.ndarray, keys: tuple[np.ndarray, ...]) -> bool:
+    """Sort each run of ``order`` whose items are ``tied`` (``tied[i]``: items ``i`` and ``i + 1`` share
+    their primary value) by ``keys`` (the last most significant), stably, in place, by odd-even
+    transposition: as many passes as the largest run has items, each comparing every other
+    neighbouring pair of a run and swapping those out of order (never equal ones: stable).  False
+    (``order`` untouched) if a run is longer than ``FEW`` or a key has NaN (numpy sorts NaN last;
+    comparisons do not)."""
+    first = np.flatnonzero(tied)  # pairs (i, i + 1) within a run
+    begins = np.ones(len(first), dtype=bool)  # a run's first pair: not right after the pair before
+    begins[1:] = first[1:] != first[:-1] + 1
+    where = np.flatnonzero(begins)
+    pairs = np.diff(np.append(where, len(first)))  # each run's pairs (its items less one)
+    largest = int(pairs.max()) + 1
+    if largest > FEW or any(key.dtype.kind in "fc" and np.isnan(key).any() for key in keys):
+        return False
+    parity = (first - np.repeat(first[where], pairs)) % 2
+    for step in range(largest):
+        i = first[parity == step % 2]
+        a, b = order[i], order[i + 1]
+        after = np.zeros(len(i), dtype=bool)  # a's keys come after b's
+        decided = np.zeros(len(i), dtype=bool)
+        for key in reversed(keys):
+            ka, kb = key[a], key[b]
+            after |= ~decided & (ka > kb)
+            decided |= ka != kb
+        swap = i[after]
+        order[swap], order[swap + 1] = b[after], a[after]
+    return True
+
+
+def _lexsort_by_passes(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """:func:`lexsort` by one stable argsort a key, from the first key to the last."""
     order = argsort_stable(keys[0])
     for key in keys[1:]:
         order = order[argsort_stable(np.asarray(key)[order])]
