@@ -7,10 +7,10 @@ import pytest
 from pspsim.model import tls_control
 
 
-@pytest.mark.parametrize("order_by_start", [True, False])
+@pytest.mark.parametrize("order", ["start", "running-first", "none"])
 @pytest.mark.parametrize("implementation", ["compiled", "numpy"])
 def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monkeypatch, implementation,
-                                                                           order_by_start):
+                                                                           order):
     """Re-keys grouped by window, then sorted within it, against every re-key sorted by time at once
     and cut at the window edges (the windows' own ``i * window``): the same connections and times in
     the same order, in every window of a run whose duration is not a whole number of windows."""
@@ -26,10 +26,15 @@ def test_rekeys_grouped_by_window_are_the_time_sorted_rekeys_of_each_window(monk
     interval = np.where(rng.random(n) < 0.5, 300.0, rng.uniform(7, 900, n))
     interval[:50] = window  # re-keys on window edges
     start[:50] = 0.0
-    if order_by_start:  # as a workload is (the compiled epochs then read only the connections started)
+    if order == "start":  # the compiled epochs then read only the connections started
         by_start = np.argsort(start, kind="stable")
         start, end, interval = start[by_start], end[by_start], interval[by_start]
+    elif order == "running-first":  # as a workload is: those open at time 0 in any order, then by start
+        later = np.flatnonzero(start >= 0)
+        rows = np.concatenate([np.flatnonzero(start < 0), later[np.argsort(start[later], kind="stable")]])
+        start, end, interval = start[rows], end[rows], interval[rows]
     schedule = tls_control.RekeySchedule(start, end, interval, horizon, window)
+    assert schedule.by_start == (order != "none")
     # every re-key at ages k * interval in [0, min(end, horizon)), sorted by time at once
     conn, times = [], []
     for i in range(n):

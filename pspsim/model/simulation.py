@@ -155,7 +155,7 @@ class FleetSimulation:
             t0 = index * self.window
             yield env.timeout(t1 - env.now)
             length = t1 - t0
-            start_next = np.searchsorted(w.start, t1, side="left")
+            start_next = w.started_before(t1)
             arrivals = np.arange(start_pos, start_next)
             start_pos = start_next
             ends = w.end[arrivals]  # each goes to the first window that ends after it (after the run: none)

@@ -76,8 +76,13 @@ class RekeySchedule:
         self.interval = np.ascontiguousarray(interval, np.float64)
         self.horizon, self.window = horizon, window
         self.compiled = _schedules is not None and horizon / window < 1e8
-        # the workload's connections are in start order: an epoch needs only those started before it ends
-        self.by_start = bool(np.all(self.start[1:] >= self.start[:-1]))
+        # the workload's connections open at time 0 come first (negative starts, in any order), then the
+        # others in start order (Workload): an epoch needs only those started before it ends
+        opened = self.start >= 0
+        self.running = int(opened.argmax()) if opened.any() else len(self.start)
+        del opened
+        later = self.start[self.running:]
+        self.by_start = bool(np.all(later[1:] >= later[:-1]))
         self._epoch = -1
         self._made = None if self.compiled else rekey_times(start, end, self.interval, horizon, window)
 
@@ -85,7 +90,7 @@ class RekeySchedule:
         if self._epoch != epoch:
             self._made = None  # the previous epoch's re-keys go first
             first = epoch * EPOCH
-            limit = int(np.searchsorted(self.start, (first + EPOCH) * self.window, side="left")) \
+            limit = self.running + int(np.searchsorted(self.start[self.running:], (first + EPOCH) * self.window)) \
                 if self.by_start else len(self.start)
             self._made = _schedules.rekeys_by_window(self.start, self.end, self.interval, float(self.horizon),
                                                      float(self.window), first, EPOCH, limit)

@@ -43,7 +43,13 @@ def draw(dist: Distribution, rng: np.random.Generator, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Workload:
-    """Connection table; row i is connection i, sorted by start time."""
+    """Connection table; row i is connection i.
+
+    First the ``running`` connections, open at time 0 (negative ``start``), in the order they are
+    drawn: by client host, so the rows of a host, and of a host pair, lie together (window 0 sets
+    them all up, and walks the fleet's per-connection arrays in that order rather than at random);
+    then the arrivals, by start time.  So ``start`` goes up over every time >= 0:
+    :meth:`started_before` finds a window's arrivals by one binary search."""
 
     hosts: int
     client: np.ndarray  # int32
@@ -57,6 +63,14 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.client)
+
+    def started_before(self, t: float, inclusive: bool = False) -> int:
+        """How many connections start before ``t`` (at or before it if ``inclusive``), for ``t >= 0``:
+        they are rows ``0..k-1`` (the running ones, then the arrivals up to ``t``)."""
+        if t < 0:
+            raise ValueError("started_before counts from time 0 on: the running connections are not in start order")
+        rest = self.start[self.running:]
+        return self.running + int(np.searchsorted(rest, t, side="right" if inclusive else "left"))
 
     @property
     def request_bytes_per_s(self) -> np.ndarray:
@@ -96,7 +110,8 @@ def generate_workload(scenario: Scenario, rng: np.random.Generator) -> Workload:
     end = start + lifetime
     end[: len(initial_client)] = lifetime[: len(initial_client)]  # residual life from time 0
     server = peers[peer_start[client] + (rng.uniform(0, 1, n) * fanout[client]).astype(np.int64)]
-    order = argsort_stable(start)  # the running ones (negative start) come first
+    running = len(initial_client)  # drawn by client host: kept so (see Workload)
+    order = np.concatenate([np.arange(running), running + argsort_stable(arrival_start)])
     return _read_only(Workload(
         hosts=hosts,
         client=client[order],

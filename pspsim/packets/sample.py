@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pspsim.costs.params import Costs
+from pspsim.model.sorting import argsort_stable
 from pspsim.model.variants import make_variant
 from pspsim.model.workload import Workload
 from pspsim.packets.tcp import HEADER_BYTES
@@ -24,7 +25,8 @@ def sample_connections(scenario: Scenario, workload: Workload, span: float) -> n
     touches = (workload.start < span) & (workload.end > 0)
     if hosts is not None:
         touches &= np.isin(workload.client, hosts) | np.isin(workload.server, hosts)
-    return np.flatnonzero(touches)[: scenario.packets.max_connections]
+    chosen = np.flatnonzero(touches)
+    return chosen[argsort_stable(workload.start[chosen])][: scenario.packets.max_connections]
 
 
 def expected_packet_rate(scenario: Scenario, workload: Workload, sample: np.ndarray, mss: float) -> float:
