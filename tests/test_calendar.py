@@ -70,6 +70,29 @@ def test_bounded_calendar_drops_only_rows_past_its_windows():
     assert list(cal.take(0)["tag"]) == [3] and list(cal.take(1)["tag"]) == [4] and list(cal.take(2)["tag"]) == [0]
 
 
+@pytest.mark.parametrize("window", [60.0, 0.1, 7 / 3])
+@pytest.mark.parametrize("windows", [0, 1, 7, 1440])
+def test_a_bounded_calendar_keeps_exactly_the_rows_of_its_windows(window, windows):
+    """A calendar told its windows drops a row before computing its window: it keeps exactly the rows an
+    unbounded one files under windows 0..windows-1, times a few ulps around the last edge included."""
+    rng = np.random.default_rng(windows)
+    edge = windows * window
+    near = np.concatenate([np.nextafter(edge, -np.inf) - np.arange(4) * np.spacing(max(edge, 1e-300)),
+                           [edge, np.nextafter(edge, np.inf)], [(windows - 1) * window, windows * window * (1 + 1e-16)]])
+    time = np.concatenate([rng.uniform(-2 * window, (windows + 2) * window, 2000), near,
+                           [np.inf, -np.inf, np.nan, -0.0, 1e300]])
+    bounded, unbounded = Calendar(window, ("tag",), windows), Calendar(window, ("tag",))
+    for calendar in (bounded, unbounded):
+        calendar.push(time, tag=np.arange(len(time)))
+    kept = window_of(time, window) < windows
+    assert bounded.pending() == int(np.count_nonzero(np.maximum(window_of(time[np.isfinite(time)], window), 0)
+                                                     < windows))
+    for w in range(windows):
+        a, b = bounded.take(w), unbounded.take(w)
+        assert a["time"].tobytes() == b["time"].tobytes() and a["tag"].tobytes() == b["tag"].tobytes()
+    assert bounded.pending() == 0 and (windows == 0 or kept.any())
+
+
 def test_memory_follows_the_rows_still_pending():
     """Rows filed away to a far epoch do not keep the rest of their push alive: once every epoch
     but the last is taken, the calendar holds about the last epoch's rows, not the push's."""

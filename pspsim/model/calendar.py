@@ -80,9 +80,15 @@ class Calendar:
         columns = [time] + [np.asarray(values[f]) for f in self.fields[1:]]
         if at is not None:
             columns.append(np.asarray(at, dtype=np.int64))
-        finite = np.isfinite(time)  # events at infinity never happen
-        if not finite.all():
-            columns = [c[finite] for c in columns]
+        if at is None and self.windows is not None:
+            # rows past the last window would never be taken: dropped before their windows are computed
+            # (window_of(t) < windows exactly when t < windows * window, its upper edge as computed)
+            edge = self.windows * self.window if self.windows > 0 else -np.inf
+            kept = (time < edge) & (time > -np.inf)  # and events at infinity never happen
+        else:
+            kept = np.isfinite(time)  # events at infinity never happen
+        if not kept.all():
+            columns = [c[kept] for c in columns]
             time = columns[0]
         if len(time) == 0:
             return
@@ -90,7 +96,7 @@ class Calendar:
             index = np.clip(window_of(time, self.window), 0, 2.0**62).astype(np.int64)  # no int64 overflow
         else:
             index = np.maximum(columns.pop(), 0)
-        if self.windows is not None:  # rows past the last window would never be taken
+        if self.windows is not None and at is not None:  # rows past the last window would never be taken
             taken = index < self.windows
             if not taken.all():
                 index, columns = index[taken], [c[taken] for c in columns]
