@@ -77,8 +77,8 @@ def test_a_bounded_calendar_keeps_exactly_the_rows_of_its_windows(window, window
     unbounded one files under windows 0..windows-1, times a few ulps around the last edge included."""
     rng = np.random.default_rng(windows)
     edge = windows * window
-    near = np.concatenate([np.nextafter(edge, -np.inf) - np.arange(4) * np.spacing(max(edge, 1e-300)),
-                           [edge, np.nextafter(edge, np.inf)], [(windows - 1) * window, windows * window * (1 + 1e-16)]])
+    below = np.nextafter(edge, -np.inf) - np.arange(4) * np.spacing(max(edge, 1e-300))
+    near = np.concatenate([below, [edge, np.nextafter(edge, np.inf), (windows - 1) * window, edge * (1 + 1e-16)]])
     time = np.concatenate([rng.uniform(-2 * window, (windows + 2) * window, 2000), near,
                            [np.inf, -np.inf, np.nan, -0.0, 1e300]])
     bounded, unbounded = Calendar(window, ("tag",), windows), Calendar(window, ("tag",))
