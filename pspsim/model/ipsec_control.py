@@ -29,7 +29,7 @@ import numpy as np
 from pspsim.model.calendar import Calendar, periodic_bounds
 from pspsim.model.commands import COMMAND, CommandQueues
 from pspsim.model.control import ControlWindow, fits_on_both, rank_within
-from pspsim.model.sorting import argsort_stable, csr, unique_inverse
+from pspsim.model.sorting import argsort_stable, csr, lexsort, unique_inverse
 from pspsim.model.traffic import OFFLOAD, SOFTWARE, WAITING, TrafficLedger
 from pspsim.model.workload import Workload
 
@@ -245,7 +245,9 @@ class IpsecControl:
         retry = np.flatnonzero(failed)
         trying = np.concatenate([new_sa, retry])
         when = np.concatenate([np.maximum(self.sa_start[new_sa], 0.0), np.full(len(retry), t0)])
-        order = argsort_stable(when)
+        # in time order; SAs alive at time 0 oldest first (by start), as the fleet the run starts from
+        # installed them, not in the order of their ids (rows of the workload's connections)
+        order = lexsort((np.concatenate([self.sa_start[new_sa], np.full(len(retry), t0)]), when))
         trying, when = trying[order], when[order]
         capacity = self.c.nic_ipsec_sa_capacity / 2  # inbound + outbound per pair
         free = np.maximum(capacity - self.sa_pairs_on_nic, 0)

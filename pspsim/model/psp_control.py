@@ -402,8 +402,9 @@ class PspControl:
 
     def _install(self, conns: np.ndarray, ready: np.ndarray, out: ControlWindow, initial: bool,
                  setup: int = 0, window_end: float | None = None) -> None:
-        """TX keys for ``conns`` (in time order of ``ready``): those that fit run PSP from
-        ``ready``; the others stay on TLS or fail (``psp_on_full``).  Reconnects of a
+        """TX keys for ``conns`` (in time order of ``ready``; the ``initial`` ones, open at time 0,
+        oldest first, as the fleet the run starts from installed them, whatever their row order):
+        those that fit run PSP from ``ready``; the others stay on TLS or fail (``psp_on_full``).  Reconnects of a
         connection already on PSP keep PSP only if their new keys fit too.
 
         ``conns[setup:]`` are reconnects.  With ``window_end``, a reconnect that fits, is not stale,
@@ -415,7 +416,8 @@ class PspControl:
         sorting it (a short-rotation window: 830,000 of them)."""
         nic_a, nic_b = self.w.client[conns], self.w.server[conns]
         if np.isfinite(self.capacity):
-            fits = fits_on_both(nic_a, nic_b, ready, np.maximum(self.capacity - self.tx_keys, 0))
+            order_by = self.w.start[conns] if initial else ready  # at time 0: by age (start), not by row
+            fits = fits_on_both(nic_a, nic_b, order_by, np.maximum(self.capacity - self.tx_keys, 0))
         else:
             fits = np.ones(len(conns), dtype=bool)
         if self.tx_keys_on_nic:

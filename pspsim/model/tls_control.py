@@ -154,12 +154,13 @@ class TlsControl:
         old = departures[self.on_nic[departures]]
         self.contexts -= np.bincount(np.repeat(ends(old), 2), minlength=len(self.contexts))
         self.on_nic[old] = False
-        # Which new sockets get device contexts (in start order; the socket stays on software kTLS
-        # otherwise, and the driver issues no create for it).
+        # Which new sockets get device contexts, in start order: those open at time 0 first, oldest
+        # first, as the fleet the run starts from installed them (not in row order); the socket stays
+        # on software kTLS otherwise, and the driver issues no create for it.
         candidates = np.concatenate([running, opened])
-        when = np.concatenate([np.zeros(len(running)), w.start[opened]])
         free = np.maximum(self.capacity - self.contexts / 2, 0)  # contexts are TX + RX: per direction
-        fits = fits_on_both(w.client[candidates].astype(np.int64), w.server[candidates].astype(np.int64), when, free)
+        fits = fits_on_both(w.client[candidates].astype(np.int64), w.server[candidates].astype(np.int64),
+                            w.start[candidates], free)
         new = opened[fits[len(running):]]
         create = np.concatenate([np.repeat(ends(new), 2), np.repeat(ends(rk), 2)])
         create_t = np.concatenate([np.repeat(np.tile(w.start[new], 2), 2), np.repeat(np.tile(rk_t, 2), 2)])
