@@ -84,8 +84,12 @@ def test_lexsort_of_a_few_sorted_runs_is_numpys(seed, runs, repeats, dtype, nan)
     if nan:
         time[rng.integers(0, n, 7)] = np.nan  # numpy sorts NaN last; the passes' comparisons do not
     kind = np.where(rng.random(n) < 0.5, 2, 1)
-    for keys in ((time, conn), (time, kind, conn), (kind, time, conn)):
+    when = (time * 1e3).astype("datetime64[ms]")
+    when[rng.integers(0, n, 3)] = np.datetime64("NaT")  # kinds the passes leave to numpy's sort
+    for keys in ((time, conn), (time, kind, conn), (kind, time, conn), (when, conn), (time.astype(object), conn)):
         np.testing.assert_array_equal(sorting.lexsort(keys), np.lexsort(keys))
+    with pytest.raises(ValueError, match="same shape"):
+        sorting.lexsort((time[:-1], conn))
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.int16])

@@ -47,9 +47,9 @@ def test_started_before_counts_the_connections_started_by_then():
         w.started_before(-1.0)
 
 
-@pytest.mark.parametrize("variant, granularity, capacity", [("psp", "connection", 400), ("ktls-offload", "connection", 400),
-                                                            ("ipsec-packet-offload", "connection", 400),
-                                                            ("ipsec-packet-offload", "host-pair", 16)])
+@pytest.mark.parametrize("variant, granularity, capacity", [
+    ("psp", "connection", 400), ("ktls-offload", "connection", 400), ("ipsec-packet-offload", "connection", 400),
+    ("ipsec-packet-offload", "host-pair", 16)])
 def test_full_tables_at_time_0_take_connections_by_age_not_by_row(variant, granularity, capacity):
     """NIC tables too small for the connections (or host-pair SAs) open at time 0: which of them get a
     key, context or SA does not depend on the order of their rows (they are taken oldest first), so
@@ -63,9 +63,8 @@ def test_full_tables_at_time_0_take_connections_by_age_not_by_row(variant, granu
                             "connection_lifetime": "30min"},
                   keys={"ipsec_sa_granularity": granularity, "ipsec_hw_offload": "auto",
                         "psp_on_full": "stay-tls", "psp_rotation_period": "1000h"})
-    params = load_parameter_set().with_overrides({"nic.psp_tx_key_capacity": capacity, "nic.ipsec_sa_capacity": capacity,
-                                                   "nic.ktls_tx_context_capacity": capacity,
-                                                   "nic.ktls_rx_context_capacity": capacity})
+    tables = ("psp_tx_key_capacity", "ipsec_sa_capacity", "ktls_tx_context_capacity", "ktls_rx_context_capacity")
+    params = load_parameter_set().with_overrides({f"nic.{table}": capacity for table in tables})
     costs = params.costs()
     streams = RandomStreams.from_sequence(np.random.SeedSequence(5))
     w = generate_workload(sc, streams.workload)

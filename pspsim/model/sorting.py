@@ -76,6 +76,10 @@ def lexsort(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     among themselves: by compare-and-swap passes when no value repeats more than ``FEW`` times,
     else by sorting them.  The order is the same: a stable lexicographic sort has one result."""
     primary = np.asarray(keys[-1])
+    if any(np.shape(key) != primary.shape for key in keys[:-1]):
+        raise ValueError("all keys need to be the same shape")
+    if any(np.asarray(key).dtype.kind not in "biuf" for key in keys):  # NaT, objects, strings: numpy's own
+        return np.lexsort(keys).astype(np.int64, copy=False)
     if (len(keys) < 2 or primary.ndim != 1 or primary.dtype.kind not in "iu" or len(primary) < SMALL
             or _runs(primary) >= len(primary) // RUNS):
         return _lexsort_by_passes(keys)
@@ -107,7 +111,7 @@ def _order_few(order: np.ndarray, tied: np.ndarray, keys: tuple[np.ndarray, ...]
     where = np.flatnonzero(begins)
     pairs = np.diff(np.append(where, len(first)))  # each run's pairs (its items less one)
     largest = int(pairs.max()) + 1
-    if largest > FEW or any(key.dtype.kind in "fc" and np.isnan(key).any() for key in keys):
+    if largest > FEW or any(key.dtype.kind == "f" and np.isnan(key).any() for key in keys):
         return False
     parity = (first - np.repeat(first[where], pairs)) % 2
     for step in range(largest):
