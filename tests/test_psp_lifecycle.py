@@ -177,6 +177,28 @@ def test_ipsec_and_ktls_tables_that_overflow():
     assert ktls["offload_fallbacks"] > 0 and ktls["software_fallback_gbps_mean"] > 0
 
 
+@pytest.mark.parametrize("granularity", ["connection", "host-pair"])
+def test_an_sa_alive_at_time_0_that_finds_a_slot_later_carries_its_connections(granularity):
+    """``ipsec_hw_offload = "yes"``: an SA that found its NIC's table full at time 0 waits and is retried at
+    each window's start.  When it fits, it is installed with commands like any SA set up in the run, and
+    its live connections run offloaded from then on.  Before, being alive at time 0 read as "installed
+    before the run": no commands, and its connections waited to the end."""
+    from pspsim.model.traffic import WAITING
+
+    sc = scenario(run={"duration": "30min"}, keys={"ipsec_sa_granularity": granularity, "ipsec_hw_offload": "yes"},
+                  workload={"connections_per_host": {"kind": "fixed", "mean": 60}, "connection_lifetime": "5min"})
+    capacity = 40 if granularity == "connection" else 4
+    sim, run, w = simulate(sc, "ipsec-packet-offload", {"nic.ipsec_sa_capacity": capacity})
+    control, end = sim.control, 30 * 60.0
+    assert run.totals["offload_failures"] > 0  # the tables overflowed at time 0
+    live = np.flatnonzero((w.start < end) & (w.end > end))
+    on_installed = live[control.sa_installed[control.sa_of[live]]]
+    assert len(on_installed) > 0
+    retried = control.sa_start[control.sa_of[on_installed]] < 0  # SAs alive at time 0 that are installed now
+    assert retried.any()
+    assert not (sim.ledger.category[on_installed] == WAITING).any()
+
+
 def test_nic_counters_carry_linux_names_and_add_up():
     from pspsim.study.runner import resolve_parameters, run_one
 

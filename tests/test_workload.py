@@ -52,10 +52,11 @@ def test_started_before_counts_the_connections_started_by_then():
     ("ipsec-packet-offload", "host-pair", 16)])
 def test_full_tables_at_time_0_take_connections_by_age_not_by_row(variant, granularity, capacity):
     """NIC tables too small for the connections (or host-pair SAs) open at time 0: which of them get a
-    key, context or SA does not depend on the order of their rows (they are taken oldest first), so
-    a workload whose running rows are shuffled has as many fall back.  Taken in row order (client
-    host by client host), the first hosts' connections filled their peers' tables and fewer fitted
-    (PSP 1,852 fallbacks against 2,303; per-connection SAs 3,494 against 4,112)."""
+    key, context or SA depends neither on the order of their rows nor on the hosts' numbers (they are
+    taken oldest first), so a workload whose running rows are shuffled and whose hosts are renumbered
+    has as many fall back.  Taken in row order (client host by client host), the first hosts'
+    connections filled their peers' tables and fewer fitted (per-connection SAs: 4,075 fall back
+    against 3,515); host-pair SAs taken by pair id, likewise (49 against 43)."""
     from tests.sim_helpers import scenario
 
     sc = scenario(run={"duration": "60s", "window": "60s"}, fleet={"racks": 2, "hosts_per_rack": 8},
@@ -66,12 +67,14 @@ def test_full_tables_at_time_0_take_connections_by_age_not_by_row(variant, granu
     tables = ("psp_tx_key_capacity", "ipsec_sa_capacity", "ktls_tx_context_capacity", "ktls_rx_context_capacity")
     params = load_parameter_set().with_overrides({f"nic.{table}": capacity for table in tables})
     costs = params.costs()
-    streams = RandomStreams.from_sequence(np.random.SeedSequence(5))
+    streams = RandomStreams.from_sequence(np.random.SeedSequence(7))
     w = generate_workload(sc, streams.workload)
     k = w.running
     rows = np.concatenate([np.random.default_rng(1).permutation(k), np.arange(k, len(w))])
     shuffled = dataclasses.replace(w, **{f: getattr(w, f)[rows] for f in
                                          ("client", "server", "start", "end", "msg_bytes", "msgs_per_s")})
+    number = np.random.default_rng(2).permutation(w.hosts).astype(np.int32)  # host h is called number[h]
+    shuffled = dataclasses.replace(shuffled, client=number[shuffled.client], server=number[shuffled.server])
     fell_back = []
     for table in (w, shuffled):
         sim = FleetSimulation(sc, make_variant(variant, costs, sc.keys), table, costs,
@@ -80,3 +83,20 @@ def test_full_tables_at_time_0_take_connections_by_age_not_by_row(variant, granu
         fell_back.append(totals["offload_fallbacks"] + totals["offload_failures"])
     assert fell_back[0] > 20 * (capacity == 16) + 1000 * (capacity > 16)  # the tables overflow
     assert fell_back[0] == fell_back[1]
+
+
+def test_each_hosts_connections_are_listed_in_start_order():
+    """``conns_by_host``: a host's connections as client, then as server, each in start order, the ones
+    open at time 0 by age though their rows are by client host (a rotation re-keys them in this order,
+    and connections re-keyed at one time queue their commands in it)."""
+    from pspsim.model.control import conns_by_host
+
+    w = _workload()
+    index = conns_by_host(w)
+    for host in range(w.hosts):
+        mine = index(host)
+        as_client = np.flatnonzero(w.client == host)
+        as_server = np.flatnonzero(w.server == host)
+        expected = np.concatenate([as_client[np.argsort(w.start[as_client], kind="stable")],
+                                   as_server[np.argsort(w.start[as_server], kind="stable")]])
+        np.testing.assert_array_equal(mine, expected)

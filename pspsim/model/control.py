@@ -68,7 +68,8 @@ class ControlWindow:
 @dataclass(frozen=True)
 class HostIndex:
     """Every connection (over the whole run) with an end on each host: host ``h``'s are
-    ``conn[bounds[h]:bounds[h + 1]]``, in connection order."""
+    ``conn[bounds[h]:bounds[h + 1]]``, those it is the client of, then those it serves, each in
+    start order (the ones open at time 0 by age, not by row: see :func:`conns_by_host`)."""
 
     conn: np.ndarray  # int32 (int64 past 2**31 connections)
     bounds: np.ndarray  # int64, hosts + 1
@@ -78,10 +79,21 @@ class HostIndex:
 
 
 def conns_by_host(w: Workload) -> HostIndex:
-    """The :class:`HostIndex` of the workload."""
-    order, bounds = csr(np.concatenate([w.client, w.server]), w.hosts)
-    order[order >= len(w)] -= len(w)  # a server end's position is n + its connection
-    conn = order.astype(np.int64 if len(w) > np.iinfo(np.int32).max else np.int32)
+    """The :class:`HostIndex` of the workload.  The connections open at time 0 are listed by age,
+    though their rows are in client order: a rotation asks a NIC's connections to re-key in this
+    order, and connections re-keyed at the same time queue their commands in it, so row order
+    would make each peer's share arrive client host by client host."""
+    n, k = len(w), w.running
+    by_age = argsort_stable(w.start[:k])  # the running rows in start order
+    ends = np.empty(2 * n, dtype=w.client.dtype)  # each end's host, the connections in start order
+    ends[:k], ends[k:n] = w.client[:k][by_age], w.client[k:]
+    ends[n:n + k], ends[n + k:] = w.server[:k][by_age], w.server[k:]
+    order, bounds = csr(ends, w.hosts)
+    del ends
+    order[order >= n] -= n  # a server end's position is n + its connection's
+    running = order < k
+    order[running] = by_age[order[running]]  # back to rows
+    conn = order.astype(np.int64 if n > np.iinfo(np.int32).max else np.int32)
     return HostIndex(conn, bounds.astype(np.int64))
 
 

@@ -124,6 +124,10 @@ class IpsecControl:
         self.ike_count = np.zeros(n_ike, dtype=np.int64)  # connections per IKE SA and per CHILD_SA
         self.sa_count = self.ike_count if self.sa_of is self.ike_of else np.zeros(n_sa, dtype=np.int64)
         self.sa_start = np.full(n_sa, np.nan)
+        # each SA's first connection's start, the order SAs take table slots in at one time; a host-pair
+        # SA alive at time 0 has a re-key phase for its start, so it keeps this apart
+        host_pair = keys.ipsec_sa_granularity == "host-pair"
+        self.sa_opened = np.full(n_sa, np.nan) if host_pair else self.sa_start
         self.sa_mode = np.full(n_sa, OFFLOAD, dtype=np.int8)
         self.sa_installed = np.zeros(n_sa, dtype=bool)
         self.ike_start = np.full(n_ike, np.nan)
@@ -180,6 +184,7 @@ class IpsecControl:
             ike_start[running_ike] = phase
         running_sa = sa_start < 0
         if keys.ipsec_sa_granularity == "host-pair":
+            self.sa_opened[new_sa] = sa_start
             interval = self.interval[new_sa[running_sa]]  # phases U(0, I): U(0, 1) * I, the same bytes
             finite = np.isfinite(interval)
             phase = -(self.phase_rng.uniform(0, 1, len(interval)) * np.where(finite, interval, 0.0))
@@ -245,15 +250,17 @@ class IpsecControl:
         retry = np.flatnonzero(failed)
         trying = np.concatenate([new_sa, retry])
         when = np.concatenate([np.maximum(self.sa_start[new_sa], 0.0), np.full(len(retry), t0)])
-        # in time order; SAs alive at time 0 oldest first (by start), as the fleet the run starts from
-        # installed them, not in the order of their ids (rows of the workload's connections)
-        order = lexsort((np.concatenate([self.sa_start[new_sa], np.full(len(retry), t0)]), when))
+        # in time order; ties (SAs alive at time 0, retries at the window start) oldest first, by their
+        # first connection's start, as the fleet the run starts from installed them, not by SA id
+        # (per-connection SAs: rows, in client order for those open at time 0; host pairs: pair ids)
+        order = lexsort((self.sa_opened[trying], when))
         trying, when = trying[order], when[order]
         capacity = self.c.nic_ipsec_sa_capacity / 2  # inbound + outbound per pair
         free = np.maximum(capacity - self.sa_pairs_on_nic, 0)
         fits = fits_on_both(self.sa_a[trying], self.sa_b[trying], when, free)
         ok, ok_t = trying[fits], when[fits]
-        preinstalled = self.sa_start[ok] < 0  # alive at time 0: installed before the run, no commands
+        # alive at time 0 and installed now (not retried after failing): installed before the run, no commands
+        preinstalled = (self.sa_start[ok] < 0) & ~np.isin(ok, retry)
         ok_cmd, ok_t = ok[~preinstalled], ok_t[~preinstalled]
         child_t = child_t[self.sa_installed[child]]
         child = child[self.sa_installed[child]]
