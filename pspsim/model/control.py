@@ -91,10 +91,9 @@ def conns_by_host(w: Workload) -> HostIndex:
     order, bounds = csr(ends, w.hosts)
     del ends
     order[order >= n] -= n  # a server end's position is n + its connection's
-    running = order < k
-    order[running] = by_age[order[running]]  # back to rows
-    conn = order.astype(np.int64 if n > np.iinfo(np.int32).max else np.int32)
-    return HostIndex(conn, bounds.astype(np.int64))
+    row = np.empty(n, dtype=np.int64 if n > np.iinfo(np.int32).max else np.int32)  # position -> row
+    row[:k], row[k:] = by_age, np.arange(k, n, dtype=row.dtype)
+    return HostIndex(row[order], bounds.astype(np.int64))
 
 
 def rank_within(groups: np.ndarray) -> np.ndarray:
