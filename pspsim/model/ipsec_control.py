@@ -259,8 +259,9 @@ class IpsecControl:
         free = np.maximum(capacity - self.sa_pairs_on_nic, 0)
         fits = fits_on_both(self.sa_a[trying], self.sa_b[trying], when, free)
         ok, ok_t = trying[fits], when[fits]
+        retried_now = np.isin(ok, retry)  # failed before, found a slot now
         # alive at time 0 and installed now (not retried after failing): installed before the run, no commands
-        preinstalled = (self.sa_start[ok] < 0) & ~np.isin(ok, retry)
+        preinstalled = (self.sa_start[ok] < 0) & ~retried_now
         ok_cmd, ok_t = ok[~preinstalled], ok_t[~preinstalled]
         child_t = child_t[self.sa_installed[child]]
         child = child[self.sa_installed[child]]
@@ -303,7 +304,7 @@ class IpsecControl:
         sa = self.sa_of[arrivals]
         waiting_for_sa = ready[sa] > w.start[arrivals]
         self.ledger.move(w.start[arrivals], arrivals, np.where(waiting_for_sa, WAITING, self.sa_mode[sa]))
-        retried = ok[np.isin(ok, retry)]
+        retried = ok[retried_now]
         order_, bounds = self.conns_of_sa
         for sa_id, t in zip(retried, ready[retried]):  # few: SAs that found a slot after failing
             conns = order_[bounds[sa_id]:bounds[sa_id + 1]]
